@@ -1,0 +1,113 @@
+"""In-memory datasets and the train / validation / test / OOD bundle every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ensemble_distill.errors import DataError
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Examples held as tensors.
+
+    Attributes:
+        x: inputs, (N, channels, height, width) float32 in [0, 1] for images.
+        y: integer labels, (N,) int64 in [0, num_classes).
+    """
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise DataError(
+                f"{self.x.shape[0]} inputs but {self.y.shape[0]} labels; "
+                "give one label per example"
+            )
+        if self.x.shape[0] == 0:
+            raise DataError("the dataset is empty; give at least one example")
+        if not torch.isfinite(self.x).all():
+            raise DataError("inputs contain NaN or Inf; clean the data before training")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def subset(self, index: Tensor) -> ArrayDataset:
+        return ArrayDataset(self.x[index], self.y[index])
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """What every dataset loader returns.
+
+    Attributes:
+        name: registry name of the in-distribution dataset.
+        train, val, test: disjoint splits; ``val`` is carved from the training data with a
+            fixed seed and serves temperature scaling and model selection.
+        num_classes: C.
+        ood: named out-of-distribution sets (labels are meaningless there), e.g.
+            ``{"fashion-mnist": ...}`` for MNIST.
+        mean, std: per-channel statistics of ``train.x``; models normalise with them
+            internally so perturbations act in [0, 1] pixel space.
+    """
+
+    name: str
+    train: ArrayDataset
+    val: ArrayDataset
+    test: ArrayDataset
+    num_classes: int
+    ood: dict[str, ArrayDataset] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in ("train", "val", "test"):
+            y = getattr(self, split).y
+            if y.min() < 0 or y.max() >= self.num_classes:
+                raise DataError(
+                    f"{split} labels must lie in [0, {self.num_classes}); "
+                    f"found {int(y.min())}..{int(y.max())}"
+                )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example, e.g. (1, 28, 28)."""
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(_channel_reduce(self.train.x, torch.mean))
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(v if v > 0 else 1.0 for v in _channel_reduce(self.train.x, torch.std))
+
+
+def _channel_reduce(x: Tensor, fn) -> list[float]:
+    """Per-channel statistic of (N, C, ...) data (a single value for (N, D) data)."""
+    if x.dim() <= 2:
+        return [float(fn(x.double()))]
+    dims = [0, *range(2, x.dim())]
+    return [float(v) for v in fn(x.double(), dim=dims)]
+
+
+def stratified_split(
+    labels: Tensor, fraction: float, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Split indices into (rest, held_out) with ``fraction`` of every class held out.
+
+    Deterministic for a given seed, independent of the global RNG.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"split fraction must lie in (0, 1); got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    rest, held = [], []
+    for c in torch.unique(labels):
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        n_held = round(len(idx) * fraction)
+        held.append(idx[:n_held])
+        rest.append(idx[n_held:])
+    return torch.cat(rest).sort().values, torch.cat(held).sort().values

@@ -1,0 +1,62 @@
+"""Building blocks every architecture shares: in-model normalisation and the body/head split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Normalize(nn.Module):
+    """(x − mean) / std per channel, inside the model, so inputs stay in [0, 1] pixel space."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], input_dims: int) -> None:
+        super().__init__()
+        view = (1, len(mean)) + (1,) * (input_dims - 1)  # broadcast over (B, C, H, W) or (B, D)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(view))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(view))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class Classifier(nn.Module):
+    """``head(body(x))``: a body ending in a feature vector and a head producing logits.
+
+    Students reuse ``body`` and replace ``head`` (Hydra puts M heads on one body).
+
+    Attributes:
+        body: (B, *input_shape) -> (B, feature_dim); starts with :class:`Normalize`.
+        head: (B, feature_dim) -> (B, num_classes) logits.
+    """
+
+    def __init__(self, body: nn.Module, head: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.body = body
+        self.head = head
+        self.feature_dim = feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild an architecture (the weights, incl. normalisation, live in
+    the checkpoint). Serialisable to JSON with :meth:`to_dict`."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"input_shape": list(self.input_shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(data["name"], tuple(data["input_shape"]), int(data["num_classes"]),
+                   dict(data.get("kwargs", {})))
