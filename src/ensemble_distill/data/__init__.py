@@ -42,8 +42,9 @@ def create_dataset(
         val_fraction: share of the training data held out for validation.
     """
     loader = DATASETS.get(name)
-    return loader(Path(data_dir) if data_dir is not None else None, download, split_seed,
-                  val_fraction)
+    return loader(
+        Path(data_dir) if data_dir is not None else None, download, split_seed, val_fraction
+    )
 
 
 __all__ = ["DATASETS", "ArrayDataset", "DataSplits", "create_dataset", "stratified_split"]

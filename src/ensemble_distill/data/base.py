@@ -25,8 +25,7 @@ class ArrayDataset:
     def __post_init__(self) -> None:
         if self.x.shape[0] != self.y.shape[0]:
             raise DataError(
-                f"{self.x.shape[0]} inputs but {self.y.shape[0]} labels; "
-                "give one label per example"
+                f"{self.x.shape[0]} inputs but {self.y.shape[0]} labels; give one label per example"
             )
         if self.x.shape[0] == 0:
             raise DataError("the dataset is empty; give at least one example")
@@ -93,9 +92,7 @@ def _channel_reduce(x: Tensor, fn) -> list[float]:
     return [float(v) for v in fn(x.double(), dim=dims)]
 
 
-def stratified_split(
-    labels: Tensor, fraction: float, seed: int
-) -> tuple[Tensor, Tensor]:
+def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     """Split indices into (rest, held_out) with ``fraction`` of every class held out.
 
     Deterministic for a given seed, independent of the global RNG.

@@ -32,8 +32,12 @@ def load_digits_splits(split_seed: int, val_fraction: float) -> DataSplits:
         val=full.subset(rest[val]),
         test=full.subset(test),
         num_classes=10,
-        ood={"patches": ArrayDataset(natural_patches(NUM_PATCHES, seed=split_seed),
-                                     torch.zeros(NUM_PATCHES, dtype=torch.long))},
+        ood={
+            "patches": ArrayDataset(
+                natural_patches(NUM_PATCHES, seed=split_seed),
+                torch.zeros(NUM_PATCHES, dtype=torch.long),
+            )
+        },
     )
 
 

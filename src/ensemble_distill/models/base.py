@@ -58,5 +58,9 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(data["name"], tuple(data["input_shape"]), int(data["num_classes"]),
-                   dict(data.get("kwargs", {})))
+        return cls(
+            data["name"],
+            tuple(data["input_shape"]),
+            int(data["num_classes"]),
+            dict(data.get("kwargs", {})),
+        )

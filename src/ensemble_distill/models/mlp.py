@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from torch import nn
 
 
-def mlp_body(input_shape: Sequence[int], widths: Sequence[int] = (256, 256)) -> tuple[nn.Module, int]:
+def mlp_body(
+    input_shape: Sequence[int], widths: Sequence[int] = (256, 256)
+) -> tuple[nn.Module, int]:
     """Flatten → [Linear → ReLU] per width. Returns (body, feature_dim)."""
     layers: list[nn.Module] = [nn.Flatten()]
     width_in = math.prod(input_shape)

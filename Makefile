@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` (digits, end to end) and `make test`.
+# Both create the virtual environment first if it is missing.
+
+VENV ?= .venv
+PYTHON ?= python3
+# The CPU build of torch is installed first so that `torch>=2.2` in pyproject.toml is already
+# met and pip never pulls a multi-GB CUDA build. Elsewhere, choose your own build, e.g.
+#   make TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(BIN)/ensemble-distill run --out runs/digits
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,78 @@
+"""Command line: parse arguments and hand over to :mod:`ensemble_distill.pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ensemble_distill.config import Config, load_config
+from ensemble_distill.errors import EnsembleDistillError
+
+COMMANDS = {
+    "run": (
+        ("teacher", "distill", "evaluate"),
+        "train the teacher, distil every method, evaluate, write results",
+    ),
+    "train-teacher": (("teacher",), "train the deep ensemble only (OUT/teacher)"),
+    "distill": (("distill",), "distil every method from the teacher saved in OUT"),
+    "evaluate": (("evaluate",), "evaluate the saved teacher and students, write results"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ensemble-distill",
+        description="Distil a deep ensemble into one student that keeps its uncertainty.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="YAML config file (default: built-in "
+            "defaults, or OUT/config.yaml for distill/evaluate)",
+        )
+        sub.add_argument("--out", type=Path, required=True, help="output directory")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="config overrides, nested keys with dots (kd.temperature=2)",
+        )
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """--config FILE, else OUT/config.yaml for steps after the first, else defaults; then
+    overrides."""
+    path = args.config
+    saved = args.out / "config.yaml"
+    if path is None and args.command in ("distill", "evaluate") and saved.is_file():
+        path = saved
+    return load_config(path, args.overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from ensemble_distill.pipeline import run  # heavy imports after argument parsing
+
+    try:
+        results = run(
+            resolve_config(args), args.out, steps=COMMANDS[args.command][0], quiet=args.quiet
+        )
+    except EnsembleDistillError as exc:
+        print(f"ensemble-distill: error: {exc}", file=sys.stderr)
+        return 2
+    if results is not None:
+        print((args.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

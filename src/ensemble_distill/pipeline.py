@@ -1,0 +1,287 @@
+"""The pipeline behind the CLI: train the teacher, distil every method, evaluate, write results.
+
+Output directory layout::
+
+    OUT/config.yaml              resolved configuration
+    OUT/teacher/                 deep ensemble (model.safetensors, manifest.json, history.csv)
+    OUT/students/<method>/       one student per method (same files)
+    OUT/predictions.safetensors  test and OOD logits of every model, for reports
+    OUT/results.json, .md        metrics of the ensemble, one member and each student
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save
+from torch import nn
+
+from ensemble_distill import metrics
+from ensemble_distill.checkpoint import (
+    atomic_write,
+    check_shapes,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ensemble_distill.config import Config, dump_config
+from ensemble_distill.data import DATASETS, DataSplits, create_dataset
+from ensemble_distill.distill import METHODS, DistillContext
+from ensemble_distill.errors import CheckpointError, ConfigError
+from ensemble_distill.evaluation import (
+    classification_metrics,
+    member_probs,
+    ood_metrics,
+    predict_logits,
+)
+from ensemble_distill.models import MODELS, ModelSpec
+from ensemble_distill.report.table import results_markdown
+from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
+from ensemble_distill.teachers.train import member_seed, train_deep_ensemble
+
+log = logging.getLogger(__name__)
+
+STEPS = ("teacher", "distill", "evaluate")
+
+
+@dataclass
+class Setup:
+    """A validated configuration with its data and architectures, before anything is written."""
+
+    config: Config
+    data: DataSplits
+    teacher_spec: ModelSpec
+    student_spec: ModelSpec
+    device: torch.device
+
+
+def prepare(config: Config) -> Setup:
+    """Check every name and value, then load the data; raises before any file is written."""
+    validate(config)
+    data = create_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        download=config.download,
+        split_seed=config.split_seed,
+        val_fraction=config.val_fraction,
+    )
+    teacher_spec = ModelSpec(
+        config.model, data.input_shape, data.num_classes, dict(config.model_args)
+    )
+    student_spec = ModelSpec(
+        config.student.model or config.model,
+        data.input_shape,
+        data.num_classes,
+        dict(
+            config.student.model_args
+            if config.student.model_args is not None
+            else config.model_args
+        ),
+    )
+    return Setup(config, data, teacher_spec, student_spec, torch.device(config.device))
+
+
+def validate(config: Config) -> None:
+    """Refuse unknown names and impossible values with a one-line message naming the fix."""
+    DATASETS.get(config.dataset)
+    MODELS.get(config.model)
+    if config.student.model is not None:
+        MODELS.get(config.student.model)
+    for name in config.methods:
+        METHODS.get(name)
+    if len(set(config.methods)) != len(config.methods):
+        raise ConfigError(f"methods lists a name twice: {config.methods}; list each once")
+    for key in ("members", "epochs", "batch_size"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be at least 1; got {getattr(config, key)}")
+    if config.student.epochs is not None and config.student.epochs < 1:
+        raise ConfigError(f"student.epochs must be at least 1; got {config.student.epochs}")
+    if not 0.0 < config.val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must lie in (0, 1); got {config.val_fraction}")
+    if not 0.0 <= config.kd.alpha <= 1.0 or config.kd.temperature <= 0:
+        raise ConfigError("kd.alpha must lie in [0, 1] and kd.temperature be positive")
+    _check_device(config.device)
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu")
+
+
+def run(
+    config: Config, out: Path, steps: Sequence[str] = STEPS, quiet: bool = False
+) -> dict[str, Any] | None:
+    """Run ``steps`` (a subset of teacher, distill, evaluate) into ``out``.
+
+    Returns the results dictionary when ``evaluate`` ran.
+    """
+    setup = prepare(config)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "config.yaml", dump_config(config))
+    teacher = None
+    if "teacher" in steps:
+        teacher = train_teacher(setup, out / "teacher", quiet)
+    if "distill" in steps:
+        teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
+        distill_all(setup, teacher, out / "students", quiet)
+    if "evaluate" in steps:
+        return evaluate_run(setup, out)
+    return None
+
+
+def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
+    config, data = setup.config, setup.data
+    start = time.perf_counter()
+    ensemble, history = train_deep_ensemble(
+        setup.teacher_spec,
+        data,
+        members=config.members,
+        seed=config.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optim=config.optim,
+        vectorize=config.teacher.vectorize,
+        device=setup.device,
+        quiet=quiet,
+    )
+    seconds = time.perf_counter() - start
+    probs = member_probs(predict_logits(ensemble, data.val.x, config.eval.batch_size, setup.device))
+    info = {
+        "dataset": data.name,
+        "seeds": [member_seed(config.seed, m) for m in range(config.members)],
+        "train_seconds": seconds,
+        "val_metrics": classification_metrics(probs, data.val.y),
+    }
+    save_teacher(directory, ensemble, setup.teacher_spec, info)
+    _write_history(directory / "history.csv", history)
+    log.info("teacher: %d members trained in %.1f s", config.members, seconds)
+    return ensemble
+
+
+def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: bool) -> None:
+    """Train and save one student per configured method, sharing cached teacher logits."""
+    config, data = setup.config, setup.data
+    if teacher.num_members != config.members:
+        raise ConfigError(
+            f"the saved teacher has {teacher.num_members} members but the config "
+            f"says members={config.members}; retrain the teacher or fix members"
+        )
+    context = DistillContext(
+        data=data,
+        teacher=teacher,
+        config=config,
+        device=setup.device,
+        quiet=quiet,
+        teacher_train_logits=predict_logits(
+            teacher, data.train.x, config.eval.batch_size, setup.device
+        ),
+    )
+    for name in config.methods:
+        method = METHODS.get(name)
+        options = method.options(config)
+        torch.manual_seed(config.seed)
+        student = method.build(setup.student_spec, config.members, options, data.mean, data.std).to(
+            setup.device
+        )
+        start = time.perf_counter()
+        history = method.train(student, context)
+        manifest = {
+            "kind": "student",
+            "method": name,
+            "model": setup.student_spec.to_dict(),
+            "members": config.members,
+            "options": options,
+            "dataset": data.name,
+            "train_seconds": time.perf_counter() - start,
+        }
+        save_checkpoint(directory / name, student.state_dict(), manifest)
+        _write_history(directory / name / "history.csv", history)
+
+
+def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild a saved student from its manifest and verified weights."""
+    state, manifest = load_checkpoint(directory)
+    if manifest.get("kind") != "student":
+        raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r}, not a student")
+    try:
+        method = METHODS.get(manifest["method"])
+        student = method.build(
+            ModelSpec.from_dict(manifest["model"]),
+            int(manifest["members"]),
+            dict(manifest["options"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory}/manifest.json lacks a valid {exc} entry") from None
+    check_shapes(student.state_dict(), state, directory)
+    student.load_state_dict(state)
+    return student.to(device).eval()
+
+
+def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
+    """Evaluate the teacher, its first member and every student; write results and predictions."""
+    config, data = setup.config, setup.data
+    teacher, _ = load_teacher(out / "teacher", setup.device)
+    models: dict[str, nn.Module] = {"ensemble": teacher, "member": teacher.member(0)}
+    for name in config.methods:
+        models[name] = load_student(out / "students" / name, setup.device)
+    ood_name, ood = next(iter(data.ood.items()), (None, None))
+    results: dict[str, Any] = {
+        "dataset": data.name,
+        "members": config.members,
+        "ood": ood_name,
+        "methods": {},
+    }
+    predictions = {"labels/test": data.test.y}
+    for name, model in models.items():
+        test_logits = predict_logits(model, data.test.x, config.eval.batch_size, setup.device)
+        predictions[f"{name}/test"] = test_logits
+        row = classification_metrics(member_probs(test_logits), data.test.y)
+        if ood is not None:
+            ood_logits = predict_logits(model, ood.x, config.eval.batch_size, setup.device)
+            predictions[f"{name}/ood"] = ood_logits
+            row |= ood_metrics(member_probs(test_logits), member_probs(ood_logits))
+        row |= cost_metrics(model, data.test.x, config, setup.device)
+        results["methods"][name] = row
+    atomic_write(
+        out / "predictions.safetensors", save({k: v.contiguous() for k, v in predictions.items()})
+    )
+    atomic_write(out / "results.json", json.dumps(results, indent=2))
+    atomic_write(out / "results.md", results_markdown(results))
+    return results
+
+
+def cost_metrics(
+    model: nn.Module, x: torch.Tensor, config: Config, device: torch.device
+) -> dict[str, float]:
+    """Parameters and seconds per example at batch 1 and batch 256 (median of repeats)."""
+    model.eval()
+    repeats = config.eval.latency_repeats
+    return {
+        "params": metrics.count_parameters(model),
+        "latency_ms_b1": 1e3
+        * metrics.latency_per_example(model, x[:1].to(device), repeats=repeats),
+        "latency_ms_b256": 1e3
+        * metrics.latency_per_example(model, x[:256].to(device), repeats=repeats),
+    }
+
+
+def _write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Per-epoch training history as CSV (the union of all rows' keys as columns)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())

@@ -1,0 +1,83 @@
+"""Deep ensemble (Lakshminarayanan et al. 2017): M members of one architecture, stacked.
+
+The members' weights are stacked along a leading member axis and evaluated with
+``torch.func.vmap`` over ``functional_call``: one batched computation instead of M small ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+class DeepEnsemble(nn.Module):
+    """M members with stacked weights; ``forward`` returns member logits (batch, members, classes).
+
+    Attributes:
+        stacked: a copy of the member architecture whose every parameter and buffer has an extra
+            leading member axis (shape (M, ...)). It keeps the original names, so checkpoints
+            read like a single model's; it is only ever called through ``vmap``.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a deep ensemble needs at least one member")
+        params, buffers = stack_module_state(list(members))
+        self.num_members = len(members)
+        self.stacked = copy.deepcopy(members[0])
+        for name, value in params.items():
+            _set_tensor(self.stacked, name, nn.Parameter(value.detach().clone()))
+        for name, value in buffers.items():
+            _set_tensor(self.stacked, name, value.clone())
+        # The stateless skeleton functional_call runs; a plain list hides it from nn.Module so
+        # .to(), .state_dict() and .parameters() see only the stacked weights.
+        self._skeleton = [copy.deepcopy(members[0]).to("meta")]
+
+    def train(self, mode: bool = True) -> DeepEnsemble:
+        self._skeleton[0].train(mode)
+        return super().train(mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, ...) shared by all members → logits (batch, members, classes)."""
+        return self._vmapped(in_dims_x=None)(x).transpose(0, 1)
+
+    def forward_members(self, x: Tensor) -> Tensor:
+        """x: (members, batch, ...), one batch per member → logits (members, batch, classes)."""
+        return self._vmapped(in_dims_x=0)(x)
+
+    def member(self, index: int) -> nn.Module:
+        """A plain module holding member ``index``'s weights (a copy)."""
+        module = copy.deepcopy(self._skeleton[0]).to_empty(device=self._device())
+        state = {name: value[index] for name, value in self.stacked.state_dict().items()}
+        module.load_state_dict(state)
+        return module.train(self.training)
+
+    def _vmapped(self, in_dims_x: int | None):
+        params = dict(self.stacked.named_parameters())
+        buffers = dict(self.stacked.named_buffers())
+        skeleton = self._skeleton[0]
+
+        def call(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(skeleton, (p, b), (x,))
+
+        # randomness="different": dropout masks differ between members, as in a real ensemble.
+        batched = vmap(call, in_dims=(0, 0, in_dims_x), randomness="different")
+        return lambda x: batched(params, buffers, x)
+
+    def _device(self) -> torch.device:
+        return next(self.stacked.parameters()).device
+
+
+def _set_tensor(module: nn.Module, dotted: str, value: Tensor) -> None:
+    """Replace the parameter or buffer at ``dotted`` (e.g. ``body.1.weight``) by ``value``."""
+    *path, leaf = dotted.split(".")
+    owner = module.get_submodule(".".join(path)) if path else module
+    if isinstance(value, nn.Parameter):
+        owner._parameters[leaf] = value
+    else:
+        owner._buffers[leaf] = value

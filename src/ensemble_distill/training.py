@@ -1,0 +1,128 @@
+"""The one training loop every phase uses (teacher members, KD, Hydra, ...).
+
+Data lives in memory as tensors, so a batch is just an index tensor; ``fit`` draws the indices,
+steps the optimiser and schedule, and records one history row per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ensemble_distill.config import OptimConfig
+from ensemble_distill.errors import ConfigError, EnsembleDistillError
+
+
+def make_optimizer(
+    params: Iterable[Tensor] | list[dict], config: OptimConfig
+) -> torch.optim.Optimizer:
+    """Adam or SGD (Nesterov-free momentum) with the config's learning rate and weight decay."""
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    raise ConfigError(f"unknown optimizer {config.name!r}; use optim.name=adam or optim.name=sgd")
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int):
+    """Per-step learning-rate schedule: cosine decay to 0, or constant."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ConfigError(f"unknown schedule {config.schedule!r}; use optim.schedule=cosine|constant")
+
+
+def index_batches(
+    num_examples: int, batch_size: int, generators: Sequence[torch.Generator]
+) -> Iterator[Tensor]:
+    """One epoch of batches, shape (streams, batch), one stream per generator.
+
+    Each stream follows its own random permutation, so ensemble members trained together see
+    the data in the same orders as when trained one by one. The last batch may be smaller.
+    """
+    order = torch.stack([torch.randperm(num_examples, generator=g) for g in generators])
+    for start in range(0, num_examples, batch_size):
+        yield order[:, start : start + batch_size]
+
+
+def fit(
+    params: Iterable[Tensor] | list[dict],
+    loss_fn: Callable[[Tensor], Tensor],
+    *,
+    num_examples: int,
+    epochs: int,
+    batch_size: int,
+    optim: OptimConfig,
+    seeds: Sequence[int],
+    desc: str = "train",
+    quiet: bool = False,
+    on_epoch: Callable[[int], dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Minimise ``loss_fn(batch_index)`` over ``epochs`` passes of the data.
+
+    Args:
+        params: parameters or parameter groups to optimise.
+        loss_fn: maps a (streams, batch) index tensor to a scalar loss; it sets the modules'
+            train mode and moves data itself.
+        seeds: one seed per data stream; ``len(seeds)`` independent orders are drawn per
+            epoch (one per vectorised member, each as if that member trained alone).
+        on_epoch: called after each epoch with the epoch number; its dict (e.g. validation
+            metrics) is added to the history row.
+
+    Returns:
+        One row per epoch: ``epoch``, mean ``loss``, ``lr``, ``seconds`` and ``on_epoch``'s keys.
+
+    Raises:
+        EnsembleDistillError: the loss became NaN or infinite.
+    """
+    optimizer = make_optimizer(params, optim)
+    steps_per_epoch = math.ceil(num_examples / batch_size)
+    schedule = make_schedule(optimizer, optim, epochs * steps_per_epoch)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    history: list[dict[str, Any]] = []
+    bar = tqdm(
+        total=epochs * steps_per_epoch,
+        desc=desc,
+        disable=quiet,
+        unit="step",
+        dynamic_ncols=True,
+        leave=False,
+    )
+    for epoch in range(1, epochs + 1):
+        start, total, count = time.perf_counter(), 0.0, 0
+        for index in index_batches(num_examples, batch_size, generators):
+            loss = loss_fn(index)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise EnsembleDistillError(
+                    f"{desc}: the loss became {loss.item()} in epoch {epoch}; "
+                    "lower optim.lr or check the data for extreme values"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * index.shape[1]
+            count += index.shape[1]
+            bar.update()
+        row = {
+            "epoch": epoch,
+            "loss": total / count,
+            "lr": schedule.get_last_lr()[0],
+            "seconds": time.perf_counter() - start,
+        }
+        if on_epoch is not None:
+            row |= on_epoch(epoch)
+        history.append(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+    bar.close()
+    return history

@@ -1,0 +1,50 @@
+"""Parameter count and latency per example."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ensemble_distill.errors import EnsembleDistillError
+from ensemble_distill.metrics import count_parameters, latency_per_example
+
+
+def test_count_parameters_linear():
+    assert count_parameters(nn.Linear(7, 3)) == 7 * 3 + 3
+    assert count_parameters(nn.Linear(7, 3, bias=False)) == 7 * 3
+
+
+def test_count_parameters_includes_frozen_and_counts_shared_once():
+    layer = nn.Linear(4, 2)
+    layer.bias.requires_grad_(False)
+    model = nn.Sequential(layer, nn.ReLU(), layer, nn.Linear(2, 5))
+    assert count_parameters(model) == (4 * 2 + 2) + (2 * 5 + 5)
+
+
+def test_latency_is_positive_seconds_per_example():
+    calls = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        calls.append(torch.is_inference_mode_enabled())
+        return x * 2
+
+    value = latency_per_example(fn, torch.zeros(8, 3), repeats=4, warmup=2)
+    assert isinstance(value, float) and value > 0 and math.isfinite(value)
+    assert calls == [True] * 6  # warmup + repeats, all under inference_mode
+
+
+def test_latency_divides_by_batch_size(monkeypatch):
+    # A fake clock that advances 1 s per reading makes each call take exactly 1 s.
+    ticks = iter(range(100))
+    monkeypatch.setattr("ensemble_distill.metrics.cost.time.perf_counter", lambda: next(ticks))
+    assert latency_per_example(lambda x: x, torch.zeros(4, 2), repeats=3, warmup=0) == 0.25
+
+
+@pytest.mark.parametrize(
+    ("batch", "repeats", "warmup"),
+    [(torch.zeros(0, 3), 3, 1), (torch.tensor(1.0), 3, 1), (torch.zeros(2, 3), 0, 1)],
+)
+def test_latency_bad_arguments_raise(batch, repeats, warmup):
+    with pytest.raises(EnsembleDistillError):
+        latency_per_example(lambda x: x, batch, repeats=repeats, warmup=warmup)

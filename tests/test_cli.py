@@ -1,0 +1,78 @@
+"""End-to-end: the CLI on digits with a tiny config, and every bad input it must refuse."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ensemble_distill.cli import main
+
+TINY = ["members=3", "epochs=2", "model_args={widths: [16]}", "eval.latency_repeats=2"]
+
+
+def test_run_writes_results_config_and_checkpoints(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--quiet", *TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "digits" and results["members"] == 3
+    assert set(results["methods"]) == {"ensemble", "member", "kd"}
+    for row in results["methods"].values():
+        assert {"acc", "nll", "brier", "ece", "mi", "ood_auroc", "params"} <= set(row)
+    assert results["methods"]["ensemble"]["params"] == 3 * results["methods"]["member"]["params"]
+    assert results["methods"]["kd"]["mi"] == 0.0
+    assert "| kd |" in (out / "results.md").read_text()
+    assert "members: 3" in (out / "config.yaml").read_text()
+    for folder in ("teacher", "students/kd"):
+        assert (out / folder / "model.safetensors").is_file()
+        assert (out / folder / "history.csv").read_text().startswith("epoch,")
+    assert "| ensemble |" in capsys.readouterr().out
+
+
+def test_steps_one_by_one_reuse_the_saved_config(tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train-teacher", "--out", out, "--quiet", *TINY]) == 0
+    assert main(["distill", "--out", out, "--quiet"]) == 0
+    assert main(["evaluate", "--out", out, "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["members"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset=nope"], "unknown dataset 'nope'"),
+        (["model=nope"], "unknown model 'nope'"),
+        (["methods=[kd, nope]"], "unknown method 'nope'"),
+        (["membrs=3"], "did you mean 'members'"),
+        (["members=many"], "'members' must be int"),
+        (["members=0"], "members must be at least 1"),
+        (["dataset=mnist", "data_dir=/does/not/exist"], "/does/not/exist"),
+        (
+            ["device=cuda:0"] if not __import__("torch").cuda.is_available() else ["device=tpu"],
+            "device",
+        ),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("ensemble-distill: error:")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_console_script_help_for_every_command():
+    for command in ("run", "train-teacher", "distill", "evaluate"):
+        done = subprocess.run(
+            [sys.executable, "-m", "ensemble_distill", command, "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "--out" in done.stdout and "key=value" in done.stdout
+
+
+def test_distill_without_teacher_is_a_clear_error(tmp_path, capsys):
+    assert main(["distill", "--out", str(tmp_path), "--quiet", *TINY]) == 2
+    assert "train it first" in capsys.readouterr().err

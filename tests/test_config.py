@@ -1,0 +1,54 @@
+import pytest
+
+from ensemble_distill.config import Config, build_config, dump_config, load_config
+from ensemble_distill.errors import ConfigError
+
+
+def test_defaults_round_trip_through_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(Config()))
+    assert load_config(path) == Config()
+
+
+def test_overrides_parse_types_and_nested_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("members: 7\nkd: {alpha: 0.5}\n")
+    config = load_config(
+        path, ["kd.temperature=2", "methods=[kd]", "members=3", "data_dir=/some/where"]
+    )
+    assert config.members == 3  # the override wins over the file
+    assert config.kd.alpha == 0.5 and config.kd.temperature == 2.0
+    assert isinstance(config.kd.temperature, float)  # an int is accepted as a float
+    assert config.methods == ["kd"] and config.data_dir == "/some/where"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"membrs": 3}, "did you mean 'members'"),
+        ({"kd": {"temp": 1}}, "unknown config key 'kd.temp'"),
+        ({"members": "three"}, "'members' must be int"),
+        ({"epochs": True}, "'epochs' must be int"),
+        ({"methods": "kd"}, "'methods' must be list"),
+        ({"methods": [1]}, "'methods[0]' must be str"),
+        ({"kd": 3}, "kd must be a mapping"),
+        ({"student": {"model": 5}}, "'student.model' must be"),
+    ],
+)
+def test_bad_keys_and_types_are_refused(data, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build_config(data)
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["members"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("members: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
