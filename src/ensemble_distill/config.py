@@ -57,6 +57,29 @@ class KDConfig:
 
 
 @dataclass
+class HydraConfig:
+    """Hydra (Tran et al. 2020): shared body, M heads, two phases.
+
+    Phase 1 (the first ``phase1_fraction`` of the epochs) trains body + one head by KD on the
+    ensemble mean; phase 2 copies that head into all M and trains head m on member m.
+    """
+
+    head_widths: list[int] = field(default_factory=lambda: [100, 100])  # hidden layers per head
+    temperature: float = 1.0
+    alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
+    phase1_fraction: float = 0.5
+
+
+@dataclass
+class EnDConfig:
+    """EnD² (Malinin et al. 2019): a Prior Network fitted to the members' probabilities."""
+
+    smoothing: float = 1e-3  # member probabilities mixed with uniform: (1−ε)π + ε/C
+    initial_temperature: float = 5.0  # annealed linearly to 1 ...
+    anneal_fraction: float = 0.5  # ... over this share of the training steps
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 1024
     latency_repeats: int = 20
@@ -83,6 +106,8 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     kd: KDConfig = field(default_factory=KDConfig)
+    hydra: HydraConfig = field(default_factory=HydraConfig)
+    endd: EnDConfig = field(default_factory=EnDConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,18 +1,58 @@
-"""Turn a model and data into the metrics of METHODS.md (the same functions for every model).
+"""Turn a model's outputs into the metrics of METHODS.md (the same functions for every model).
 
-Every model evaluated here returns member logits (batch, members, classes); a single network's
-(batch, classes) output is read as one member.
+Models return either member logits (batch, members, classes) — ensembles, Hydra, KD (a single
+network's (batch, classes) output is read as one member) — or, for Prior Networks (EnD²),
+Dirichlet log-concentrations (batch, classes), flagged by ``output_kind = "dirichlet"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ensemble_distill import metrics
 from ensemble_distill.data import ArrayDataset
+
+LOGITS = "logits"
+DIRICHLET = "dirichlet"
+
+
+def output_kind(model: nn.Module) -> str:
+    """``"logits"`` (member logits) or ``"dirichlet"`` (log-concentrations)."""
+    return getattr(model, "output_kind", LOGITS)
+
+
+@dataclass(frozen=True)
+class Predictive:
+    """What the metrics need from a model on N examples.
+
+    Attributes:
+        probs: (N, M, C) member probabilities; (N, 1, C) p̄ for a single network or a
+            Dirichlet's mean α/α₀.
+        entropy: (N,) total uncertainty H[p̄].
+        mi: (N,) model uncertainty: the members' mutual information, or a Dirichlet's
+            closed-form MI.
+    """
+
+    probs: Tensor
+    entropy: Tensor
+    mi: Tensor
+
+
+def predictive(outputs: Tensor, kind: str = LOGITS) -> Predictive:
+    """:class:`Predictive` from raw outputs, in float64."""
+    if kind == DIRICHLET:
+        mean = metrics.dirichlet_mean(outputs)
+        return Predictive(
+            mean.unsqueeze(1),
+            metrics.predictive_entropy(mean),
+            metrics.dirichlet_mutual_information(outputs),
+        )
+    probs = torch.softmax(as_member_logits(outputs).double(), dim=-1)
+    return Predictive(probs, metrics.predictive_entropy(probs), metrics.mutual_information(probs))
 
 
 def as_member_logits(logits: Tensor) -> Tensor:
@@ -21,52 +61,43 @@ def as_member_logits(logits: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def predict_logits(
+def predict_outputs(
     model: nn.Module, x: Tensor, batch_size: int = 1024, device: torch.device | str = "cpu"
 ) -> Tensor:
-    """Member logits (N, members, classes) on the CPU, in eval mode, batch by batch."""
+    """The model's raw outputs on ``x``, on the CPU, in eval mode, batch by batch."""
     model.eval()
     chunks = [
-        as_member_logits(model(x[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(x), batch_size)
+        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
     ]
     return torch.cat(chunks)
 
 
-def member_probs(logits: Tensor) -> Tensor:
-    """Softmax over classes in float64 (so tiny probabilities do not round to 0)."""
-    return torch.softmax(logits.double(), dim=-1)
+def predict(
+    model: nn.Module, x: Tensor, batch_size: int = 1024, device: torch.device | str = "cpu"
+) -> Predictive:
+    return predictive(predict_outputs(model, x, batch_size, device), output_kind(model))
 
 
-def classification_metrics(probs: Tensor, labels: Tensor) -> dict[str, float]:
-    """ACC, NLL, Brier (both forms), ECE, mean MI and mean predictive entropy.
-
-    Args:
-        probs: (N, M, C) member probabilities.
-        labels: (N,).
-    """
+def classification_metrics(pred: Predictive, labels: Tensor) -> dict[str, float]:
+    """ACC, NLL, Brier (both forms), ECE, mean MI and mean predictive entropy."""
     return {
-        "acc": metrics.accuracy(probs, labels),
-        "nll": metrics.nll(probs, labels),
-        "brier": metrics.brier(probs, labels),
-        "brier_tfp": metrics.brier_tfp(probs, labels),
-        "ece": metrics.ece(probs, labels),
-        "mi": float(metrics.mutual_information(probs).mean()),
-        "entropy": float(metrics.predictive_entropy(probs).mean()),
+        "acc": metrics.accuracy(pred.probs, labels),
+        "nll": metrics.nll(pred.probs, labels),
+        "brier": metrics.brier(pred.probs, labels),
+        "brier_tfp": metrics.brier_tfp(pred.probs, labels),
+        "ece": metrics.ece(pred.probs, labels),
+        "mi": float(pred.mi.mean()),
+        "entropy": float(pred.entropy.mean()),
     }
 
 
-def ood_metrics(probs_in: Tensor, probs_out: Tensor) -> dict[str, float]:
-    """OOD detection, OOD = positive: AUROC by predictive entropy (``ood_auroc``) and by MI."""
-    entropy_in = metrics.predictive_entropy(probs_in)
-    entropy_out = metrics.predictive_entropy(probs_out)
-    mi_in = metrics.mutual_information(probs_in)
-    mi_out = metrics.mutual_information(probs_out)
+def ood_metrics(pred_in: Predictive, pred_out: Predictive) -> dict[str, float]:
+    """OOD detection, OOD = positive: AUROC/AUPR by predictive entropy (``ood_auroc``) and MI."""
     return {
-        "ood_auroc": metrics.ood_auroc(entropy_in, entropy_out),
-        "ood_aupr": metrics.ood_aupr(entropy_in, entropy_out),
-        "ood_auroc_mi": metrics.ood_auroc(mi_in, mi_out),
-        "ood_aupr_mi": metrics.ood_aupr(mi_in, mi_out),
+        "ood_auroc": metrics.ood_auroc(pred_in.entropy, pred_out.entropy),
+        "ood_aupr": metrics.ood_aupr(pred_in.entropy, pred_out.entropy),
+        "ood_auroc_mi": metrics.ood_auroc(pred_in.mi, pred_out.mi),
+        "ood_aupr_mi": metrics.ood_aupr(pred_in.mi, pred_out.mi),
     }
 
 
@@ -76,7 +107,10 @@ def epoch_validator(
     """A ``fit`` callback returning validation accuracy and NLL of ``model`` after each epoch."""
 
     def validate(epoch: int) -> dict[str, float]:
-        probs = member_probs(predict_logits(model, val.x, device=device))
-        return {"val_acc": metrics.accuracy(probs, val.y), "val_nll": metrics.nll(probs, val.y)}
+        pred = predict(model, val.x, device=device)
+        return {
+            "val_acc": metrics.accuracy(pred.probs, val.y),
+            "val_nll": metrics.nll(pred.probs, val.y),
+        }
 
     return validate

@@ -5,7 +5,7 @@ Output directory layout::
     OUT/config.yaml              resolved configuration
     OUT/teacher/                 deep ensemble (model.safetensors, manifest.json, history.csv)
     OUT/students/<method>/       one student per method (same files)
-    OUT/predictions.safetensors  test and OOD logits of every model, for reports
+    OUT/predictions.safetensors  test and OOD outputs of every model, for reports
     OUT/results.json, .md        metrics of the ensemble, one member and each student
 """
 
@@ -38,9 +38,11 @@ from ensemble_distill.distill import METHODS, DistillContext
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import (
     classification_metrics,
-    member_probs,
     ood_metrics,
-    predict_logits,
+    output_kind,
+    predict,
+    predict_outputs,
+    predictive,
 )
 from ensemble_distill.models import MODELS, ModelSpec
 from ensemble_distill.report.table import results_markdown
@@ -106,8 +108,18 @@ def validate(config: Config) -> None:
         raise ConfigError(f"student.epochs must be at least 1; got {config.student.epochs}")
     if not 0.0 < config.val_fraction < 1.0:
         raise ConfigError(f"val_fraction must lie in (0, 1); got {config.val_fraction}")
-    if not 0.0 <= config.kd.alpha <= 1.0 or config.kd.temperature <= 0:
-        raise ConfigError("kd.alpha must lie in [0, 1] and kd.temperature be positive")
+    for section in ("kd", "hydra"):
+        options = getattr(config, section)
+        if not 0.0 <= options.alpha <= 1.0 or options.temperature <= 0:
+            raise ConfigError(
+                f"{section}.alpha must lie in [0, 1] and {section}.temperature be positive"
+            )
+    if not 0.0 <= config.hydra.phase1_fraction <= 1.0:
+        raise ConfigError("hydra.phase1_fraction must lie in [0, 1]")
+    if config.endd.initial_temperature < 1.0 or not 0.0 < config.endd.anneal_fraction <= 1.0:
+        raise ConfigError(
+            "endd.initial_temperature must be >= 1 and endd.anneal_fraction lie in (0, 1]"
+        )
     _check_device(config.device)
 
 
@@ -157,12 +169,12 @@ def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
         quiet=quiet,
     )
     seconds = time.perf_counter() - start
-    probs = member_probs(predict_logits(ensemble, data.val.x, config.eval.batch_size, setup.device))
+    val = predict(ensemble, data.val.x, config.eval.batch_size, setup.device)
     info = {
         "dataset": data.name,
         "seeds": [member_seed(config.seed, m) for m in range(config.members)],
         "train_seconds": seconds,
-        "val_metrics": classification_metrics(probs, data.val.y),
+        "val_metrics": classification_metrics(val, data.val.y),
     }
     save_teacher(directory, ensemble, setup.teacher_spec, info)
     _write_history(directory / "history.csv", history)
@@ -184,7 +196,7 @@ def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: boo
         config=config,
         device=setup.device,
         quiet=quiet,
-        teacher_train_logits=predict_logits(
+        teacher_train_logits=predict_outputs(
             teacher, data.train.x, config.eval.batch_size, setup.device
         ),
     )
@@ -244,19 +256,22 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         "methods": {},
     }
     predictions = {"labels/test": data.test.y}
+    kinds = {}
     for name, model in models.items():
-        test_logits = predict_logits(model, data.test.x, config.eval.batch_size, setup.device)
-        predictions[f"{name}/test"] = test_logits
-        row = classification_metrics(member_probs(test_logits), data.test.y)
+        kinds[name] = output_kind(model)
+        outputs = predict_outputs(model, data.test.x, config.eval.batch_size, setup.device)
+        predictions[f"{name}/test"] = outputs
+        test = predictive(outputs, kinds[name])
+        row = classification_metrics(test, data.test.y)
         if ood is not None:
-            ood_logits = predict_logits(model, ood.x, config.eval.batch_size, setup.device)
-            predictions[f"{name}/ood"] = ood_logits
-            row |= ood_metrics(member_probs(test_logits), member_probs(ood_logits))
+            outputs = predict_outputs(model, ood.x, config.eval.batch_size, setup.device)
+            predictions[f"{name}/ood"] = outputs
+            row |= ood_metrics(test, predictive(outputs, kinds[name]))
         row |= cost_metrics(model, data.test.x, config, setup.device)
         results["methods"][name] = row
-    atomic_write(
-        out / "predictions.safetensors", save({k: v.contiguous() for k, v in predictions.items()})
-    )
+    # The metadata says how to read each model's outputs (member logits or Dirichlet).
+    blob = save({k: v.contiguous() for k, v in predictions.items()}, metadata=kinds)
+    atomic_write(out / "predictions.safetensors", blob)
     atomic_write(out / "results.json", json.dumps(results, indent=2))
     atomic_write(out / "results.md", results_markdown(results))
     return results

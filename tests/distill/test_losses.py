@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ensemble_distill.distill.losses import ensemble_log_probs, kd_loss
+from ensemble_distill.distill.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
 
 STUDENT = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
 TEACHER = torch.tensor([[[1.5, 1.0, 0.0], [0.5, 2.5, -0.5]], [[0.0, 0.0, 2.0], [1.0, -2.0, 4.0]]])
@@ -54,3 +54,48 @@ def test_ensemble_log_probs_survive_extreme_logits():
     teacher = torch.tensor([[[800.0, 0.0], [0.0, 800.0]]])
     assert torch.isfinite(ensemble_log_probs(teacher)).all()
     assert ensemble_log_probs(teacher)[0, 0].item() == pytest.approx(-math.log(2))
+
+
+HEADS = torch.tensor([[[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]], [[0.5, 0.0, 1.0], [0.0, -1.0, 3.0]]])
+
+
+@pytest.mark.parametrize(
+    ("temperature", "golden"), [(1.0, 0.06087797602020776), (2.0, 0.10347668913757035)]
+)
+def test_hydra_loss_golden_values(temperature, golden):
+    loss = hydra_loss(HEADS.double(), TEACHER.double(), temperature=temperature)
+    assert loss.item() == pytest.approx(golden, rel=1e-12)
+
+
+def test_hydra_loss_is_zero_when_every_head_equals_its_member():
+    teacher = torch.randn(16, 5, 4)
+    assert hydra_loss(teacher.clone(), teacher, temperature=2.0).abs().item() < 1e-6
+    # ... and positive when the heads are swapped: head m must imitate member m, not any member
+    swapped = teacher[:, torch.tensor([1, 0, 2, 3, 4])]
+    assert hydra_loss(swapped, teacher, temperature=2.0).item() > 1e-3
+
+
+def test_hydra_loss_refuses_member_mismatch():
+    with pytest.raises(ValueError, match="same shape"):
+        hydra_loss(torch.zeros(2, 3, 4), torch.zeros(2, 5, 4), temperature=1.0)
+
+
+@pytest.mark.parametrize(
+    ("smoothing", "golden"), [(1e-3, -2.0558413682264574), (1e-2, -1.8915717854655434)]
+)
+def test_dirichlet_nll_golden_values_from_scipy(smoothing, golden):
+    log_alpha = STUDENT.double()  # reused as log-concentrations
+    probs = torch.softmax(TEACHER.double(), -1)
+    loss = dirichlet_nll(log_alpha, probs, smoothing=smoothing)
+    assert loss.item() == pytest.approx(golden, rel=1e-10)
+
+
+def test_dirichlet_nll_matches_torch_distributions():
+    log_alpha = torch.randn(6, 4, dtype=torch.float64)
+    probs = torch.distributions.Dirichlet(torch.ones(4)).sample((6, 3)).double()
+    expected = (
+        -torch.distributions.Dirichlet(log_alpha.exp().unsqueeze(1))
+        .log_prob(0.999 * probs + 0.001 / 4)
+        .mean()
+    )
+    torch.testing.assert_close(dirichlet_nll(log_alpha, probs, smoothing=1e-3), expected)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.func import functional_call, stack_module_state
 
 from ensemble_distill.models import MODELS, Classifier, ModelSpec, create_model
@@ -34,14 +35,24 @@ def test_normalisation_happens_inside_the_model(
     torch.testing.assert_close(normalised(x), plain(x_normalised))
 
 
-def member_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def member_losses(logits: Tensor, labels: Tensor) -> Tensor:
     """Summed cross-entropy of (M, B, classes) logits against (M, B) labels."""
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="sum")
 
 
+def make_members(spec: ModelSpec, dtype: torch.dtype) -> list[Classifier]:
+    """``MEMBERS`` differently seeded models of ``spec`` in train mode."""
+    members = []
+    for seed in range(MEMBERS):
+        torch.manual_seed(seed)
+        model = create_model(spec, (0.5, 0.4, 0.3), (0.2, 0.3, 0.25))
+        members.append(model.to(dtype).train())
+    return members
+
+
 def vmapped_train_step(
-    members: list[Classifier], x: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    members: list[Classifier], x: Tensor, labels: Tensor
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """Stack the members' state and run them on (M, B, ...) inputs in one vmapped call.
 
     Returns logits (M, B, classes), the stacked parameters (with gradients of
@@ -58,38 +69,50 @@ def vmapped_train_step(
     return logits, params, buffers
 
 
+def compare_with_a_loop(
+    spec: ModelSpec, dtype: torch.dtype
+) -> tuple[list[Classifier], Tensor, Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """One train step of fresh members, vmapped and looped (the loop updates ``members``).
+
+    Returns the members, vmapped and looped logits, stacked parameters and buffers.
+    """
+    members = make_members(spec, dtype)
+    x = torch.rand(MEMBERS, 8, *spec.input_shape, dtype=dtype)
+    labels = torch.randint(0, spec.num_classes, (MEMBERS, 8))
+    logits, params, buffers = vmapped_train_step(members, x, labels)
+    looped = torch.stack([member(x[m]) for m, member in enumerate(members)])
+    member_losses(looped, labels).backward()
+    return members, logits, looped, params, buffers
+
+
 @pytest.mark.parametrize("name", MODELS.names())
 def test_vmapped_members_match_a_loop_in_train_mode(
     name: str, small_spec: Callable[..., ModelSpec]
 ) -> None:
-    spec = small_spec(name, (3, 8, 8))
-    members = []
-    for seed in range(MEMBERS):
-        torch.manual_seed(seed)
-        members.append(create_model(spec, (0.5, 0.4, 0.3), (0.2, 0.3, 0.25)).train())
-    x = torch.rand(MEMBERS, 4, 3, 8, 8)
-    labels = torch.randint(0, 10, (MEMBERS, 4))
-
-    logits, params, buffers = vmapped_train_step(members, x, labels)
-    looped = torch.stack([member(x[m]) for m, member in enumerate(members)])
-    member_losses(looped, labels).backward()
-
+    members, logits, looped, _, buffers = compare_with_a_loop(
+        small_spec(name, (3, 16, 16)), torch.float32
+    )
     torch.testing.assert_close(logits, looped, atol=1e-5, rtol=1e-5)
     for key, stacked in buffers.items():
         expected = torch.stack([member.get_buffer(key) for member in members])
         torch.testing.assert_close(stacked, expected, atol=1e-5, rtol=1e-5)
-    # Gradients sum many more float32 terms (in a different order under vmap): 1e-4 absolute
-    # on gradients of order 1; in float64 both paths agree to 1e-15.
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_vmapped_gradients_match_a_loop(name: str, small_spec: Callable[..., ModelSpec]) -> None:
+    """In float64: at initialisation, BatchNorm over a small batch can amplify float32 rounding
+    in deep ResNets to ~1% of the gradient in *both* paths, so only float64 tests equivalence."""
+    members, _, _, params, _ = compare_with_a_loop(small_spec(name, (3, 16, 16)), torch.float64)
     for key, stacked in params.items():
         expected = torch.stack([member.get_parameter(key).grad for member in members])
-        torch.testing.assert_close(stacked.grad, expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(stacked.grad, expected, atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_running_stats_are_updated_per_member(
     name: str, small_spec: Callable[..., ModelSpec]
 ) -> None:
-    members = [create_model(small_spec(name, (3, 8, 8))).train() for _ in range(MEMBERS)]
+    members = make_members(small_spec(name, (3, 8, 8)), torch.float32)
     x = torch.rand(MEMBERS, 4, 3, 8, 8)
     _, _, buffers = vmapped_train_step(members, x, torch.randint(0, 10, (MEMBERS, 4)))
     for key, stacked in buffers.items():

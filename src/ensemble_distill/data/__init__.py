@@ -23,6 +23,41 @@ def _digits(data_dir: Path | None, download: bool, split_seed: int, val_fraction
     return load_digits_splits(split_seed, val_fraction)
 
 
+@DATASETS.register("mnist")
+def _mnist(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.idx import load_idx_splits
+
+    return load_idx_splits("mnist", data_dir, download, split_seed, val_fraction)
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion_mnist(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.idx import load_idx_splits
+
+    return load_idx_splits("fashion-mnist", data_dir, download, split_seed, val_fraction)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.cifar import load_cifar_splits
+
+    return load_cifar_splits("cifar10", data_dir, download, split_seed, val_fraction)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.cifar import load_cifar_splits
+
+    return load_cifar_splits("cifar100", data_dir, download, split_seed, val_fraction)
+
+
+@DATASETS.register("svhn")
+def _svhn(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.svhn import load_svhn_splits
+
+    return load_svhn_splits(data_dir, download, split_seed, val_fraction)
+
+
 def create_dataset(
     name: str,
     *,

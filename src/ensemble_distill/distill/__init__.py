@@ -1,14 +1,32 @@
 """Distillation: students, their losses and the registry of methods (``METHODS.get("kd")``).
 
-Methods: ``kd`` (Hinton et al. 2015).
+Methods:
+
+- ``kd``: Hinton et al. 2015, one network on the ensemble mean (:mod:`.kd`).
+- ``hydra``: Tran et al. 2020, shared body + M heads, head m imitates member m (:mod:`.hydra`).
+- ``endd``: EnD², Malinin et al. 2019, a Prior Network on the members' spread (:mod:`.endd`).
 """
 
 from ensemble_distill.distill.base import DistillContext, DistillMethod
+from ensemble_distill.distill.endd import EnsembleDistributionDistillation, PriorNetwork
+from ensemble_distill.distill.hydra import Hydra, HydraStudent
 from ensemble_distill.distill.kd import KnowledgeDistillation
-from ensemble_distill.distill.losses import ensemble_log_probs, kd_loss
+from ensemble_distill.distill.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
 from ensemble_distill.registry import Registry
 
 METHODS: Registry[DistillMethod] = Registry("method")
 METHODS.register("kd")(KnowledgeDistillation())
+METHODS.register("hydra")(Hydra())
+METHODS.register("endd")(EnsembleDistributionDistillation())
 
-__all__ = ["METHODS", "DistillContext", "DistillMethod", "ensemble_log_probs", "kd_loss"]
+__all__ = [
+    "METHODS",
+    "DistillContext",
+    "DistillMethod",
+    "HydraStudent",
+    "PriorNetwork",
+    "dirichlet_nll",
+    "ensemble_log_probs",
+    "hydra_loss",
+    "kd_loss",
+]

@@ -11,8 +11,10 @@ from torch import Tensor, nn
 
 from ensemble_distill.config import Config
 from ensemble_distill.data import DataSplits
+from ensemble_distill.evaluation import epoch_validator
 from ensemble_distill.models import ModelSpec
 from ensemble_distill.teachers import DeepEnsemble
+from ensemble_distill.training import fit
 
 
 @dataclass
@@ -30,6 +32,29 @@ class DistillContext:
     config: Config
     device: torch.device
     quiet: bool = False
+
+    def fit(
+        self, student: nn.Module, params, loss_fn, *, desc: str, epochs: int
+    ) -> list[dict[str, Any]]:
+        """:func:`~ensemble_distill.training.fit` with the run's batch size, optimiser and seed,
+        validating ``student`` after each epoch."""
+        return fit(
+            params,
+            loss_fn,
+            num_examples=len(self.data.train),
+            epochs=epochs,
+            batch_size=self.config.batch_size,
+            optim=self.config.optim,
+            seeds=[self.config.seed],
+            desc=desc,
+            quiet=self.quiet,
+            on_epoch=epoch_validator(student, self.data.val, self.device),
+        )
+
+    @property
+    def epochs(self) -> int:
+        """Student epochs: ``student.epochs``, else the teacher's ``epochs``."""
+        return self.config.student.epochs or self.config.epochs
 
 
 class DistillMethod(Protocol):

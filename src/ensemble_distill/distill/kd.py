@@ -11,9 +11,7 @@ from torch import Tensor, nn
 from ensemble_distill.config import Config
 from ensemble_distill.distill.base import DistillContext
 from ensemble_distill.distill.losses import kd_loss
-from ensemble_distill.evaluation import epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
-from ensemble_distill.training import fit
 
 
 class KnowledgeDistillation:
@@ -33,9 +31,9 @@ class KnowledgeDistillation:
         return create_model(spec, mean, std)
 
     def train(self, student: nn.Module, context: DistillContext) -> list[dict[str, Any]]:
-        config, data, device = context.config, context.data, context.device
-        options = self.options(config)
-        x, y = data.train.x.to(device), data.train.y.to(device)
+        options = self.options(context.config)
+        train, device = context.data.train, context.device
+        x, y = train.x.to(device), train.y.to(device)
         teacher_logits = context.teacher_train_logits.to(device)
 
         def loss_fn(index: Tensor) -> Tensor:
@@ -49,15 +47,4 @@ class KnowledgeDistillation:
                 temperature=options["temperature"],
             )
 
-        return fit(
-            student.parameters(),
-            loss_fn,
-            num_examples=len(y),
-            epochs=config.student.epochs or config.epochs,
-            batch_size=config.batch_size,
-            optim=config.optim,
-            seeds=[config.seed],
-            desc="kd",
-            quiet=context.quiet,
-            on_epoch=epoch_validator(student, data.val, device),
-        )
+        return context.fit(student, student.parameters(), loss_fn, desc="kd", epochs=context.epochs)

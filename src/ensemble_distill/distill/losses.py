@@ -55,3 +55,45 @@ def kd_loss(
     if alpha < 1.0:
         loss = loss + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
     return loss
+
+
+def hydra_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float) -> Tensor:
+    """Hydra's per-head distillation loss (Tran et al. 2020, arXiv 2001.04694).
+
+    L = (1/M) Σ_m T²·KL(σ_T(z_m) ‖ σ_T(h_m)): head m imitates member m; averaged over the batch.
+
+    Args:
+        student_logits: (batch, members, classes), head m's logits h_m.
+        teacher_logits: (batch, members, classes), member m's logits z_m.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and teacher "
+            f"{tuple(teacher_logits.shape)} logits must have the same shape"
+        )
+    target = F.log_softmax(teacher_logits / temperature, dim=-1)
+    student = F.log_softmax(student_logits / temperature, dim=-1)
+    kl = F.kl_div(student, target, reduction="none", log_target=True).sum(-1)  # (batch, M)
+    return temperature**2 * kl.mean()
+
+
+def dirichlet_nll(log_alpha: Tensor, member_probs: Tensor, *, smoothing: float = 1e-3) -> Tensor:
+    """EnD² loss (Malinin et al. 2019): NLL of every member's probabilities under Dir(α).
+
+    −log Dir(π | α) = −log Γ(α₀) + Σ_k log Γ(α_k) − Σ_k (α_k − 1) log π_k, α₀ = Σ_k α_k,
+    averaged over members and batch. Member probabilities are smoothed toward uniform,
+    π̃ = (1 − ε)·π + ε/C, so that log π̃ stays finite for (near-)one-hot members.
+
+    Args:
+        log_alpha: (batch, classes) log-concentrations, α = exp(log_alpha).
+        member_probs: (batch, members, classes) the teacher members' probabilities.
+    """
+    classes = member_probs.shape[-1]
+    smoothed = (1.0 - smoothing) * member_probs + smoothing / classes
+    alpha = log_alpha.exp().unsqueeze(1)  # (batch, 1, classes)
+    log_density = (
+        torch.lgamma(alpha.sum(-1))
+        - torch.lgamma(alpha).sum(-1)
+        + ((alpha - 1.0) * smoothed.log()).sum(-1)
+    )  # (batch, members)
+    return -log_density.mean()

@@ -7,6 +7,7 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 
 - :mod:`.classification`: accuracy, NLL, Brier (and its TFP form), ECE and reliability bins,
   predictive / expected entropy, mutual information, pairwise-KL diversity.
+- :mod:`.dirichlet`: closed-form mean, expected entropy and MI of a Dirichlet (Prior Network).
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
 - :mod:`.cost`: parameter count and latency per example.
 """
@@ -26,6 +27,11 @@ from ensemble_distill.metrics.classification import (
     reliability_bins,
 )
 from ensemble_distill.metrics.cost import count_parameters, latency_per_example
+from ensemble_distill.metrics.dirichlet import (
+    dirichlet_expected_entropy,
+    dirichlet_mean,
+    dirichlet_mutual_information,
+)
 from ensemble_distill.metrics.ood import ood_aupr, ood_auroc
 
 __all__ = [
@@ -34,6 +40,9 @@ __all__ = [
     "brier",
     "brier_tfp",
     "count_parameters",
+    "dirichlet_expected_entropy",
+    "dirichlet_mean",
+    "dirichlet_mutual_information",
     "ece",
     "expected_entropy",
     "latency_per_example",

@@ -1,0 +1,94 @@
+"""Hydra (Tran et al. 2020, arXiv 2001.04694): one shared body, M heads, head m ≈ member m."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ensemble_distill.config import Config
+from ensemble_distill.distill.base import DistillContext
+from ensemble_distill.distill.losses import hydra_loss, kd_loss
+from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.models.heads import StackedMLPHeads
+
+
+class HydraStudent(nn.Module):
+    """``heads(body(x))``: features (batch, F) → logits (batch, members, classes).
+
+    The heads are a :class:`StackedMLPHeads`, evaluated together in one batched computation.
+    """
+
+    def __init__(self, body: nn.Module, heads: StackedMLPHeads) -> None:
+        super().__init__()
+        self.body = body
+        self.heads = heads
+
+    def forward(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
+        return self.heads(self.body(x), heads)
+
+
+class Hydra:
+    """Two phases: (1) body + head 0 by KD on p̄_T; (2) copy head 0 to all heads, then
+    :func:`hydra_loss` of head m against member m (plus (1−α)·CE of the heads' mean if α < 1)."""
+
+    def options(self, config: Config) -> dict[str, Any]:
+        return asdict(config.hydra)
+
+    def build(
+        self,
+        spec: ModelSpec,
+        members: int,
+        options: dict[str, Any],
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> HydraStudent:
+        base = create_model(spec, mean, std)
+        heads = StackedMLPHeads(base.feature_dim, options["head_widths"], spec.num_classes, members)
+        return HydraStudent(base.body, heads)
+
+    def train(self, student: HydraStudent, context: DistillContext) -> list[dict[str, Any]]:
+        options = self.options(context.config)
+        alpha, temperature = options["alpha"], options["temperature"]
+        train, device = context.data.train, context.device
+        x, y = train.x.to(device), train.y.to(device)
+        teacher_logits = context.teacher_train_logits.to(device)
+        phase1 = round(context.epochs * options["phase1_fraction"])
+
+        def phase1_loss(index: Tensor) -> Tensor:
+            batch = index[0]
+            student.train()
+            logits = student(x[batch], heads=slice(0, 1))[:, 0]  # the "Hinton head"
+            return kd_loss(
+                logits, teacher_logits[batch], y[batch], alpha=alpha, temperature=temperature
+            )
+
+        def phase2_loss(index: Tensor) -> Tensor:
+            batch = index[0]
+            student.train()
+            logits = student(x[batch])  # (batch, members, classes)
+            loss = alpha * hydra_loss(logits, teacher_logits[batch], temperature=temperature)
+            if alpha < 1.0:
+                mean_log_probs = F.log_softmax(logits, -1).logsumexp(1) - math.log(logits.shape[1])
+                loss = loss + (1.0 - alpha) * F.nll_loss(mean_log_probs, y[batch])
+            return loss
+
+        history = []
+        if phase1 > 0:
+            params = [*student.body.parameters(), *student.heads.parameters()]
+            rows = context.fit(student, params, phase1_loss, desc="hydra phase 1", epochs=phase1)
+            history += [{"phase": 1, **row} for row in rows]
+        student.heads.copy_head(0)
+        rows = context.fit(
+            student,
+            student.parameters(),
+            phase2_loss,
+            desc="hydra phase 2",
+            epochs=context.epochs - phase1,
+        )
+        history += [{"phase": 2, **row} for row in rows]
+        return history

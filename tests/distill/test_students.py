@@ -1,0 +1,62 @@
+"""Hydra and EnD² students trained on tiny data through the real DistillContext."""
+
+import torch
+
+from ensemble_distill.config import build_config
+from ensemble_distill.distill import METHODS, DistillContext
+from ensemble_distill.evaluation import output_kind, predict, predict_outputs
+from ensemble_distill.models import ModelSpec
+from ensemble_distill.teachers import train_deep_ensemble
+
+SPEC = ModelSpec("mlp", (1, 4, 4), 3, {"widths": [16]})
+
+
+def make_context(splits, **overrides):
+    config = build_config({"members": 3, "epochs": 4, "batch_size": 16, **overrides})
+    teacher, _ = train_deep_ensemble(
+        SPEC, splits, members=3, seed=0, epochs=4, batch_size=16, optim=config.optim, quiet=True
+    )
+    logits = predict_outputs(teacher, splits.train.x)
+    return DistillContext(splits, teacher, logits, config, torch.device("cpu"), quiet=True)
+
+
+def train_student(name, context):
+    method = METHODS.get(name)
+    student = method.build(
+        SPEC, 3, method.options(context.config), context.data.mean, context.data.std
+    )
+    history = method.train(student, context)
+    return student, history
+
+
+def test_hydra_heads_are_identical_after_phase_one(splits):
+    context = make_context(splits, hydra={"phase1_fraction": 1.0, "head_widths": [8]})
+    student, history = train_student("hydra", context)
+    assert {row["phase"] for row in history} == {1}
+    logits = student(splits.test.x)
+    for m in range(1, 3):
+        torch.testing.assert_close(logits[:, m], logits[:, 0])
+
+
+def test_hydra_two_phases_give_distinct_heads_and_positive_mi(splits):
+    context = make_context(splits, hydra={"head_widths": [8], "temperature": 2.0})
+    student, history = train_student("hydra", context)
+    assert [row["phase"] for row in history] == [1, 1, 2, 2]
+    pred = predict(student, splits.test.x)
+    assert pred.probs.shape == (len(splits.test), 3, 3)
+    assert pred.mi.mean() > 0
+
+
+def test_endd_is_a_dirichlet_with_positive_mi(splits):
+    # Without annealing the objective is the same every epoch, so its loss must fall.
+    context = make_context(splits, endd={"initial_temperature": 1.0})
+    student, history = train_student("endd", context)
+    assert output_kind(student) == "dirichlet"
+    assert history[-1]["loss"] < history[0]["loss"]
+    pred = predict(student, splits.ood["noise"].x)
+    assert pred.probs.shape == (20, 1, 3) and (pred.mi > 0).all()
+
+
+def test_kd_student_has_zero_mi(splits):
+    student, _ = train_student("kd", make_context(splits))
+    assert predict(student, splits.test.x).mi.abs().max() == 0
