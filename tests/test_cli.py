@@ -73,6 +73,12 @@ def test_console_script_help_for_every_command():
         assert "--out" in done.stdout and "key=value" in done.stdout
 
 
+def test_overrides_may_stand_between_options(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "members=2", "--out", str(out), *TINY[1:], "--quiet", "members=3"]) == 0
+    assert "members: 3" in (out / "config.yaml").read_text()
+
+
 def test_distill_without_teacher_is_a_clear_error(tmp_path, capsys):
     assert main(["distill", "--out", str(tmp_path), "--quiet", *TINY]) == 2
     assert "train it first" in capsys.readouterr().err

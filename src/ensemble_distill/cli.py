@@ -29,7 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            usage=f"ensemble-distill {name} [--config FILE] --out DIR [--quiet] [key=value ...]",
+            epilog="key=value: config overrides anywhere on the line, nested keys with dots "
+            "(kd.temperature=2)",
+        )
         sub.add_argument(
             "--config",
             type=Path,
@@ -38,12 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--out", type=Path, required=True, help="output directory")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
-        sub.add_argument(
-            "overrides",
-            nargs="*",
-            metavar="key=value",
-            help="config overrides, nested keys with dots (kd.temperature=2)",
-        )
     return parser
 
 
@@ -57,8 +58,20 @@ def resolve_config(args: argparse.Namespace) -> Config:
     return load_config(path, args.overrides)
 
 
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options via argparse; every other argument must be a ``key=value`` override, so
+    overrides may stand before, between or after the options."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    bad = [item for item in rest if "=" not in item or item.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like key=value)")
+    args.overrides = rest
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     from ensemble_distill.pipeline import run  # heavy imports after argument parsing
 
