@@ -68,6 +68,9 @@ class HydraConfig:
     temperature: float = 1.0
     alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
     phase1_fraction: float = 0.5
+    # Phase 2 starts with every head a copy of the phase-1 head (the paper); false keeps the
+    # other heads at their independent random initialisation.
+    copy_head: bool = True
 
 
 @dataclass
@@ -101,7 +104,7 @@ class Config:
     members: int = 5
     epochs: int = 40
     batch_size: int = 64
-    methods: list[str] = field(default_factory=lambda: ["kd"])
+    methods: list[str] = field(default_factory=lambda: ["kd", "hydra", "endd"])
     optim: OptimConfig = field(default_factory=OptimConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)

@@ -256,19 +256,25 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         "methods": {},
     }
     predictions = {"labels/test": data.test.y}
-    kinds = {}
+    kinds, mi = {}, {}
     for name, model in models.items():
         kinds[name] = output_kind(model)
-        outputs = predict_outputs(model, data.test.x, config.eval.batch_size, setup.device)
-        predictions[f"{name}/test"] = outputs
-        test = predictive(outputs, kinds[name])
-        row = classification_metrics(test, data.test.y)
+        splits = {"test": data.test.x} | ({"ood": ood.x} if ood is not None else {})
+        preds = {}
+        for split, x in splits.items():
+            outputs = predict_outputs(model, x, config.eval.batch_size, setup.device)
+            predictions[f"{name}/{split}"] = outputs
+            preds[split] = predictive(outputs, kinds[name])
+        row = classification_metrics(preds["test"], data.test.y)
         if ood is not None:
-            outputs = predict_outputs(model, ood.x, config.eval.batch_size, setup.device)
-            predictions[f"{name}/ood"] = outputs
-            row |= ood_metrics(test, predictive(outputs, kinds[name]))
+            row |= ood_metrics(preds["test"], preds["ood"])
         row |= cost_metrics(model, data.test.x, config, setup.device)
         results["methods"][name] = row
+        mi[name] = {split: pred.mi for split, pred in preds.items()}
+    for name, row in results["methods"].items():
+        for split, scores in mi[name].items():
+            # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
+            row[f"mi_spearman_{split}"] = metrics.rank_correlation(scores, mi["ensemble"][split])
     # The metadata says how to read each model's outputs (member logits or Dirichlet).
     blob = save({k: v.contiguous() for k, v in predictions.items()}, metadata=kinds)
     atomic_write(out / "predictions.safetensors", blob)

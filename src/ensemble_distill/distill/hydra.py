@@ -82,7 +82,8 @@ class Hydra:
             params = [*student.body.parameters(), *student.heads.parameters()]
             rows = context.fit(student, params, phase1_loss, desc="hydra phase 1", epochs=phase1)
             history += [{"phase": 1, **row} for row in rows]
-        student.heads.copy_head(0)
+        if options["copy_head"]:
+            student.heads.copy_head(0)
         rows = context.fit(
             student,
             student.parameters(),

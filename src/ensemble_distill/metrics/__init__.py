@@ -8,10 +8,12 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 - :mod:`.classification`: accuracy, NLL, Brier (and its TFP form), ECE and reliability bins,
   predictive / expected entropy, mutual information, pairwise-KL diversity.
 - :mod:`.dirichlet`: closed-form mean, expected entropy and MI of a Dirichlet (Prior Network).
+- :mod:`.agreement`: rank correlation of a student's uncertainty with the ensemble's.
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
 - :mod:`.cost`: parameter count and latency per example.
 """
 
+from ensemble_distill.metrics.agreement import rank_correlation
 from ensemble_distill.metrics.classification import (
     ReliabilityBins,
     accuracy,
@@ -53,5 +55,6 @@ __all__ = [
     "ood_auroc",
     "pairwise_kl_diversity",
     "predictive_entropy",
+    "rank_correlation",
     "reliability_bins",
 ]
