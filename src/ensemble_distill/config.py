@@ -83,6 +83,14 @@ class EnDConfig:
 
 
 @dataclass
+class PerturbationConfig:
+    """Input perturbations of ``METHOD+NAME`` methods (Nam et al. 2021): gaussian, ods, confods."""
+
+    eta: float = 1 / 255  # step size in [0, 1] pixel units; ODS steps have L2 norm eta·sqrt(D)
+    temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
+
+
+@dataclass
 class EvalConfig:
     batch_size: int = 1024
     latency_repeats: int = 20
@@ -111,6 +119,7 @@ class Config:
     kd: KDConfig = field(default_factory=KDConfig)
     hydra: HydraConfig = field(default_factory=HydraConfig)
     endd: EnDConfig = field(default_factory=EnDConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ Output directory layout::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -34,7 +35,7 @@ from ensemble_distill.checkpoint import (
 )
 from ensemble_distill.config import Config, dump_config
 from ensemble_distill.data import DATASETS, DataSplits, create_dataset
-from ensemble_distill.distill import METHODS, DistillContext
+from ensemble_distill.distill import DistillContext, resolve_method
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import (
     classification_metrics,
@@ -98,7 +99,7 @@ def validate(config: Config) -> None:
     if config.student.model is not None:
         MODELS.get(config.student.model)
     for name in config.methods:
-        METHODS.get(name)
+        resolve_method(name)
     if len(set(config.methods)) != len(config.methods):
         raise ConfigError(f"methods lists a name twice: {config.methods}; list each once")
     for key in ("members", "epochs", "batch_size"):
@@ -201,14 +202,16 @@ def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: boo
         ),
     )
     for name in config.methods:
-        method = METHODS.get(name)
+        method, perturbation = resolve_method(name)
         options = method.options(config)
         torch.manual_seed(config.seed)
-        student = method.build(setup.student_spec, config.members, options, data.mean, data.std).to(
-            setup.device
-        )
+        student = method.build(setup.student_spec, config.members, options, data.mean, data.std)
         start = time.perf_counter()
-        history = method.train(student, context)
+        history = method.train(
+            student.to(setup.device), dataclasses.replace(context, perturbation=perturbation)
+        )
+        if perturbation is not None:
+            options = options | {"perturbation": dataclasses.asdict(config.perturbation)}
         manifest = {
             "kind": "student",
             "method": name,
@@ -228,7 +231,7 @@ def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Modu
     if manifest.get("kind") != "student":
         raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r}, not a student")
     try:
-        method = METHODS.get(manifest["method"])
+        method, _ = resolve_method(manifest["method"])
         student = method.build(
             ModelSpec.from_dict(manifest["model"]),
             int(manifest["members"]),

@@ -1,9 +1,11 @@
 """Hydra and EnD² students trained on tiny data through the real DistillContext."""
 
+import dataclasses
+
 import torch
 
 from ensemble_distill.config import build_config
-from ensemble_distill.distill import METHODS, DistillContext
+from ensemble_distill.distill import METHODS, PERTURBATIONS, DistillContext
 from ensemble_distill.evaluation import output_kind, predict, predict_outputs
 from ensemble_distill.models import ModelSpec
 from ensemble_distill.teachers import train_deep_ensemble
@@ -60,3 +62,22 @@ def test_endd_is_a_dirichlet_with_positive_mi(splits):
 def test_kd_student_has_zero_mi(splits):
     student, _ = train_student("kd", make_context(splits))
     assert predict(student, splits.test.x).mi.abs().max() == 0
+
+
+def test_perturbed_batches_run_the_teachers_live(splits):
+    context = make_context(splits, perturbation={"eta": 0.05})
+    index = torch.arange(8).unsqueeze(0)
+    clean = context.batch(index)
+    assert not clean.perturbed
+    torch.testing.assert_close(clean.teacher_logits, context.teacher_train_logits[:8])
+    perturbed = dataclasses.replace(context, perturbation=PERTURBATIONS.get("ods")).batch(index)
+    assert perturbed.perturbed and not torch.equal(perturbed.x_distill, perturbed.x)
+    torch.testing.assert_close(perturbed.teacher_logits, context.teacher(perturbed.x_distill))
+    torch.testing.assert_close(perturbed.x, clean.x)
+
+
+def test_hydra_with_confods_trains(splits):
+    context = make_context(splits, hydra={"head_widths": [8]})
+    context = dataclasses.replace(context, perturbation=PERTURBATIONS.get("confods"))
+    student, history = train_student("hydra", context)
+    assert len(history) == 4 and predict(student, splits.test.x).mi.mean() > 0

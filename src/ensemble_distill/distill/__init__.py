@@ -5,6 +5,8 @@ Methods:
 - ``kd``: Hinton et al. 2015, one network on the ensemble mean (:mod:`.kd`).
 - ``hydra``: Tran et al. 2020, shared body + M heads, head m imitates member m (:mod:`.hydra`).
 - ``endd``: EnD², Malinin et al. 2019, a Prior Network on the members' spread (:mod:`.endd`).
+
+Any method can be trained on perturbed inputs (:mod:`.perturbations`): ``hydra+confods``.
 """
 
 from ensemble_distill.distill.base import DistillContext, DistillMethod
@@ -12,6 +14,7 @@ from ensemble_distill.distill.endd import EnsembleDistributionDistillation, Prio
 from ensemble_distill.distill.hydra import Hydra, HydraStudent
 from ensemble_distill.distill.kd import KnowledgeDistillation
 from ensemble_distill.distill.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
+from ensemble_distill.distill.perturbations import PERTURBATIONS, Perturbation
 from ensemble_distill.registry import Registry
 
 METHODS: Registry[DistillMethod] = Registry("method")
@@ -19,8 +22,20 @@ METHODS.register("kd")(KnowledgeDistillation())
 METHODS.register("hydra")(Hydra())
 METHODS.register("endd")(EnsembleDistributionDistillation())
 
+
+def resolve_method(name: str) -> tuple[DistillMethod, Perturbation | None]:
+    """``"hydra"`` → (Hydra, None); ``"be+confods"`` → (BatchEnsemble, ConfODS).
+
+    Raises:
+        ConfigError: an unknown method or perturbation name (listing the known ones).
+    """
+    base, plus, perturbation = name.partition("+")
+    return METHODS.get(base), PERTURBATIONS.get(perturbation) if plus else None
+
+
 __all__ = [
     "METHODS",
+    "PERTURBATIONS",
     "DistillContext",
     "DistillMethod",
     "HydraStudent",
@@ -29,4 +44,5 @@ __all__ = [
     "ensemble_log_probs",
     "hydra_loss",
     "kd_loss",
+    "resolve_method",
 ]

@@ -7,14 +7,36 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill.config import Config
 from ensemble_distill.data import DataSplits
-from ensemble_distill.evaluation import epoch_validator
+from ensemble_distill.distill.perturbations import Perturbation, PerturbationState
+from ensemble_distill.evaluation import as_member_logits, epoch_validator
 from ensemble_distill.models import ModelSpec
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.training import fit
+
+
+@dataclass
+class Batch:
+    """One training batch as every method sees it.
+
+    Attributes:
+        x, y: clean inputs (batch, ...) and labels (batch,): for the cross-entropy term.
+        x_distill: inputs of the distillation term: ``x`` itself, or a perturbed x̃.
+        teacher_logits: (batch, members, classes) teacher logits on ``x_distill``.
+    """
+
+    x: Tensor
+    y: Tensor
+    x_distill: Tensor
+    teacher_logits: Tensor
+
+    @property
+    def perturbed(self) -> bool:
+        return self.x_distill is not self.x
 
 
 @dataclass
@@ -24,6 +46,8 @@ class DistillContext:
     Attributes:
         teacher_train_logits: (N_train, members, classes) teacher logits on the clean training
             inputs, computed once and reused by every unperturbed method and epoch.
+        perturbation: the input perturbation of this method (``METHOD+NAME``), or None; with
+            one, teachers run live on each perturbed batch, as one vmapped computation.
     """
 
     data: DataSplits
@@ -32,6 +56,28 @@ class DistillContext:
     config: Config
     device: torch.device
     quiet: bool = False
+    perturbation: Perturbation | None = None
+
+    def __post_init__(self) -> None:
+        self._x = self.data.train.x.to(self.device)
+        self._y = self.data.train.y.to(self.device)
+        self._cached = self.teacher_train_logits.to(self.device)
+        self._state = PerturbationState(
+            self.teacher,
+            self.config.perturbation.eta,
+            self.config.perturbation.temperature,
+            torch.Generator().manual_seed(self.config.seed),
+        )
+
+    def batch(self, index: Tensor) -> Batch:
+        """The batch of training examples ``index`` (1, batch) drawn by ``fit``."""
+        x, y = self._x[index[0]], self._y[index[0]]
+        if self.perturbation is None:
+            return Batch(x, y, x, self._cached[index[0]])
+        self.teacher.eval()
+        x_tilde = self.perturbation(x, self._state)
+        with torch.no_grad():
+            return Batch(x, y, x_tilde, self.teacher(x_tilde))
 
     def fit(
         self, student: nn.Module, params, loss_fn, *, desc: str, epochs: int
@@ -55,6 +101,17 @@ class DistillContext:
     def epochs(self) -> int:
         """Student epochs: ``student.epochs``, else the teacher's ``epochs``."""
         return self.config.student.epochs or self.config.epochs
+
+
+def clean_cross_entropy(student: nn.Module, batch: Batch, distill_logits: Tensor) -> Tensor:
+    """(1/M) Σ_j CE(S_j(x), y) on the clean inputs, M = the student's members (1 for one net).
+
+    Reuses ``distill_logits`` (the student's logits on ``batch.x_distill``) when unperturbed.
+    """
+    logits = student(batch.x) if batch.perturbed else distill_logits
+    logits = as_member_logits(logits)
+    labels = batch.y.repeat_interleave(logits.shape[1])
+    return F.cross_entropy(logits.flatten(0, 1), labels)
 
 
 class DistillMethod(Protocol):

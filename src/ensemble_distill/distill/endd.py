@@ -56,26 +56,21 @@ class EnsembleDistributionDistillation:
 
     def train(self, student: PriorNetwork, context: DistillContext) -> list[dict[str, Any]]:
         options = self.options(context.config)
-        train, device = context.data.train, context.device
-        x = train.x.to(device)
-        teacher_logits = context.teacher_train_logits.to(device)
-        steps_per_epoch = -(-len(train) // context.config.batch_size)
+        steps_per_epoch = -(-len(context.data.train) // context.config.batch_size)
         anneal_steps = max(1, round(options["anneal_fraction"] * context.epochs * steps_per_epoch))
+        start_temperature = options["initial_temperature"]
         step = 0
 
         def loss_fn(index: Tensor) -> Tensor:
             nonlocal step
             progress = min(step / anneal_steps, 1.0)
-            temperature = options["initial_temperature"] + progress * (
-                1.0 - options["initial_temperature"]
-            )
+            temperature = start_temperature + progress * (1.0 - start_temperature)
             step += 1
-            batch = index[0]
+            batch = context.batch(index)
             student.train()
-            member_probs = torch.softmax(teacher_logits[batch] / temperature, dim=-1)
-            return dirichlet_nll(
-                student(x[batch]) / temperature, member_probs, smoothing=options["smoothing"]
-            )
+            member_probs = torch.softmax(batch.teacher_logits / temperature, dim=-1)
+            log_alpha = student(batch.x_distill) / temperature
+            return dirichlet_nll(log_alpha, member_probs, smoothing=options["smoothing"])
 
         return context.fit(
             student, student.parameters(), loss_fn, desc="endd", epochs=context.epochs

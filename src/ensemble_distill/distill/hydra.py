@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill.config import Config
-from ensemble_distill.distill.base import DistillContext
+from ensemble_distill.distill.base import DistillContext, clean_cross_entropy
 from ensemble_distill.distill.losses import hydra_loss, kd_loss
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.models.heads import StackedMLPHeads
@@ -34,7 +32,8 @@ class HydraStudent(nn.Module):
 
 class Hydra:
     """Two phases: (1) body + head 0 by KD on p̄_T; (2) copy head 0 to all heads, then
-    :func:`hydra_loss` of head m against member m (plus (1−α)·CE of the heads' mean if α < 1)."""
+    :func:`hydra_loss` of head m against member m. With α < 1 both phases add (1−α) times the
+    heads' mean cross-entropy on the clean labels."""
 
     def options(self, config: Config) -> dict[str, Any]:
         return asdict(config.hydra)
@@ -54,28 +53,25 @@ class Hydra:
     def train(self, student: HydraStudent, context: DistillContext) -> list[dict[str, Any]]:
         options = self.options(context.config)
         alpha, temperature = options["alpha"], options["temperature"]
-        train, device = context.data.train, context.device
-        x, y = train.x.to(device), train.y.to(device)
-        teacher_logits = context.teacher_train_logits.to(device)
         phase1 = round(context.epochs * options["phase1_fraction"])
 
         def phase1_loss(index: Tensor) -> Tensor:
-            batch = index[0]
+            batch = context.batch(index)
             student.train()
-            logits = student(x[batch], heads=slice(0, 1))[:, 0]  # the "Hinton head"
-            return kd_loss(
-                logits, teacher_logits[batch], y[batch], alpha=alpha, temperature=temperature
+            first = slice(0, 1)  # the "Hinton head"
+            logits = student(batch.x_distill, heads=first)[:, 0]
+            distill = kd_loss(
+                logits, batch.teacher_logits, batch.y, alpha=1.0, temperature=temperature
             )
+            clean = clean_cross_entropy(lambda x: student(x, heads=first), batch, logits)
+            return alpha * distill + (1.0 - alpha) * clean
 
         def phase2_loss(index: Tensor) -> Tensor:
-            batch = index[0]
+            batch = context.batch(index)
             student.train()
-            logits = student(x[batch])  # (batch, members, classes)
-            loss = alpha * hydra_loss(logits, teacher_logits[batch], temperature=temperature)
-            if alpha < 1.0:
-                mean_log_probs = F.log_softmax(logits, -1).logsumexp(1) - math.log(logits.shape[1])
-                loss = loss + (1.0 - alpha) * F.nll_loss(mean_log_probs, y[batch])
-            return loss
+            logits = student(batch.x_distill)  # (batch, members, classes)
+            distill = hydra_loss(logits, batch.teacher_logits, temperature=temperature)
+            return alpha * distill + (1.0 - alpha) * clean_cross_entropy(student, batch, logits)
 
         history = []
         if phase1 > 0:

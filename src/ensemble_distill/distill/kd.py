@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ensemble_distill.config import Config
-from ensemble_distill.distill.base import DistillContext
+from ensemble_distill.distill.base import DistillContext, clean_cross_entropy
 from ensemble_distill.distill.losses import kd_loss
 from ensemble_distill.models import ModelSpec, create_model
 
@@ -32,19 +32,16 @@ class KnowledgeDistillation:
 
     def train(self, student: nn.Module, context: DistillContext) -> list[dict[str, Any]]:
         options = self.options(context.config)
-        train, device = context.data.train, context.device
-        x, y = train.x.to(device), train.y.to(device)
-        teacher_logits = context.teacher_train_logits.to(device)
+        alpha, temperature = options["alpha"], options["temperature"]
 
         def loss_fn(index: Tensor) -> Tensor:
-            batch = index[0]
+            batch = context.batch(index)
             student.train()
-            return kd_loss(
-                student(x[batch]),
-                teacher_logits[batch],
-                y[batch],
-                alpha=options["alpha"],
-                temperature=options["temperature"],
+            logits = student(batch.x_distill)
+            # kd_loss with α = 1 is the distillation term alone; its CE part is on clean x.
+            distill = kd_loss(
+                logits, batch.teacher_logits, batch.y, alpha=1.0, temperature=temperature
             )
+            return alpha * distill + (1.0 - alpha) * clean_cross_entropy(student, batch, logits)
 
         return context.fit(student, student.parameters(), loss_fn, desc="kd", epochs=context.epochs)

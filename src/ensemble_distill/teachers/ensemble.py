@@ -50,6 +50,12 @@ class DeepEnsemble(nn.Module):
         """x: (members, batch, ...), one batch per member → logits (members, batch, classes)."""
         return self._vmapped(in_dims_x=0)(x)
 
+    def forward_member(self, x: Tensor, index: int) -> Tensor:
+        """Member ``index`` alone: x (batch, ...) → logits (batch, classes); differentiable."""
+        params = {name: value[index] for name, value in self.stacked.named_parameters()}
+        buffers = {name: value[index] for name, value in self.stacked.named_buffers()}
+        return functional_call(self._skeleton[0], (params, buffers), (x,))
+
     def member(self, index: int) -> nn.Module:
         """A plain module holding member ``index``'s weights (a copy)."""
         module = copy.deepcopy(self._skeleton[0]).to_empty(device=self._device())

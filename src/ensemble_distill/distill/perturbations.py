@@ -1,0 +1,80 @@
+"""Input perturbations that make teachers disagree, for distillation (Nam et al. 2021, 2022).
+
+A perturbation maps clean inputs x (batch, ...) in [0, 1] to x̃ = clip(x + δ, 0, 1), computed
+per batch and detached. The same x̃ goes to every teacher and every student member; methods
+keep the cross-entropy term on the clean x. Registered by name in ``PERTURBATIONS`` and
+combined with any student as ``METHOD+PERTURBATION`` (``be+confods``, ``hydra+ods``, ...).
+
+- ``gaussian``: δ = η·N(0, I) (expected L2 norm ≈ η·√D, that of an ODS step).
+- ``ods``: Output Diversified Sampling (Tashiro et al. 2020) as used by Nam et al. 2021: one
+  teacher r drawn per batch, p = σ_τ(z_r(x)), w ~ U[−1, 1]^C per example,
+  g = ∇_x Σ_b w_bᵀ p_b, δ = η·√D·g/‖g‖₂ per example.
+- ``confods``: ODS with δ scaled per example by the teacher's confidence max_k p_k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ensemble_distill.registry import Registry
+from ensemble_distill.teachers import DeepEnsemble
+
+
+@dataclass
+class PerturbationState:
+    """What a perturbation may use: the teacher, its step size and its own random stream."""
+
+    teacher: DeepEnsemble
+    eta: float  # step size in [0, 1] pixel units (1/255 = one grey level)
+    temperature: float  # τ of the teacher probabilities ODS diversifies
+    generator: torch.Generator
+
+
+Perturbation = Callable[[Tensor, PerturbationState], Tensor]
+PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
+
+
+def apply_step(x: Tensor, delta: Tensor) -> Tensor:
+    """x̃ = clip(x + δ, 0, 1), detached."""
+    return (x + delta).clamp(0.0, 1.0).detach()
+
+
+def per_example_unit(g: Tensor) -> Tensor:
+    """g / ‖g‖₂ per example (rows of a (batch, ...) tensor); zero rows stay zero."""
+    norms = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return g / norms.view(-1, *([1] * (g.dim() - 1)))
+
+
+@PERTURBATIONS.register("gaussian")
+def gaussian(x: Tensor, state: PerturbationState) -> Tensor:
+    noise = torch.randn(x.shape, generator=state.generator).to(x.device)
+    return apply_step(x, state.eta * noise)
+
+
+def ods_direction(x: Tensor, state: PerturbationState) -> tuple[Tensor, Tensor]:
+    """Unit ODS directions (batch, ...) and the chosen teacher's confidence max_k p_k (batch,)."""
+    member = int(torch.randint(state.teacher.num_members, (1,), generator=state.generator))
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        probs = torch.softmax(state.teacher.forward_member(x, member) / state.temperature, -1)
+        weights = torch.rand(probs.shape, generator=state.generator).to(x.device) * 2.0 - 1.0
+        (grad,) = torch.autograd.grad((weights * probs).sum(), x)
+    return per_example_unit(grad), probs.detach().max(dim=-1).values
+
+
+@PERTURBATIONS.register("ods")
+def ods(x: Tensor, state: PerturbationState) -> Tensor:
+    direction, _ = ods_direction(x, state)
+    return apply_step(x, state.eta * math.sqrt(x[0].numel()) * direction)
+
+
+@PERTURBATIONS.register("confods")
+def confods(x: Tensor, state: PerturbationState) -> Tensor:
+    direction, confidence = ods_direction(x, state)
+    scale = state.eta * math.sqrt(x[0].numel()) * confidence
+    return apply_step(x, scale.view(-1, *([1] * (x.dim() - 1))) * direction)

@@ -1,0 +1,84 @@
+"""Perturbations against finite differences and their defining norms."""
+
+import math
+
+import pytest
+import torch
+
+from ensemble_distill.distill import METHODS, PERTURBATIONS, resolve_method
+from ensemble_distill.distill.perturbations import PerturbationState, ods_direction
+from ensemble_distill.errors import ConfigError
+from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.teachers import DeepEnsemble
+
+SPEC = ModelSpec("mlp", (1, 3, 3), 4, {"widths": [6]})
+
+
+def make_state(eta=0.01, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    teacher = DeepEnsemble([create_model(SPEC) for _ in range(3)]).to(dtype).eval()
+    return PerturbationState(
+        teacher, eta, temperature=2.0, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_ods_direction_matches_finite_differences_of_w_dot_p():
+    state = make_state()
+    x = torch.rand(2, 1, 3, 3, dtype=torch.float64)
+    generator_state = state.generator.get_state()
+    direction, _ = ods_direction(x, state)
+    # Replay the same random draws: the teacher index, then w.
+    replay = torch.Generator().set_state(generator_state)
+    member = int(torch.randint(3, (1,), generator=replay))
+
+    def objective(inputs):
+        probs = torch.softmax(state.teacher.forward_member(inputs, member) / 2.0, -1)
+        return probs
+
+    weights = torch.rand((2, 4), generator=replay).double() * 2 - 1
+    eps = 1e-6
+    grad = torch.zeros_like(x)
+    for i in range(9):
+        step = torch.zeros(9, dtype=torch.float64)
+        step[i] = eps
+        step = step.view(1, 3, 3)
+        plus = (weights * objective(x + step)).sum(-1)
+        minus = (weights * objective(x - step)).sum(-1)
+        grad.view(2, -1)[:, i] = (plus - minus) / (2 * eps)
+    expected = grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(direction, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ods", "confods"])
+def test_step_norms(name):
+    state = make_state(eta=1e-3)
+    x = torch.full((5, 1, 3, 3), 0.5, dtype=torch.float64)  # far from the clip at 0 and 1
+    generator_state = state.generator.get_state()
+    x_tilde = PERTURBATIONS.get(name)(x, state)
+    norms = (x_tilde - x).flatten(1).norm(dim=1)
+    expected = torch.full((5,), 1e-3 * math.sqrt(9), dtype=torch.float64)
+    if name == "confods":
+        state.generator.set_state(generator_state)
+        _, confidence = ods_direction(x, state)
+        expected = expected * confidence
+        assert (confidence < 1).all()
+    torch.testing.assert_close(norms, expected)
+
+
+def test_gaussian_norm_and_clipping():
+    state = make_state(eta=0.05)
+    x = torch.full((400, 1, 3, 3), 0.5, dtype=torch.float64)
+    noise = PERTURBATIONS.get("gaussian")(x, state) - x
+    assert noise.std().item() == pytest.approx(0.05, rel=0.1)
+    state.eta = 10.0
+    clipped = PERTURBATIONS.get("gaussian")(x, state)
+    assert clipped.min() >= 0 and clipped.max() <= 1 and not clipped.requires_grad
+
+
+def test_method_names_combine_with_perturbations():
+    method, perturbation = resolve_method("hydra+confods")
+    assert method is METHODS.get("hydra")
+    assert perturbation is PERTURBATIONS.get("confods")
+    assert resolve_method("kd")[1] is None
+    with pytest.raises(ConfigError, match="unknown perturbation 'nope'"):
+        resolve_method("kd+nope")
