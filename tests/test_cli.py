@@ -19,10 +19,13 @@ def test_run_writes_results_config_and_checkpoints(tmp_path, capsys):
     assert set(results["methods"]) == {"ensemble", "member", "kd", "hydra", "endd"}
     for row in results["methods"].values():
         assert {"acc", "nll", "brier", "ece", "mi", "ood_auroc", "params"} <= set(row)
+        assert {"cnll", "cece", "cbrier", "dee", "mi_spearman_ood"} <= set(row)
+        assert 1.0 <= row["dee"] <= 3.0
     assert results["methods"]["ensemble"]["params"] == 3 * results["methods"]["member"]["params"]
     assert results["methods"]["kd"]["mi"] == 0.0
     assert results["methods"]["kd"]["mi_spearman_ood"] is None  # undefined for constant MI
     assert results["methods"]["hydra"]["mi"] > 0 and results["methods"]["endd"]["mi"] > 0
+    assert len(results["ensemble_size_cnll"]) == 3
     assert "| kd |" in (out / "results.md").read_text()
     assert "members: 3" in (out / "config.yaml").read_text()
     for folder in ("teacher", "students/kd"):

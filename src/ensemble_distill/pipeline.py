@@ -258,23 +258,33 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         "ood": ood_name,
         "methods": {},
     }
-    predictions = {"labels/test": data.test.y}
+    predictions = {"labels/val": data.val.y, "labels/test": data.test.y}
     kinds, mi = {}, {}
     for name, model in models.items():
         kinds[name] = output_kind(model)
-        splits = {"test": data.test.x} | ({"ood": ood.x} if ood is not None else {})
+        splits = {"val": data.val.x, "test": data.test.x}
+        splits |= {"ood": ood.x} if ood is not None else {}
         preds = {}
         for split, x in splits.items():
             outputs = predict_outputs(model, x, config.eval.batch_size, setup.device)
             predictions[f"{name}/{split}"] = outputs
             preds[split] = predictive(outputs, kinds[name])
         row = classification_metrics(preds["test"], data.test.y)
+        row |= metrics.calibrated_metrics(
+            preds["val"].probs, data.val.y, preds["test"].probs, data.test.y
+        )
         if ood is not None:
             row |= ood_metrics(preds["test"], preds["ood"])
         row |= cost_metrics(model, data.test.x, config, setup.device)
         results["methods"][name] = row
-        mi[name] = {split: pred.mi for split, pred in preds.items()}
+        mi[name] = {split: preds[split].mi for split in splits if split != "val"}
+        if name == "ensemble":
+            # DE-1 … DE-M calibrated NLL of the teacher's members: the yardstick of DEE.
+            results["ensemble_size_cnll"] = metrics.ensemble_size_curve(
+                preds["val"].probs, data.val.y, preds["test"].probs, data.test.y
+            )
     for name, row in results["methods"].items():
+        row["dee"] = metrics.deep_ensemble_equivalent(results["ensemble_size_cnll"], row["cnll"])
         for split, scores in mi[name].items():
             # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
             row[f"mi_spearman_{split}"] = metrics.rank_correlation(scores, mi["ensemble"][split])

@@ -9,11 +9,19 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
   predictive / expected entropy, mutual information, pairwise-KL diversity.
 - :mod:`.dirichlet`: closed-form mean, expected entropy and MI of a Dirichlet (Prior Network).
 - :mod:`.agreement`: rank correlation of a student's uncertainty with the ensemble's.
+- :mod:`.calibration`: temperature scaling (cNLL, cECE, cBS) and the deep-ensemble equivalent.
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
 - :mod:`.cost`: parameter count and latency per example.
 """
 
 from ensemble_distill.metrics.agreement import rank_correlation
+from ensemble_distill.metrics.calibration import (
+    calibrated_metrics,
+    deep_ensemble_equivalent,
+    ensemble_size_curve,
+    fit_temperature,
+    temperature_scale,
+)
 from ensemble_distill.metrics.classification import (
     ReliabilityBins,
     accuracy,
@@ -41,12 +49,16 @@ __all__ = [
     "accuracy",
     "brier",
     "brier_tfp",
+    "calibrated_metrics",
     "count_parameters",
+    "deep_ensemble_equivalent",
     "dirichlet_expected_entropy",
     "dirichlet_mean",
     "dirichlet_mutual_information",
     "ece",
+    "ensemble_size_curve",
     "expected_entropy",
+    "fit_temperature",
     "latency_per_example",
     "mean_probs",
     "mutual_information",
@@ -57,4 +69,5 @@ __all__ = [
     "predictive_entropy",
     "rank_correlation",
     "reliability_bins",
+    "temperature_scale",
 ]

@@ -11,6 +11,8 @@ COLUMNS = [
     ("brier", "Brier ↓", "{:.4f}"),
     ("brier_tfp", "BS (TFP) ↓", "{:.4f}"),
     ("ece", "ECE ↓", "{:.4f}"),
+    ("cnll", "cNLL ↓", "{:.4f}"),
+    ("dee", "DEE ↑", "{:.2f}"),
     ("mi", "MU (mean MI, nats)", "{:.3g}"),
     ("ood_auroc", "OOD AUROC (entropy) ↑", "{:.4f}"),
     ("ood_auroc_mi", "OOD AUROC (MI) ↑", "{:.4f}"),
@@ -27,7 +29,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"# {results['dataset']}: deep ensemble of {results['members']} members vs students",
         "",
         f"Test split; OOD set: {ood or 'none'}. BS (TFP) = Brier − 1, the form of the Hydra "
-        "paper's table. `member` is the ensemble's first member alone.",
+        "paper's table. cNLL: NLL after temperature scaling fitted on the validation split; "
+        "DEE: the deep-ensemble size with the same cNLL. `member` is the ensemble's first "
+        "member alone.",
         "",
         "| model | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),
