@@ -83,8 +83,32 @@ class EnDConfig:
 
 
 @dataclass
+class BEConfig:
+    """BatchEnsemble one-to-one students (Nam et al. 2021): member j learns from teacher j."""
+
+    init: str = "normal"  # r, s ~ N(1, init_std) (2021 code) | ones (2022 code)
+    init_std: float = 0.5
+    factor_lr_scale: float = 1.0  # learning rate of r, s relative to optim.lr (no weight decay)
+    alpha: float = 0.9
+    temperature: float = 4.0
+
+
+@dataclass
+class LatentBEConfig:
+    """LatentBE (Nam et al. 2022): BE trained with factors from 1 and its diversifying
+    perturbation, then folded into one plain network (mean factors)."""
+
+    init: str = "ones"
+    init_std: float = 0.5
+    factor_lr_scale: float = 1.0
+    alpha: float = 1.0  # the 2022 recipe trains on the perturbed inputs only
+    temperature: float = 1.0
+
+
+@dataclass
 class PerturbationConfig:
-    """Input perturbations of ``METHOD+NAME`` methods (Nam et al. 2021): gaussian, ods, confods."""
+    """Input perturbations of ``METHOD+NAME`` methods (Nam et al. 2021, 2022): gaussian, ods,
+    confods, diverse."""
 
     eta: float = 1 / 255  # step size in [0, 1] pixel units; ODS steps have L2 norm eta·sqrt(D)
     temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
@@ -119,6 +143,8 @@ class Config:
     kd: KDConfig = field(default_factory=KDConfig)
     hydra: HydraConfig = field(default_factory=HydraConfig)
     endd: EnDConfig = field(default_factory=EnDConfig)
+    be: BEConfig = field(default_factory=BEConfig)
+    latentbe: LatentBEConfig = field(default_factory=LatentBEConfig)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

@@ -82,3 +82,15 @@ def test_method_names_combine_with_perturbations():
     assert resolve_method("kd")[1] is None
     with pytest.raises(ConfigError, match="unknown perturbation 'nope'"):
         resolve_method("kd+nope")
+
+
+def test_diverse_step_has_norm_eta_sqrt_d_and_needs_a_student():
+    from ensemble_distill.models.batchensemble import BatchEnsemble
+
+    state = make_state(eta=1e-3)
+    x = torch.full((4, 1, 3, 3), 0.5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="student"):
+        PERTURBATIONS.get("diverse")(x, state)
+    state.student = BatchEnsemble.from_model(create_model(SPEC), 3).double()
+    norms = (PERTURBATIONS.get("diverse")(x, state) - x).flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full((4,), 3e-3, dtype=torch.float64))

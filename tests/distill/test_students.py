@@ -81,3 +81,22 @@ def test_hydra_with_confods_trains(splits):
     context = dataclasses.replace(context, perturbation=PERTURBATIONS.get("confods"))
     student, history = train_student("hydra", context)
     assert len(history) == 4 and predict(student, splits.test.x).mi.mean() > 0
+
+
+def test_batchensemble_one_to_one_student_has_member_diversity(splits):
+    context = make_context(splits)
+    student, history = train_student("be", context)
+    assert len(history) == 4
+    pred = predict(student, splits.test.x)
+    assert pred.probs.shape == (len(splits.test), 3, 3) and pred.mi.mean() > 0
+
+
+def test_latentbe_folds_into_one_plain_network(splits):
+    context = make_context(splits)
+    student, history = train_student("latentbe", context)
+    assert len(history) == 4
+    assert not any(
+        "BatchEnsemble" in type(m).__name__ or type(m).__name__.startswith("BE")
+        for m in student.modules()
+    )
+    assert predict(student, splits.test.x).probs.shape == (len(splits.test), 1, 3)

@@ -51,3 +51,16 @@ def test_ensemble_size_curve_ends_at_the_full_ensemble():
     assert len(curve) == 4
     full = metrics.calibrated_metrics(probs[:150], labels[:150], probs[150:], labels[150:])
     assert curve[-1] == pytest.approx(full["cnll"])
+
+
+def test_diversity_by_confidence_bins_and_weights():
+    # Two inputs where members agree (diversity 0) and one where they disagree.
+    agree = torch.tensor([[0.95, 0.05], [0.95, 0.05]], dtype=torch.float64)  # confidence 0.95
+    disagree = torch.tensor([[0.95, 0.05], [0.05, 0.95]], dtype=torch.float64)  # 0.5
+    probs = torch.stack([agree, agree, disagree])
+    result = metrics.diversity_by_confidence(probs, num_bins=5)
+    kl = 0.95 * np.log(19) + 0.05 * np.log(1 / 19)  # KL(p1 ‖ p2) = KL(p2 ‖ p1)
+    assert result["mean"] == pytest.approx(kl / 3)
+    assert sum(result["counts"]) == 3
+    assert result["counts"][0] == 1 and result["diversity"][0] == pytest.approx(kl)  # conf 0.5
+    assert result["counts"][-1] == 2 and result["diversity"][-1] == pytest.approx(0.0, abs=1e-12)

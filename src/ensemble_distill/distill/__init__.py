@@ -6,10 +6,14 @@ Methods:
 - ``hydra``: Tran et al. 2020, shared body + M heads, head m imitates member m (:mod:`.hydra`).
 - ``endd``: EnD², Malinin et al. 2019, a Prior Network on the members' spread (:mod:`.endd`).
 
+- ``be``: Nam et al. 2021, BatchEnsemble one-to-one student (:mod:`.batchensemble`).
+- ``latentbe``: Nam et al. 2022, BE folded into one network with mean factors.
+
 Any method can be trained on perturbed inputs (:mod:`.perturbations`): ``hydra+confods``.
 """
 
 from ensemble_distill.distill.base import DistillContext, DistillMethod
+from ensemble_distill.distill.batchensemble import BatchEnsembleDistillation, LatentBE
 from ensemble_distill.distill.endd import EnsembleDistributionDistillation, PriorNetwork
 from ensemble_distill.distill.hydra import Hydra, HydraStudent
 from ensemble_distill.distill.kd import KnowledgeDistillation
@@ -21,6 +25,8 @@ METHODS: Registry[DistillMethod] = Registry("method")
 METHODS.register("kd")(KnowledgeDistillation())
 METHODS.register("hydra")(Hydra())
 METHODS.register("endd")(EnsembleDistributionDistillation())
+METHODS.register("be")(BatchEnsembleDistillation())
+METHODS.register("latentbe")(LatentBE())
 
 
 def resolve_method(name: str) -> tuple[DistillMethod, Perturbation | None]:

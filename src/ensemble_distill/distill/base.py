@@ -69,6 +69,10 @@ class DistillContext:
             torch.Generator().manual_seed(self.config.seed),
         )
 
+    def bind_student(self, student: nn.Module) -> None:
+        """Let perturbations that probe the student (``diverse``) see ``student``."""
+        self._state.student = student
+
     def batch(self, index: Tensor) -> Batch:
         """The batch of training examples ``index`` (1, batch) drawn by ``fit``."""
         x, y = self._x[index[0]], self._y[index[0]]

@@ -10,6 +10,10 @@ combined with any student as ``METHOD+PERTURBATION`` (``be+confods``, ``hydra+od
   teacher r drawn per batch, p = σ_τ(z_r(x)), w ~ U[−1, 1]^C per example,
   g = ∇_x Σ_b w_bᵀ p_b, δ = η·√D·g/‖g‖₂ per example.
 - ``confods``: ODS with δ scaled per example by the teacher's confidence max_k p_k.
+- ``diverse``: LatentBE's diversifying perturbation (Nam et al. 2022): a member pair (i, j) per
+  batch, one L2-normalised step of size η·√D up the gradient of
+  KL(sg(T_j) ‖ T_i) − KL(sg(S_j) ‖ S_i) at temperature 1: where the teachers disagree more than
+  the student's members. Needs a student with members (``state.student``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ensemble_distill.registry import Registry
 from ensemble_distill.teachers import DeepEnsemble
@@ -33,6 +38,7 @@ class PerturbationState:
     eta: float  # step size in [0, 1] pixel units (1/255 = one grey level)
     temperature: float  # τ of the teacher probabilities ODS diversifies
     generator: torch.Generator
+    student: nn.Module | None = None  # (batch, members, classes) student, for ``diverse``
 
 
 Perturbation = Callable[[Tensor, PerturbationState], Tensor]
@@ -78,3 +84,26 @@ def confods(x: Tensor, state: PerturbationState) -> Tensor:
     direction, confidence = ods_direction(x, state)
     scale = state.eta * math.sqrt(x[0].numel()) * confidence
     return apply_step(x, scale.view(-1, *([1] * (x.dim() - 1))) * direction)
+
+
+def _pair_divergence(logits: Tensor, i: int, j: int) -> Tensor:
+    """Σ_b KL(sg(σ(z_j)) ‖ σ(z_i)) of (batch, members, classes) logits; gradient through i."""
+    target = F.log_softmax(logits[:, j].detach(), dim=-1)
+    return F.kl_div(F.log_softmax(logits[:, i], dim=-1), target, reduction="sum", log_target=True)
+
+
+@PERTURBATIONS.register("diverse")
+def diverse(x: Tensor, state: PerturbationState) -> Tensor:
+    student = state.student
+    if student is None:
+        raise ValueError("the diverse perturbation needs state.student (a multi-member student)")
+    members = state.teacher.num_members
+    i, j = torch.randperm(members, generator=state.generator)[:2].tolist()
+    was_training = student.training
+    student.eval()  # the probe must not move BatchNorm statistics
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        objective = _pair_divergence(state.teacher(x), i, j) - _pair_divergence(student(x), i, j)
+        (grad,) = torch.autograd.grad(objective, x)
+    student.train(was_training)
+    return apply_step(x, state.eta * math.sqrt(x[0].numel()) * per_example_unit(grad))

@@ -10,6 +10,7 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 - :mod:`.dirichlet`: closed-form mean, expected entropy and MI of a Dirichlet (Prior Network).
 - :mod:`.agreement`: rank correlation of a student's uncertainty with the ensemble's.
 - :mod:`.calibration`: temperature scaling (cNLL, cECE, cBS) and the deep-ensemble equivalent.
+- :mod:`.diversity`: members' pairwise-KL diversity per bin of confidence.
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
 - :mod:`.cost`: parameter count and latency per example.
 """
@@ -42,6 +43,7 @@ from ensemble_distill.metrics.dirichlet import (
     dirichlet_mean,
     dirichlet_mutual_information,
 )
+from ensemble_distill.metrics.diversity import diversity_by_confidence
 from ensemble_distill.metrics.ood import ood_aupr, ood_auroc
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "dirichlet_expected_entropy",
     "dirichlet_mean",
     "dirichlet_mutual_information",
+    "diversity_by_confidence",
     "ece",
     "ensemble_size_curve",
     "expected_entropy",
