@@ -118,6 +118,10 @@ class PerturbationConfig:
 class EvalConfig:
     batch_size: int = 1024
     latency_repeats: int = 20
+    # Teacher-diversity analysis (Nam et al. 2021, Fig. 3) at these step sizes η, on this many
+    # training inputs; an empty list skips it. Written to OUT/diversity.json.
+    diversity_etas: list[float] = field(default_factory=list)
+    diversity_examples: int = 2000
 
 
 @dataclass

@@ -36,6 +36,7 @@ from ensemble_distill.checkpoint import (
 from ensemble_distill.config import Config, dump_config
 from ensemble_distill.data import DATASETS, DataSplits, create_dataset
 from ensemble_distill.distill import DistillContext, resolve_method
+from ensemble_distill.distill.diversity import diversity_analysis
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import (
     classification_metrics,
@@ -288,12 +289,36 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         for split, scores in mi[name].items():
             # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
             row[f"mi_spearman_{split}"] = metrics.rank_correlation(scores, mi["ensemble"][split])
+    if config.eval.diversity_etas:
+        results["diversity"] = write_diversity(setup, teacher, out)
     # The metadata says how to read each model's outputs (member logits or Dirichlet).
     blob = save({k: v.contiguous() for k, v in predictions.items()}, metadata=kinds)
     atomic_write(out / "predictions.safetensors", blob)
     atomic_write(out / "results.json", json.dumps(results, indent=2))
     atomic_write(out / "results.md", results_markdown(results))
     return results
+
+
+def write_diversity(setup: Setup, teacher: DeepEnsemble, out: Path) -> dict[str, Any]:
+    """Run :func:`diversity_analysis`, write OUT/diversity.json, return the mean ratios."""
+    config, data = setup.config, setup.data
+    generator = torch.Generator().manual_seed(config.seed)
+    count = min(config.eval.diversity_examples, len(data.train))
+    index = torch.randperm(len(data.train), generator=generator)[:count]
+    analysis = diversity_analysis(
+        teacher.cpu(),
+        data.train.x[index],
+        data.test.x,
+        config.eval.diversity_etas,
+        seed=config.seed,
+    )
+    teacher.to(setup.device)
+    atomic_write(out / "diversity.json", json.dumps(analysis, indent=2))
+    return {
+        "clean_train": analysis["clean_train"]["mean"],
+        "clean_test": analysis["clean_test"]["mean"],
+        "ratio_to_clean_train": analysis["ratio_to_clean_train"],
+    }
 
 
 def cost_metrics(
