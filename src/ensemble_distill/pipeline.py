@@ -47,6 +47,7 @@ from ensemble_distill.evaluation import (
     predictive,
 )
 from ensemble_distill.models import MODELS, ModelSpec
+from ensemble_distill.models.batchensemble import check_factor_init
 from ensemble_distill.report.table import results_markdown
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed, train_deep_ensemble
@@ -110,12 +111,16 @@ def validate(config: Config) -> None:
         raise ConfigError(f"student.epochs must be at least 1; got {config.student.epochs}")
     if not 0.0 < config.val_fraction < 1.0:
         raise ConfigError(f"val_fraction must lie in (0, 1); got {config.val_fraction}")
-    for section in ("kd", "hydra"):
+    for section in ("kd", "hydra", "be", "latentbe"):
         options = getattr(config, section)
         if not 0.0 <= options.alpha <= 1.0 or options.temperature <= 0:
             raise ConfigError(
                 f"{section}.alpha must lie in [0, 1] and {section}.temperature be positive"
             )
+    for section in (config.be, config.latentbe):
+        check_factor_init(section.init)
+    if config.perturbation.eta < 0 or config.perturbation.temperature <= 0:
+        raise ConfigError("perturbation.eta must be >= 0 and perturbation.temperature positive")
     if not 0.0 <= config.hydra.phase1_fraction <= 1.0:
         raise ConfigError("hydra.phase1_fraction must lie in [0, 1]")
     if config.endd.initial_temperature < 1.0 or not 0.0 < config.endd.anneal_fraction <= 1.0:

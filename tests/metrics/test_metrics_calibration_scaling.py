@@ -64,3 +64,13 @@ def test_diversity_by_confidence_bins_and_weights():
     assert sum(result["counts"]) == 3
     assert result["counts"][0] == 1 and result["diversity"][0] == pytest.approx(kl)  # conf 0.5
     assert result["counts"][-1] == 2 and result["diversity"][-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_member_subsets_enumerate_small_and_sample_large_spaces():
+    from ensemble_distill.metrics.calibration import member_subsets
+
+    rng = np.random.default_rng(0)
+    assert member_subsets(4, 2, 10, rng) == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    large = member_subsets(50, 25, 10, rng)  # C(50, 25) ≈ 1.3e14: must not be enumerated
+    assert len(large) == 10 and len({tuple(s) for s in large}) == 10
+    assert all(len(set(s)) == 25 and max(s) < 50 for s in large)

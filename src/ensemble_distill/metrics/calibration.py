@@ -79,19 +79,28 @@ def ensemble_size_curve(
     rng = np.random.default_rng(seed)
     curve = []
     for size in range(1, members + 1):
-        subsets = list(itertools.combinations(range(members), size))
-        chosen = rng.permutation(len(subsets))[:max_subsets]
+        subsets = member_subsets(members, size, max_subsets, rng)
         values = [
             calibrated_metrics(
-                val_probs[:, list(subsets[i])],
-                val_labels,
-                test_probs[:, list(subsets[i])],
-                test_labels,
+                val_probs[:, subset], val_labels, test_probs[:, subset], test_labels
             )["cnll"]
-            for i in chosen
+            for subset in subsets
         ]
         curve.append(float(np.mean(values)))
     return curve
+
+
+def member_subsets(
+    members: int, size: int, count: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """All ``size``-member subsets when there are at most ``count``, else ``count`` distinct
+    random ones (never enumerating C(M, k), which is astronomically large for M = 50)."""
+    if math.comb(members, size) <= count:
+        return [list(c) for c in itertools.combinations(range(members), size)]
+    chosen: set[tuple[int, ...]] = set()
+    while len(chosen) < count:
+        chosen.add(tuple(sorted(rng.choice(members, size, replace=False).tolist())))
+    return [list(c) for c in sorted(chosen)]
 
 
 def deep_ensemble_equivalent(curve: list[float], value: float) -> float:

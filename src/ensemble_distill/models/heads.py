@@ -40,10 +40,17 @@ class StackedMLPHeads(nn.Module):
 
     def forward(self, features: Tensor, heads: slice = slice(None)) -> Tensor:
         """features: (batch, in) → logits (batch, members, classes) of the heads in ``heads``."""
-        h = torch.einsum("bi,mio->bmo", features, self.weights[0][heads]) + self.biases[0][heads]
+        # Batched matmuls over the member axis, (members, batch, width) inside: the stacked
+        # weights are used in their stored layout, never copied (einsum would permute them).
+        h = torch.baddbmm(self.biases[0][heads].unsqueeze(1),
+                          features.expand(self._count(heads), *features.shape),
+                          self.weights[0][heads])
         for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
-            h = torch.einsum("bmi,mio->bmo", torch.relu(h), weight[heads]) + bias[heads]
-        return h
+            h = torch.baddbmm(bias[heads].unsqueeze(1), torch.relu(h), weight[heads])
+        return h.transpose(0, 1)
+
+    def _count(self, heads: slice) -> int:
+        return len(range(*heads.indices(self.members)))
 
     @torch.no_grad()
     def copy_head(self, source: int = 0) -> None:
