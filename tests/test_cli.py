@@ -87,3 +87,12 @@ def test_overrides_may_stand_between_options(tmp_path):
 def test_distill_without_teacher_is_a_clear_error(tmp_path, capsys):
     assert main(["distill", "--out", str(tmp_path), "--quiet", *TINY]) == 2
     assert "train it first" in capsys.readouterr().err
+
+
+def test_run_writes_a_log_and_a_self_contained_report(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--quiet", *TINY, "methods=[kd]"]) == 0
+    log = (out / "run.log").read_text()
+    assert "student kd trained" in log and "teacher: 3 members trained" in log
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html

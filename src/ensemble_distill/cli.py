@@ -21,6 +21,12 @@ COMMANDS = {
     "evaluate": (("evaluate",), "evaluate the saved teacher and students, write results"),
 }
 
+# Commands that only read finished runs: no config, no pipeline step.
+REPORT_COMMANDS = {
+    "report": "rebuild OUT/report.html and OUT/report.md from a finished run directory",
+    "compare": "put finished runs side by side in DIR/compare.html and DIR/compare.md",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -45,7 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--out", type=Path, required=True, help="output directory")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_report_commands(commands)
     return parser
+
+
+def add_report_commands(commands: argparse._SubParsersAction) -> None:
+    """``report OUT`` and ``compare OUT_A OUT_B ... --out DIR``."""
+    report = commands.add_parser(
+        "report", help=REPORT_COMMANDS["report"], description=REPORT_COMMANDS["report"]
+    )
+    report.add_argument("run_dir", type=Path, metavar="OUT", help="a run's output directory")
+    compare = commands.add_parser(
+        "compare", help=REPORT_COMMANDS["compare"], description=REPORT_COMMANDS["compare"]
+    )
+    compare.add_argument(
+        "run_dirs", type=Path, nargs="+", metavar="OUT", help="run output directories"
+    )
+    compare.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="where to write the comparison"
+    )
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
@@ -63,6 +87,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     overrides may stand before, between or after the options."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    if args.command in REPORT_COMMANDS and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     bad = [item for item in rest if "=" not in item or item.startswith("-")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like key=value)")
@@ -70,20 +96,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+def run_report_command(args: argparse.Namespace) -> list[Path]:
+    """Build the report of one run, or the comparison of several; the written files."""
+    from ensemble_distill.report import build_report, compare_runs  # imports matplotlib
+
+    if args.command == "report":
+        return list(build_report(args.run_dir))
+    return list(compare_runs(args.run_dirs, args.out))
+
+
+def run_pipeline_command(args: argparse.Namespace) -> None:
+    """Run the command's pipeline steps; print the results table after ``evaluate``."""
     from ensemble_distill.pipeline import run  # heavy imports after argument parsing
 
+    config = resolve_config(args)
+    if run(config, args.out, steps=COMMANDS[args.command][0], quiet=args.quiet) is not None:
+        print((args.out / "results.md").read_text())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = logging.StreamHandler()  # progress notes on stderr; --quiet keeps warnings only
+    console.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[console])
     try:
-        results = run(
-            resolve_config(args), args.out, steps=COMMANDS[args.command][0], quiet=args.quiet
-        )
+        if args.command in REPORT_COMMANDS:
+            print("\n".join(str(path) for path in run_report_command(args)))
+        else:
+            run_pipeline_command(args)
     except EnsembleDistillError as exc:
         print(f"ensemble-distill: error: {exc}", file=sys.stderr)
         return 2
-    if results is not None:
-        print((args.out / "results.md").read_text())
     return 0
 
 

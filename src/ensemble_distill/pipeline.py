@@ -11,13 +11,14 @@ Output directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from ensemble_distill.evaluation import (
 )
 from ensemble_distill.models import MODELS, ModelSpec
 from ensemble_distill.models.batchensemble import check_factor_init
-from ensemble_distill.report.table import results_markdown
+from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed, train_deep_ensemble
 
@@ -149,15 +150,41 @@ def run(
     setup = prepare(config)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "config.yaml", dump_config(config))
-    teacher = None
-    if "teacher" in steps:
-        teacher = train_teacher(setup, out / "teacher", quiet)
-    if "distill" in steps:
-        teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
-        distill_all(setup, teacher, out / "students", quiet)
-    if "evaluate" in steps:
-        return evaluate_run(setup, out)
+    with run_log(out / "run.log"):
+        log.info("%s into %s", " + ".join(steps), out)
+        teacher = None
+        if "teacher" in steps:
+            teacher = train_teacher(setup, out / "teacher", quiet)
+        if "distill" in steps:
+            teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
+            distill_all(setup, teacher, out / "students", quiet)
+        if "evaluate" in steps:
+            results = evaluate_run(setup, out)
+            build_report(out)
+            log.info("wrote %s and %s", out / "results.md", out / "report.html")
+            return results
     return None
+
+
+@contextlib.contextmanager
+def run_log(path: Path) -> Iterator[None]:
+    """Append this package's log records (INFO and up) to ``path`` while the block runs."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    package = logging.getLogger("ensemble_distill")
+    previous = package.level
+    package.setLevel(logging.INFO)
+    package.addHandler(handler)
+    try:
+        yield
+    except Exception as exc:
+        log.error("stopped: %s", exc)
+        raise
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(previous)
+        handler.close()
 
 
 def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
@@ -228,6 +255,7 @@ def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: boo
             "train_seconds": time.perf_counter() - start,
         }
         save_checkpoint(directory / name, student.state_dict(), manifest)
+        log.info("student %s trained in %.1f s", name, manifest["train_seconds"])
         _write_history(directory / name / "history.csv", history)
 
 

@@ -30,6 +30,17 @@ class HydraStudent(nn.Module):
         return self.heads(self.body(x), heads)
 
 
+class FirstHead(nn.Module):
+    """The Hinton head alone, (batch, 1, classes): what phase 1 trains and validates."""
+
+    def __init__(self, student: HydraStudent) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x, heads=slice(0, 1))
+
+
 class Hydra:
     """Two phases: (1) body + head 0 by KD on p̄_T; (2) copy head 0 to all heads, then
     :func:`hydra_loss` of head m against member m. With α < 1 both phases add (1−α) times the
@@ -55,15 +66,16 @@ class Hydra:
         alpha, temperature = options["alpha"], options["temperature"]
         phase1 = round(context.epochs * options["phase1_fraction"])
 
+        first_head = FirstHead(student)
+
         def phase1_loss(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
-            first = slice(0, 1)  # the "Hinton head"
-            logits = student(batch.x_distill, heads=first)[:, 0]
+            logits = first_head(batch.x_distill)[:, 0]
             distill = kd_loss(
                 logits, batch.teacher_logits, batch.y, alpha=1.0, temperature=temperature
             )
-            clean = clean_cross_entropy(lambda x: student(x, heads=first), batch, logits)
+            clean = clean_cross_entropy(first_head, batch, logits)
             return alpha * distill + (1.0 - alpha) * clean
 
         def phase2_loss(index: Tensor) -> Tensor:
@@ -75,8 +87,9 @@ class Hydra:
 
         history = []
         if phase1 > 0:
-            params = [*student.body.parameters(), *student.heads.parameters()]
-            rows = context.fit(student, params, phase1_loss, desc="hydra phase 1", epochs=phase1)
+            rows = context.fit(
+                first_head, student.parameters(), phase1_loss, desc="hydra phase 1", epochs=phase1
+            )
             history += [{"phase": 1, **row} for row in rows]
         if options["copy_head"]:
             student.heads.copy_head(0)

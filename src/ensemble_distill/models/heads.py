@@ -42,9 +42,11 @@ class StackedMLPHeads(nn.Module):
         """features: (batch, in) → logits (batch, members, classes) of the heads in ``heads``."""
         # Batched matmuls over the member axis, (members, batch, width) inside: the stacked
         # weights are used in their stored layout, never copied (einsum would permute them).
-        h = torch.baddbmm(self.biases[0][heads].unsqueeze(1),
-                          features.expand(self._count(heads), *features.shape),
-                          self.weights[0][heads])
+        h = torch.baddbmm(
+            self.biases[0][heads].unsqueeze(1),
+            features.expand(self._count(heads), *features.shape),
+            self.weights[0][heads],
+        )
         for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
             h = torch.baddbmm(bias[heads].unsqueeze(1), torch.relu(h), weight[heads])
         return h.transpose(0, 1)

@@ -1,0 +1,557 @@
+"""Figures of a finished run, built only from the files it saved (see :mod:`.rundir`).
+
+Each function returns a :class:`matplotlib.figure.Figure` made without pyplot (rendered by Agg
+when saved: no global figure registry, no display needed), or None when the run lacks what
+the figure shows. Every model keeps one colour across all figures (:func:`method_style`), the
+ensemble always black.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LinearSegmentedColormap, to_hex, to_rgb, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from ensemble_distill import metrics
+from ensemble_distill.report.rundir import History, RunDir
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.facecolor": "white",
+}
+DPI = 110
+# Okabe–Ito colours (safe for colour-blind readers), keyed by method name.
+BASE_COLORS = {
+    "ensemble": "#000000",
+    "member": "#8c8c8c",
+    "kd": "#E69F00",
+    "hydra": "#0072B2",
+    "endd": "#009E73",
+    "be": "#D55E00",
+    "latentbe": "#CC79A7",
+}
+# Methods not listed above get one of these, chosen by a stable hash of the name.
+EXTRA_COLORS = ("#56B4E9", "#882255", "#999933", "#44AA99", "#AA4499", "#332288")
+# A perturbed variant (``hydra+confods``) keeps its method's hue, shaded towards white (> 0)
+# or black (< 0), so that ``hydra`` and ``hydra+confods`` read as related but distinct.
+PERTURBATION_SHADES = {"ods": 0.4, "gaussian": 0.6, "confods": -0.4, "diverse": -0.6}
+PERTURBATION_MARKERS = {"ods": "^", "gaussian": "v", "confods": "D", "diverse": "P"}
+# MI spans many orders of magnitude and is exactly 0 for single networks: log axes need a floor.
+MI_FLOOR = 1e-6
+# Reliability bins with fewer test examples than this are drawn pale.
+FEW_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class MethodStyle:
+    """How one model is drawn in every figure."""
+
+    color: str
+    marker: str
+    linestyle: str
+
+
+def method_style(name: str) -> MethodStyle:
+    """The fixed colour, marker and line style of a model name (``METHOD[+PERTURBATION]``)."""
+    base, _, perturbation = name.partition("+")
+    color = BASE_COLORS.get(base) or EXTRA_COLORS[zlib.crc32(base.encode()) % len(EXTRA_COLORS)]
+    marker = {"ensemble": "*", "member": "s"}.get(base, "o")
+    if not perturbation:
+        return MethodStyle(color, marker, "-")
+    shade = PERTURBATION_SHADES.get(perturbation, 0.3)
+    rgb = np.array(to_rgb(color))
+    mixed = rgb + shade * (1.0 - rgb) if shade > 0 else rgb * (1.0 + shade)
+    return MethodStyle(to_hex(mixed), PERTURBATION_MARKERS.get(perturbation, "X"), "--")
+
+
+def styled(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` under :data:`STYLE` (rcParams are read when artists are created)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with mpl.rc_context(STYLE):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@styled
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, identical for identical figures (no version or date stamp)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _panels(figure: Figure, count: int, ncols: int) -> list[Axes]:
+    """``count`` axes on a grid of ``ncols`` columns; the unused cells removed."""
+    ncols = min(ncols, count)
+    grid = figure.subplots(math.ceil(count / ncols), ncols, squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[count:]:
+        ax.remove()
+    return axes[:count]
+
+
+def _label_grid(axes: Sequence[Axes], ncols: int, xlabel: str, ylabel: str) -> None:
+    """Axis labels on the left column and under the lowest panel of each column only."""
+    for index, ax in enumerate(axes):
+        ax.set_ylabel(ylabel if index % ncols == 0 else "")
+        ax.set_xlabel(xlabel if index + ncols >= len(axes) else "")
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+@styled
+def reliability_figure(run: RunDir, num_bins: int = 15) -> Figure:
+    """Reliability diagrams (test split): the ensemble, then every other model with the
+    ensemble's per-bin accuracy outlined over it; the test ECE in each title. Bins holding
+    fewer than :data:`FEW_EXAMPLES` examples are pale: their accuracy is mostly noise."""
+    labels = run.labels("test")
+    bins = {
+        name: metrics.reliability_bins(run.predictive(name, "test").probs, labels, num_bins)
+        for name in run.names
+    }
+    figure = _new_figure(3.0 * min(4, len(run.names)), 0.4 + 2.9 * math.ceil(len(run.names) / 4))
+    axes = _panels(figure, len(run.names), 4)
+    for ax, name in zip(axes, run.names, strict=True):
+        _reliability_panel(ax, bins[name], method_style(name).color)
+        if name != "ensemble":
+            # baseline=None: no drop to zero at the ends, empty (NaN) bins leave gaps.
+            ax.stairs(
+                bins["ensemble"].accuracy.numpy(),
+                bins["ensemble"].edges.numpy(),
+                baseline=None,
+                color="black",
+                lw=1.3,
+            )
+        ece = run.results["methods"][name].get("ece")
+        ax.set(title=f"{name}: ECE {'n/a' if ece is None else f'{ece:.4f}'}")
+    _label_grid(axes, 4, "confidence max p̄ (binned)", "accuracy in bin")
+    handles = [
+        Patch(color="0.45", label="accuracy per bin (colour: model)"),
+        Patch(color="0.45", alpha=0.3, label=f"pale: bin of < {FEW_EXAMPLES} examples"),
+        Line2D([], [], color="black", lw=1.3, label="ensemble's accuracy per bin"),
+        Line2D([], [], color="0.5", ls=":", label="perfect calibration"),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=4)
+    return figure
+
+
+def _reliability_panel(ax: Axes, bins: metrics.ReliabilityBins, color: str) -> None:
+    """Accuracy bars per confidence bin, pale where the bin is nearly empty."""
+    edges = bins.edges.numpy()
+    alphas = np.where(bins.counts.numpy() >= FEW_EXAMPLES, 0.8, 0.3)
+    ax.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1)
+    ax.bar(
+        edges[:-1],
+        bins.accuracy.numpy(),
+        width=np.diff(edges),
+        align="edge",
+        color=[to_rgba(color, a) for a in alphas],
+        edgecolor="white",
+        linewidth=0.5,
+    )
+    ax.set(xlim=(0, 1), ylim=(0, 1.02))
+
+
+@styled
+def mi_agreement_figure(run: RunDir) -> Figure | None:
+    """Each student's per-example MI against the ensemble's (log–log, floored at
+    :data:`MI_FLOOR`, the same limits in every panel), on the test split and the OOD set;
+    Spearman ρ in each title."""
+    if not run.students:
+        return None
+    splits = ["test", *(["ood"] if run.ood else [])]
+    split_names = {"test": "test (in-distribution)", "ood": f"OOD ({run.ood})"}
+    mi = {
+        (name, split): np.maximum(run.predictive(name, split).mi.numpy(), MI_FLOOR)
+        for name in ["ensemble", *run.students]
+        for split in splits
+    }
+    limits = (MI_FLOOR / 2, 2 * max(float(values.max()) for values in mi.values()))
+    figure = _new_figure(3.1 * len(run.students), 0.3 + 3.0 * len(splits))
+    grid = figure.subplots(len(splits), len(run.students), squeeze=False)
+    for row, split in enumerate(splits):
+        for col, name in enumerate(run.students):
+            ax = grid[row, col]
+            _mi_panel(ax, mi["ensemble", split], mi[name, split], name, limits)
+            rho = run.results["methods"][name].get(f"mi_spearman_{split}")
+            rho_text = "n/a — constant MI" if rho is None else f"Spearman ρ = {rho:.3f}"
+            ax.set_title(f"{name}, {split_names[split]}\n{rho_text}")
+    figure.suptitle(
+        f"Per-example MI, student vs ensemble (floored at {MI_FLOOR:g} nats; "
+        "shade: number of examples, log; dotted: equal MI)"
+    )
+    return figure
+
+
+def _mi_panel(
+    ax: Axes, reference: np.ndarray, student: np.ndarray, name: str, limits: tuple[float, float]
+) -> None:
+    """A log–log hexbin of student MI against ensemble MI with the y = x line."""
+    cmap = LinearSegmentedColormap.from_list(name, ["#e0e0e0", method_style(name).color])
+    extent = (*np.log10(limits), *np.log10(limits))  # hexbin's extent is in log10 units
+    ax.hexbin(
+        reference,
+        student,
+        xscale="log",
+        yscale="log",
+        bins="log",
+        gridsize=25,
+        mincnt=1,
+        cmap=cmap,
+        extent=extent,
+        linewidths=0.2,
+    )
+    ax.plot(limits, limits, ls=":", color="0.4", lw=1)
+    ax.set(xlim=limits, ylim=limits, xlabel="ensemble MI (nats)", ylabel=f"{name} MI (nats)")
+
+
+@styled
+def ood_histogram_figure(run: RunDir, num_bins: int = 30) -> Figure | None:
+    """Predictive entropy on the test split (filled) and the OOD set (outline) per model,
+    with the entropy-based OOD AUROC in each legend; None without an OOD set."""
+    if not run.ood:
+        return None
+    figure = _new_figure(3.0 * min(4, len(run.names)), 2.8 * math.ceil(len(run.names) / 4))
+    axes = _panels(figure, len(run.names), 4)
+    for ax, name in zip(axes, run.names, strict=True):
+        inside = run.predictive(name, "test")
+        edges = np.linspace(0.0, math.log(inside.probs.shape[-1]), num_bins + 1)
+        color = method_style(name).color
+        ax.hist(
+            inside.entropy.numpy(), edges, density=True, color=color, alpha=0.45, label="in: test"
+        )
+        ax.hist(
+            run.predictive(name, "ood").entropy.numpy(),
+            edges,
+            density=True,
+            histtype="step",
+            color=color,
+            lw=1.8,
+            label=f"out: {run.ood}",
+        )
+        auroc = run.results["methods"][name].get("ood_auroc")
+        ax.set_yscale("log")
+        ax.set_title(name)
+        ax.legend(
+            title="AUROC n/a" if auroc is None else f"AUROC {auroc:.3f}",
+            loc="upper center",
+            ncols=2,
+            fontsize=7,
+            title_fontsize=8,
+        )
+    # One y range for all panels, with headroom on the log axis so the legends sit above
+    # the bars instead of on them.
+    low = min(ax.get_ylim()[0] for ax in axes)
+    high = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(low, high * (high / low) ** 0.45)
+    _label_grid(axes, 4, "predictive entropy H[p̄] (nats)", "density (per nat, log)")
+    return figure
+
+
+@styled
+def diversity_figure(diversity: Mapping[str, Any]) -> Figure:
+    """The teachers' mean pairwise KL per confidence bin: clean train and test inputs, and
+    each perturbation of the training inputs at each step size η (one panel each)."""
+    perturbed = diversity["perturbed"]
+    panels = list(perturbed) or [None]  # None: a run that measured clean inputs only
+    figure = _new_figure(3.4 * len(panels), 3.4)
+    etas = sorted({eta for by_eta in perturbed.values() for eta in by_eta}, key=float)
+    shades = mpl.colormaps["viridis"](np.linspace(0.15, 0.85, max(1, len(etas))))
+    eta_colors = {eta: to_hex(shade) for eta, shade in zip(etas, shades, strict=False)}
+    grid = figure.subplots(1, len(panels), sharey=True, squeeze=False)
+    for ax, name in zip(grid[0], panels, strict=True):
+        _diversity_line(ax, diversity["clean_train"], "0.55", "-", "o")
+        _diversity_line(ax, diversity["clean_test"], "black", "--", "s")
+        for eta, bins in perturbed.get(name, {}).items():
+            _diversity_line(ax, bins, eta_colors[eta], "-", "^")
+        ax.set_yscale("log")
+        ax.set(
+            title=f"perturbation: {name}" if name else "clean inputs",
+            xlabel="ensemble confidence max p̄ (bin centre)",
+            ylabel="mean pairwise KL (nats, log)",
+        )
+        ax.label_outer()
+    handles = [
+        Line2D([], [], color="0.55", marker="o", label="clean train"),
+        Line2D([], [], color="black", ls="--", marker="s", label="clean test"),
+        *(
+            Line2D(
+                [],
+                [],
+                color=eta_colors[eta],
+                marker="^",
+                label=f"perturbed train, η = {float(eta):g} (≈ {round(float(eta) * 255, 1):g}/255)",
+            )
+            for eta in etas
+        ),
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)))
+    return figure
+
+
+def _diversity_line(ax: Axes, bins: Mapping[str, Any], color: str, ls: str, marker: str) -> None:
+    """One diversity-per-bin curve; empty bins (None) and zeros (off a log axis) skipped."""
+    edges = np.asarray(bins["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    values = np.array([np.nan if v is None or v <= 0 else v for v in bins["diversity"]])
+    ax.plot(centres, values, color=color, ls=ls, marker=marker, ms=3.5, lw=1.3)
+
+
+COST_AXES = (
+    ("params", "parameters (count, log scale)"),
+    ("latency_ms_b256", "latency (ms per example at batch 256, log scale)"),
+)
+QUALITY_AXES = (
+    ("acc", "test accuracy (fraction) ↑"),
+    ("nll", "test NLL (nats) ↓"),
+)
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
+
+
+@styled
+def cost_figure(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure:
+    """Accuracy and NLL against parameters and latency (log x), for one run or several.
+
+    ``runs``: ``(label, results)`` pairs. The dashed grey segment joins ``member`` (one
+    network) and ``ensemble`` (all of them): a good student sits at the member's cost with
+    the ensemble's quality. Colour is the model; with several runs the marker is the run.
+    """
+    figure = _new_figure(9.5, 6.2)
+    grid = figure.subplots(2, 2, squeeze=False)
+    for row, (quality, quality_label) in enumerate(QUALITY_AXES):
+        for col, (cost, cost_label) in enumerate(COST_AXES):
+            ax = grid[row, col]
+            for index, (_, results) in enumerate(runs):
+                marker = RUN_MARKERS[index % len(RUN_MARKERS)] if len(runs) > 1 else None
+                _cost_points(ax, results["methods"], cost, quality, marker)
+            ax.set_xscale("log")
+            ax.set(xlabel=cost_label, ylabel=quality_label)
+            ax.label_outer()
+    figure.legend(handles=_cost_legend(runs), loc="outside right upper")
+    return figure
+
+
+def _cost_points(
+    ax: Axes,
+    methods: Mapping[str, Mapping[str, Any]],
+    cost: str,
+    quality: str,
+    marker: str | None,
+) -> None:
+    """One run's models as points, with the member–ensemble segment."""
+    ends = [methods[n] for n in ("member", "ensemble") if n in methods]
+    if len(ends) == 2 and all(r.get(cost) and r.get(quality) is not None for r in ends):
+        ax.plot(
+            [r[cost] for r in ends],
+            [r[quality] for r in ends],
+            ls="--",
+            color="0.6",
+            lw=1,
+            zorder=1,
+        )
+    for index, (name, row) in enumerate(methods.items()):
+        if row.get(cost) and row.get(quality) is not None:
+            style = method_style(name)
+            ax.scatter(
+                row[cost],
+                row[quality],
+                color=style.color,
+                marker=marker or style.marker,
+                # Later models drawn smaller: students that share a member's parameter count
+                # and accuracy stay visible as concentric markers instead of hiding it.
+                s=(110 if marker is None else 80)
+                if name == "ensemble"
+                else max(30, 72 - 8 * index),
+                edgecolors="white",
+                linewidths=0.6,
+                zorder=3,
+            )
+
+
+def _cost_legend(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Line2D]:
+    """Handles for every model (colour) and, with several runs, every run (marker)."""
+    names: dict[str, None] = {}
+    for _, results in runs:
+        names |= dict.fromkeys(results["methods"])
+    several = len(runs) > 1
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            color=method_style(n).color,
+            marker="o" if several else method_style(n).marker,
+            label=n,
+        )
+        for n in names
+    ]
+    if several:
+        handles += [
+            Line2D(
+                [],
+                [],
+                ls="",
+                color="0.3",
+                marker=RUN_MARKERS[i % len(RUN_MARKERS)],
+                label=f"run: {label}",
+            )
+            for i, (label, _) in enumerate(runs)
+        ]
+    return handles
+
+
+@styled
+def dee_figure(results: Mapping[str, Any]) -> Figure | None:
+    """Left: calibrated NLL of DE-1 … DE-M with each student's cNLL (its DEE is where they
+    meet); right: DEE per student as bars. None without the DE-k curve."""
+    curve = results.get("ensemble_size_cnll")
+    if not curve:
+        return None
+    methods = results["methods"]
+    students = [n for n in methods if n not in ("ensemble", "member")]
+    figure = _new_figure(10, 3.6)
+    left, right = figure.subplots(1, 2, width_ratios=(1.2, 1))
+    sizes = np.arange(1, len(curve) + 1)
+    left.plot(sizes, curve, color="black", marker="o", label="DE-k (deep ensemble of k)")
+    for name in students:
+        row, style = methods[name], method_style(name)
+        if row.get("cnll") is None:
+            continue
+        left.axhline(
+            row["cnll"],
+            color=style.color,
+            ls=style.linestyle,
+            lw=1.2,
+            label=f"{name} (DEE {row['dee']:.2f})",
+        )
+        left.plot(row["dee"], row["cnll"], marker=style.marker, color=style.color, ms=7)
+    left.set(
+        xlabel="ensemble size k (members)",
+        ylabel="calibrated test NLL (nats) ↓",
+        xticks=sizes,
+        title="cNLL of DE-k and of each student",
+    )
+    left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    values = [methods[n].get("dee") or 0.0 for n in students]
+    right.bar(students, values, color=[method_style(n).color for n in students])
+    for level, text, style in (
+        (len(curve), f"full ensemble ({len(curve)})", "--"),
+        (1, "one member (1)", ":"),
+    ):
+        # Labelled on the line itself: a legend box would sit on the bars or the line.
+        right.axhline(level, color="0.35", lw=1, ls=style)
+        right.annotate(
+            text,
+            (0, level),
+            xycoords=("axes fraction", "data"),
+            xytext=(2, 2),
+            textcoords="offset points",
+            fontsize=7.5,
+            color="0.25",
+        )
+    right.set(
+        ylim=(0, len(curve) * 1.12),
+        ylabel="DEE (members) ↑",
+        title="deep-ensemble equivalent per student",
+    )
+    right.tick_params(axis="x", labelrotation=30 if len(students) > 3 else 0)
+    return figure
+
+
+def _epoch_curves(rows: History) -> list[History]:
+    """One curve per teacher member when they were trained one by one, else one curve
+    (Hydra's two phases, whose epochs restart at 1, run on as one)."""
+    if rows and rows[0].get("member") is not None:
+        members = dict.fromkeys(row["member"] for row in rows)
+        return [[row for row in rows if row["member"] == m] for m in members]
+    return [rows]
+
+
+@styled
+def training_figure(histories: Mapping[str, History]) -> Figure | None:
+    """Validation NLL per epoch of every model (top) and each model's own training loss
+    (bottom; the objectives differ, so each gets its own axis)."""
+    if not histories:
+        return None
+    names = list(histories)
+    figure = _new_figure(max(8.0, 2.6 * len(names)), 5.8)
+    axes = figure.subplot_mosaic([["nll"] * len(names), names], height_ratios=(1.1, 1))
+    for name in names:
+        style = method_style("ensemble" if name == "teacher" else name)
+        curves = _epoch_curves(histories[name])
+        for index, rows in enumerate(curves):
+            epochs = np.arange(1, len(rows) + 1)
+            nll = [row.get("val_nll") for row in rows]
+            label = (name if len(curves) == 1 else f"{name} (each member)") if index == 0 else None
+            if None not in nll:
+                axes["nll"].plot(
+                    epochs, nll, color=style.color, ls=style.linestyle, lw=1.4, label=label
+                )
+            axes[name].plot(
+                epochs, [row["loss"] for row in rows], color=style.color, ls=style.linestyle, lw=1.4
+            )
+        _mark_phases(axes[name], histories[name])
+        axes[name].set(title=name, xlabel="epoch")
+        axes[name].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[names[0]].set_ylabel("training loss (own objective)")
+    nll_ax = axes["nll"]
+    nll_ax.set_yscale("log")
+    # Ticks at 1-2-5 as plain numbers: a log axis spanning one decade otherwise shows
+    # crowded 2×10⁻¹-style labels.
+    nll_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    nll_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    nll_ax.yaxis.set_minor_formatter(NullFormatter())
+    nll_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    nll_ax.set(
+        xlabel="epoch", ylabel="validation NLL (nats, log) ↓", title="validation NLL per epoch"
+    )
+    nll_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return figure
+
+
+def _mark_phases(ax: Axes, rows: History) -> None:
+    """A dotted line where Hydra's second phase (all heads) starts."""
+    phases = [row.get("phase") for row in rows]
+    if None not in phases and len(set(phases)) > 1:
+        start = phases.index(phases[-1]) + 0.5
+        ax.axvline(start, color="0.4", ls=":", lw=1)
+        ax.annotate(
+            "phase 2",
+            (start, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.3",
+        )

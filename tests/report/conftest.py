@@ -1,0 +1,181 @@
+"""A fake finished run directory, written the way the pipeline writes one, from tiny tensors.
+
+Models: the ensemble (3 members), its first member, and three students covering every output
+kind: ``kd`` (one network's logits), ``hydra`` (member logits) and ``endd`` (Dirichlet
+log-concentrations).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ensemble_distill import metrics
+from ensemble_distill.evaluation import (
+    DIRICHLET,
+    LOGITS,
+    classification_metrics,
+    ood_metrics,
+    predictive,
+)
+
+CLASSES, MEMBERS = 3, 3
+SIZES = {"val": 30, "test": 40, "ood": 20}
+STUDENTS = ("kd", "hydra", "endd")
+
+
+def fake_outputs(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Labels and raw outputs of every model on val, test and ood; the output kinds."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for split, n in SIZES.items():
+        labels = torch.arange(n) % CLASSES
+        # In-distribution inputs push the true class up; OOD inputs push nothing.
+        signal = 3.0 * torch.nn.functional.one_hot(labels, CLASSES) * (split != "ood")
+        if split != "ood":
+            tensors[f"labels/{split}"] = labels
+
+        def noise(*shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=generator)
+
+        ensemble = signal[:, None] + noise(n, MEMBERS, CLASSES)
+        tensors[f"ensemble/{split}"] = ensemble
+        tensors[f"member/{split}"] = ensemble[:, 0].clone()
+        tensors[f"kd/{split}"] = signal + noise(n, CLASSES)
+        tensors[f"hydra/{split}"] = ensemble + 0.3 * noise(n, MEMBERS, CLASSES)
+        tensors[f"endd/{split}"] = 0.5 * signal + 0.5 + 0.3 * noise(n, CLASSES)
+    kinds = {name: LOGITS for name in ("ensemble", "member", "kd", "hydra")} | {"endd": DIRICHLET}
+    return tensors, kinds
+
+
+def fake_results(tensors: dict[str, torch.Tensor], kinds: dict[str, str]) -> dict[str, Any]:
+    """results.json as the pipeline computes it, with made-up cost figures."""
+    y_val, y_test = tensors["labels/val"], tensors["labels/test"]
+    results: dict[str, Any] = {"dataset": "tiny", "members": MEMBERS, "ood": "noise"}
+    pred = {
+        (name, split): predictive(tensors[f"{name}/{split}"], kind)
+        for name, kind in kinds.items()
+        for split in SIZES
+    }
+    results["ensemble_size_cnll"] = metrics.ensemble_size_curve(
+        pred["ensemble", "val"].probs, y_val, pred["ensemble", "test"].probs, y_test
+    )
+    methods = {}
+    for index, name in enumerate(kinds):
+        row = classification_metrics(pred[name, "test"], y_test)
+        row |= metrics.calibrated_metrics(
+            pred[name, "val"].probs, y_val, pred[name, "test"].probs, y_test
+        )
+        row |= ood_metrics(pred[name, "test"], pred[name, "ood"])
+        row["dee"] = metrics.deep_ensemble_equivalent(results["ensemble_size_cnll"], row["cnll"])
+        for split in ("test", "ood"):
+            row[f"mi_spearman_{split}"] = metrics.rank_correlation(
+                pred[name, split].mi, pred["ensemble", split].mi
+            )
+        scale = MEMBERS if name == "ensemble" else 1 + index / 10
+        row |= {
+            "params": int(1000 * scale),
+            "latency_ms_b1": 0.1 * scale,
+            "latency_ms_b256": 0.01 * scale,
+        }
+        methods[name] = row
+    results["methods"] = methods
+    return results
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def epoch_rows(epochs: int, start_loss: float, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            **extra,
+            "epoch": epoch,
+            "loss": start_loss / epoch,
+            "lr": 0.1,
+            "seconds": 0.5,
+            "val_acc": 0.5 + 0.1 * epoch,
+            "val_nll": 1.0 / epoch,
+        }
+        for epoch in range(1, epochs + 1)
+    ]
+
+
+def fake_diversity(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """diversity.json with two perturbations at two step sizes."""
+    clean = torch.softmax(tensors["ensemble/val"].double(), dim=-1)
+    test = torch.softmax(tensors["ensemble/test"].double(), dim=-1)
+    analysis: dict[str, Any] = {
+        "clean_train": metrics.diversity_by_confidence(clean, 5),
+        "clean_test": metrics.diversity_by_confidence(test, 5),
+        "perturbed": {},
+        "ratio_to_clean_train": {},
+    }
+    for name, strength in (("ods", 1.5), ("confods", 2.0)):
+        analysis["perturbed"][name], analysis["ratio_to_clean_train"][name] = {}, {}
+        for eta in (0.0039, 0.0314):
+            probs = torch.softmax(strength * (1 + eta) * tensors["ensemble/val"].double(), -1)
+            bins = metrics.diversity_by_confidence(probs, 5)
+            analysis["perturbed"][name][str(eta)] = bins
+            analysis["ratio_to_clean_train"][name][str(eta)] = (
+                bins["mean"] / analysis["clean_train"]["mean"]
+            )
+    return analysis
+
+
+def make_run(directory: Path, seed: int = 0, ood: bool = True, diversity: bool = True) -> Path:
+    """Write a fake run into ``directory`` (created) and return it."""
+    directory.mkdir(parents=True)
+    tensors, kinds = fake_outputs(seed)
+    results = fake_results(tensors, kinds)
+    if not ood:
+        results["ood"] = None
+        tensors = {k: v for k, v in tensors.items() if not k.endswith("/ood")}
+        for row in results["methods"].values():
+            for key in ("ood_auroc", "ood_aupr", "ood_auroc_mi", "ood_aupr_mi", "mi_spearman_ood"):
+                row.pop(key)
+    if diversity:
+        analysis = fake_diversity(tensors)
+        (directory / "diversity.json").write_text(json.dumps(analysis, indent=2))
+        results["diversity"] = {
+            "clean_train": analysis["clean_train"]["mean"],
+            "clean_test": analysis["clean_test"]["mean"],
+            "ratio_to_clean_train": analysis["ratio_to_clean_train"],
+        }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        directory / "predictions.safetensors",
+        metadata=kinds,
+    )
+    (directory / "results.json").write_text(json.dumps(results, indent=2))
+    (directory / "config.yaml").write_text("dataset: tiny\nmembers: 3\nepochs: 3\n")
+    teacher = [row for m in range(MEMBERS) for row in epoch_rows(3, 2.0 + m, member=m)]
+    write_history(directory / "teacher" / "history.csv", teacher)
+    write_history(directory / "students" / "kd" / "history.csv", epoch_rows(3, 4.0))
+    hydra = epoch_rows(1, 3.0, phase=1) + epoch_rows(2, 1.0, phase=2)
+    write_history(directory / "students" / "hydra" / "history.csv", hydra)
+    write_history(directory / "students" / "endd" / "history.csv", epoch_rows(3, -5.0))
+    return directory
+
+
+@pytest.fixture(scope="package")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fake run with an OOD set and a diversity analysis (read-only: copy to modify)."""
+    return make_run(tmp_path_factory.mktemp("runs") / "run_a")
+
+
+@pytest.fixture
+def make_fake_run():
+    """:func:`make_run`, for tests that need a variant or a writable copy."""
+    return make_run

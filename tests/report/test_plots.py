@@ -1,0 +1,100 @@
+"""Every figure is drawn from a fake run's saved files, with the expected panels."""
+
+import pytest
+from matplotlib.figure import Figure
+
+from ensemble_distill.report import plots
+from ensemble_distill.report.rundir import load_run
+
+STUDENTS = ("kd", "hydra", "endd")  # as in conftest.py
+MODELS = 2 + len(STUDENTS)  # ensemble, member and the students
+
+
+@pytest.fixture(scope="module")
+def run(run_dir):
+    return load_run(run_dir)
+
+
+def assert_drawn(figure: Figure, axes: int) -> None:
+    """``axes`` panels, each with something drawn on it, and a non-empty PNG."""
+    assert isinstance(figure, Figure)
+    assert len(figure.axes) == axes
+    for ax in figure.axes:
+        assert ax.lines or ax.patches or ax.collections
+    assert plots.figure_png(figure).startswith(b"\x89PNG")
+
+
+def test_reliability_has_a_panel_per_model_with_ece_in_titles(run):
+    figure = plots.reliability_figure(run)
+    assert_drawn(figure, MODELS)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[0] == f"ensemble: ECE {run.results['methods']['ensemble']['ece']:.4f}"
+    assert all("ECE" in title for title in titles)
+
+
+def test_mi_agreement_has_test_and_ood_panels_per_student(run):
+    figure = plots.mi_agreement_figure(run)
+    assert_drawn(figure, 2 * len(STUDENTS))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert "kd, test (in-distribution)\nn/a — constant MI" in titles  # one network: MI = 0
+    rho = run.results["methods"]["hydra"]["mi_spearman_ood"]
+    assert f"hydra, OOD (noise)\nSpearman ρ = {rho:.3f}" in titles
+    assert all(ax.get_xscale() == ax.get_yscale() == "log" for ax in figure.axes)
+
+
+def test_ood_histograms_show_auroc_in_each_legend(run):
+    figure = plots.ood_histogram_figure(run)
+    assert_drawn(figure, MODELS)
+    auroc = run.results["methods"]["endd"]["ood_auroc"]
+    legends = [ax.get_legend().get_title().get_text() for ax in figure.axes]
+    assert f"AUROC {auroc:.3f}" in legends
+
+
+def test_diversity_has_a_panel_per_perturbation(run):
+    figure = plots.diversity_figure(run.diversity)
+    assert_drawn(figure, 2)
+    # clean train, clean test and two step sizes in each panel
+    assert all(len(ax.lines) == 4 for ax in figure.axes)
+
+
+def test_cost_has_four_panels_with_every_model(run):
+    figure = plots.cost_figure([("run_a", run.results)])
+    assert_drawn(figure, 4)
+    assert all(len(ax.collections) == MODELS for ax in figure.axes)
+    assert all(ax.get_xscale() == "log" for ax in figure.axes)
+
+
+def test_dee_shows_curve_and_a_bar_per_student(run):
+    figure = plots.dee_figure(run.results)
+    assert_drawn(figure, 2)
+    assert len(figure.axes[1].patches) == len(STUDENTS)
+
+
+def test_training_has_nll_panel_and_a_loss_panel_per_model(run):
+    figure = plots.training_figure(run.histories)
+    assert_drawn(figure, 1 + 1 + len(STUDENTS))  # NLL, teacher, students
+    nll = figure.axes[0]
+    assert len(nll.lines) == 3 + len(STUDENTS)  # one line per teacher member
+    assert {ax.get_title() for ax in figure.axes[1:]} == {"teacher", *STUDENTS}
+
+
+def test_run_without_ood_skips_ood_figures_and_panels(tmp_path, make_fake_run):
+    run = load_run(make_fake_run(tmp_path / "run", ood=False, diversity=False))
+    assert plots.ood_histogram_figure(run) is None
+    assert_drawn(plots.mi_agreement_figure(run), len(STUDENTS))
+
+
+def test_each_method_keeps_one_colour_and_the_ensemble_is_black():
+    assert plots.method_style("ensemble").color == "#000000"
+    assert plots.method_style("hydra") == plots.method_style("hydra")
+    colours = {plots.method_style(n).color for n in ("member", "kd", "hydra", "endd", "be")}
+    assert len(colours) == 5
+    perturbed = plots.method_style("hydra+confods")
+    assert perturbed.color != plots.method_style("hydra").color and perturbed.linestyle == "--"
+    assert plots.method_style("unknown").color in plots.EXTRA_COLORS
+
+
+def test_png_has_no_software_stamp_and_is_reproducible(run):
+    first = plots.figure_png(plots.dee_figure(run.results))
+    assert first == plots.figure_png(plots.dee_figure(run.results))
+    assert b"matplotlib" not in first.lower()

@@ -1,0 +1,81 @@
+"""Result tables: units and directions in headers, the best student marked, ensemble first."""
+
+from ensemble_distill.report.table import (
+    ACC,
+    COLUMNS,
+    DEE,
+    MI,
+    NLL,
+    REPORT_TABLES,
+    best_students,
+    compare_rows,
+    markdown_table,
+    results_markdown,
+    table_rows,
+)
+
+METHODS = {
+    # The ensemble and the member beat every student but are never "best student".
+    "ensemble": {"acc": 0.99, "nll": 0.01, "mi": 0.2},
+    "member": {"acc": 0.98, "nll": 0.02, "mi": 0.0},
+    "kd": {"acc": 0.91, "nll": 0.30, "mi": 0.0},
+    "hydra": {"acc": 0.95, "nll": 0.25, "mi": 0.1},
+    "endd": {"acc": 0.93, "nll": 0.20, "mi": None},
+}
+
+
+def test_best_student_is_highest_for_up_and_lowest_for_down_columns():
+    assert best_students(METHODS, ACC) == {"hydra"}
+    assert best_students(METHODS, NLL) == {"endd"}
+
+
+def test_no_best_for_a_column_without_direction_or_values():
+    assert best_students(METHODS, MI) == set()
+    assert best_students({"ensemble": {"acc": 1.0}, "kd": {"acc": None}}, ACC) == set()
+
+
+def test_ties_as_displayed_mark_every_tied_student():
+    methods = {"kd": {"acc": 0.90001}, "hydra": {"acc": 0.9}, "endd": {"acc": 0.8}}
+    assert best_students(methods, ACC) == {"kd", "hydra"}  # both read 0.9000
+
+
+def test_nobody_is_marked_when_every_student_ties():
+    methods = {"kd": {"dee": 1.0}, "hydra": {"dee": 1.0}}
+    assert best_students(methods, DEE) == set()
+    assert best_students({"kd": {"dee": 1.0}}, DEE) == {"kd"}
+
+
+def test_rows_put_the_reference_first_and_mark_the_right_cells():
+    rows = dict(table_rows(METHODS, [ACC, NLL, MI]))
+    assert list(rows)[:2] == ["ensemble", "member"]
+    assert rows["hydra"] == [("0.9500", True), ("0.2500", False), ("0.1", False)]
+    assert rows["endd"] == [("0.9300", False), ("0.2000", True), ("n/a", False)]
+    assert rows["ensemble"][0] == ("0.9900", False)
+
+
+def test_markdown_bolds_the_best_student():
+    table = markdown_table(METHODS, [ACC, NLL])
+    assert "| hydra | **0.9500** | 0.2500 |" in table
+    assert "| endd | 0.9300 | **0.2000** |" in table
+    assert "| ensemble | 0.9900 | 0.0100 |" in table
+
+
+def test_every_header_says_its_unit_or_direction():
+    for column in [*COLUMNS, *(c for cols in REPORT_TABLES.values() for c in cols)]:
+        assert column.better == 0 or ("↑" if column.better > 0 else "↓") in column.header
+        assert column.better != 0 or "(" in column.header  # no direction: a unit or a note
+
+
+def test_results_markdown_keeps_the_pipeline_table():
+    results = {"dataset": "tiny", "members": 3, "ood": None, "methods": METHODS}
+    text = results_markdown(results)
+    assert text.startswith("# tiny: deep ensemble of 3 members vs students")
+    assert "| ensemble |" in text and "| **0.9500** |" in text
+
+
+def test_compare_rows_mark_the_best_student_within_each_run():
+    other = {"ensemble": {"acc": 0.9}, "kd": {"acc": 0.8}, "latentbe": {"acc": 0.85}}
+    rows = dict(compare_rows([{"methods": METHODS}, {"methods": other}], ACC))
+    assert rows["hydra"] == [("0.9500", True), ("n/a", False)]
+    assert rows["latentbe"] == [("n/a", False), ("0.8500", True)]
+    assert list(rows)[:2] == ["ensemble", "member"]
