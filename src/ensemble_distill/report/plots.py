@@ -356,6 +356,8 @@ def cost_figure(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure:
                 marker = RUN_MARKERS[index % len(RUN_MARKERS)] if len(runs) > 1 else None
                 _cost_points(ax, results["methods"], cost, quality, marker)
             ax.set_xscale("log")
+            # Minor log ticks crowd into each other over short ranges: keep them unlabelled.
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set(xlabel=cost_label, ylabel=quality_label)
             ax.label_outer()
     figure.legend(handles=_cost_legend(runs), loc="outside right upper")
