@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +16,7 @@ from ensemble_distill.config import Config
 from ensemble_distill.data import DataSplits
 from ensemble_distill.distill.perturbations import Perturbation, PerturbationState
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
-from ensemble_distill.models import ModelSpec
+from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.training import fit
 
@@ -118,8 +120,18 @@ def clean_cross_entropy(student: nn.Module, batch: Batch, distill_logits: Tensor
     return F.cross_entropy(logits.flatten(0, 1), labels)
 
 
-class DistillMethod(Protocol):
-    """A student type and how to train it; registered by name in ``METHODS``."""
+class DistillMethod(abc.ABC):
+    """A student type and how to train it; registered by name in ``METHODS``.
+
+    Attributes:
+        section: the config section the method reads (``kd``, ``hydra``, ...).
+    """
+
+    section: str
+
+    def options(self, config: Config) -> dict[str, Any]:
+        """The method's config section as a dict (saved in the student's manifest)."""
+        return dataclasses.asdict(getattr(config, self.section))
 
     def build(
         self,
@@ -129,10 +141,9 @@ class DistillMethod(Protocol):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> nn.Module:
-        """The untrained student; ``options`` is the method's config section as a dict."""
+        """The untrained student; by default the body with a linear head."""
+        return create_model(spec, mean, std)
 
+    @abc.abstractmethod
     def train(self, student: nn.Module, context: DistillContext) -> list[dict[str, Any]]:
         """Train ``student`` in place; return its per-epoch history."""
-
-    def options(self, config: Config) -> dict[str, Any]:
-        """The config section this method reads (saved in the student's manifest)."""

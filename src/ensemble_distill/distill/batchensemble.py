@@ -15,8 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ensemble_distill.config import Config
-from ensemble_distill.distill.base import DistillContext, clean_cross_entropy
+from ensemble_distill.distill.base import DistillContext, DistillMethod, clean_cross_entropy
 from ensemble_distill.distill.losses import hydra_loss
 from ensemble_distill.distill.perturbations import PERTURBATIONS
 from ensemble_distill.models import ModelSpec, create_model
@@ -53,11 +52,10 @@ def train_one_to_one(
     return context.fit(student, groups, loss_fn, desc=desc, epochs=context.epochs)
 
 
-class BatchEnsembleDistillation:
+class BatchEnsembleDistillation(DistillMethod):
     """``be``: a BatchEnsemble of the student body, one member per teacher."""
 
-    def options(self, config: Config) -> dict[str, Any]:
-        return dataclasses.asdict(config.be)
+    section = "be"
 
     def build(
         self,
@@ -75,22 +73,11 @@ class BatchEnsembleDistillation:
         return train_one_to_one(student, context, self.options(context.config), desc="be")
 
 
-class LatentBE:
+class LatentBE(DistillMethod):
     """``latentbe``: one plain network, trained as a BatchEnsemble (factors from 1) on the
     ``diverse`` perturbation (unless ``latentbe+NAME`` names another), then folded."""
 
-    def options(self, config: Config) -> dict[str, Any]:
-        return dataclasses.asdict(config.latentbe)
-
-    def build(
-        self,
-        spec: ModelSpec,
-        members: int,
-        options: dict[str, Any],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> nn.Module:
-        return create_model(spec, mean, std)
+    section = "latentbe"
 
     def train(self, student: nn.Module, context: DistillContext) -> list[dict[str, Any]]:
         options = self.options(context.config)

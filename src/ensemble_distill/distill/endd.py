@@ -8,14 +8,12 @@ their spread (not only their mean) is learnt.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ensemble_distill.config import Config
-from ensemble_distill.distill.base import DistillContext
+from ensemble_distill.distill.base import DistillContext, DistillMethod
 from ensemble_distill.distill.losses import dirichlet_nll
 from ensemble_distill.evaluation import DIRICHLET
 from ensemble_distill.models import ModelSpec, create_model
@@ -37,12 +35,11 @@ class PriorNetwork(nn.Module):
         return self.network(x)
 
 
-class EnsembleDistributionDistillation:
+class EnsembleDistributionDistillation(DistillMethod):
     """Loss :func:`dirichlet_nll` of the members' tempered probabilities under Dir(exp(s/T));
     T falls linearly from ``initial_temperature`` to 1 over ``anneal_fraction`` of the steps."""
 
-    def options(self, config: Config) -> dict[str, Any]:
-        return asdict(config.endd)
+    section = "endd"
 
     def build(
         self,

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from torch import Tensor, nn
 
-from ensemble_distill.config import Config
-from ensemble_distill.distill.base import DistillContext, clean_cross_entropy
+from ensemble_distill.distill.base import DistillContext, DistillMethod, clean_cross_entropy
 from ensemble_distill.distill.losses import hydra_loss, kd_loss
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.models.heads import StackedMLPHeads
@@ -41,13 +39,12 @@ class FirstHead(nn.Module):
         return self.student(x, heads=slice(0, 1))
 
 
-class Hydra:
+class Hydra(DistillMethod):
     """Two phases: (1) body + head 0 by KD on p̄_T; (2) copy head 0 to all heads, then
     :func:`hydra_loss` of head m against member m. With α < 1 both phases add (1−α) times the
     heads' mean cross-entropy on the clean labels."""
 
-    def options(self, config: Config) -> dict[str, Any]:
-        return asdict(config.hydra)
+    section = "hydra"
 
     def build(
         self,

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 from torch import Tensor, nn
 
-from ensemble_distill.config import Config
-from ensemble_distill.distill.base import DistillContext, clean_cross_entropy
+from ensemble_distill.distill.base import DistillContext, DistillMethod, clean_cross_entropy
 from ensemble_distill.distill.losses import kd_loss
-from ensemble_distill.models import ModelSpec, create_model
 
 
-class KnowledgeDistillation:
+class KnowledgeDistillation(DistillMethod):
     """Student = the body with a linear head; loss :func:`kd_loss` on cached teacher logits."""
 
-    def options(self, config: Config) -> dict[str, Any]:
-        return asdict(config.kd)
-
-    def build(
-        self,
-        spec: ModelSpec,
-        members: int,
-        options: dict[str, Any],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> nn.Module:
-        return create_model(spec, mean, std)
+    section = "kd"
 
     def train(self, student: nn.Module, context: DistillContext) -> list[dict[str, Any]]:
         options = self.options(context.config)
