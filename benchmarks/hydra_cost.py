@@ -69,6 +69,7 @@ def measure(args: argparse.Namespace) -> dict:
     heads = {}
     for name, module in (("batched", hydra.heads), ("loop", looped)):
         heads[name] = {
+            "flops": flops(module, f1),
             "latency_s_b1": latency_per_example(module, f1, repeats=args.repeats),
             "latency_s_b256": latency_per_example(module, f256, repeats=args.repeats),
         }
@@ -102,18 +103,17 @@ def markdown(result: dict) -> str:
         "example reported in ms; FLOPs: forward, 2 per multiply-add (the ensemble's is M x a "
         "member's).",
         "",
-        "| model | params | FLOPs / example | ms / example, batch 1 | ms / example, batch 256 |",
-        "|---|---:|---:|---:|---:|",
+        "| model | params | FLOPs / example | ms / example, batch 1 | ms / example, batch 256 | "
+        "GFLOP/s at batch 256 |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, row in result["models"].items():
+    rows = result["models"] | {f"heads only, {k}": v for k, v in result["heads"].items()}
+    for name, row in rows.items():
+        params = f"{row['params']:,}" if "params" in row else ""
+        gflops = row["flops"] / row["latency_s_b256"] / 1e9
         lines.append(
-            f"| {name} | {row['params']:,} | {row['flops']:,} | "
-            f"{1e3 * row['latency_s_b1']:.3f} | {1e3 * row['latency_s_b256']:.4f} |"
-        )
-    for name, row in result["heads"].items():
-        lines.append(
-            f"| heads only, {name} | | | {1e3 * row['latency_s_b1']:.3f} | "
-            f"{1e3 * row['latency_s_b256']:.4f} |"
+            f"| {name} | {params} | {row['flops']:,} | {1e3 * row['latency_s_b1']:.3f} | "
+            f"{1e3 * row['latency_s_b256']:.4f} | {gflops:.0f} |"
         )
     lines += [
         "",
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=50)
     parser.add_argument("--widths", type=int, nargs="+", default=[800, 800])
     parser.add_argument("--head-widths", type=int, nargs="*", default=[100, 100])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--out", type=Path, help="write the JSON here (and .md beside it)")
     args = parser.parse_args()
     result = {
