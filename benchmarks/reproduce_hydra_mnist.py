@@ -70,6 +70,7 @@ def main() -> None:
         wall += sum(student_seconds.values())
     record = {
         "command": "python benchmarks/reproduce_hydra_mnist.py " + " ".join(sys.argv[1:]),
+        "steps_run": list(steps),
         "machine": machine_info(),
         "wall_seconds": wall,
         "teacher_train_seconds": teacher_seconds,
@@ -95,6 +96,9 @@ def markdown(record: dict) -> str:
         "",
         f"Command: `{record['command']}` (config `configs/hydra_mnist.yaml`).  ",
         f"Machine: {machine_line(record['machine'])}.  ",
+        f"Steps run by this command: {', '.join(record['steps_run'])}; phases kept from an "
+        "earlier run of it with the same config count with the training time in their "
+        "manifests.  ",
         f"Wall time: {record['wall_seconds'] / 60:.1f} min in all (teacher "
         f"{record['teacher_train_seconds'] / 60:.1f} min; students "
         + ", ".join(f"{k} {v / 60:.1f} min" for k, v in record["student_train_seconds"].items())
