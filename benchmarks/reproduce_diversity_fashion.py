@@ -1,0 +1,175 @@
+"""Reproduce the Diversity Matters comparison on Fashion-MNIST over several seeds and write
+docs/results/diversity_fashion.{json,md} (mean ± std over seeds).
+
+    python benchmarks/reproduce_diversity_fashion.py --data-dir DIR --seeds 0 1 2
+
+Each seed runs configs/diversity_fashion.yaml end to end into runs/diversity_fashion/seed<k>
+(teacher, every student, evaluation, teacher-diversity analysis); DE-1 … DE-M rows come from the
+teacher's saved member predictions (the first k members).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from safetensors import safe_open
+
+from ensemble_distill import metrics
+from ensemble_distill.config import load_config
+from ensemble_distill.evaluation import classification_metrics, predictive
+from ensemble_distill.pipeline import run
+from ensemble_distill.report.machine import machine_info, machine_line
+
+ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = [
+    ("acc", "ACC ↑"),
+    ("nll", "NLL ↓"),
+    ("brier", "BS ↓"),
+    ("ece", "ECE ↓"),
+    ("cnll", "cNLL ↓"),
+    ("dee", "DEE ↑"),
+    ("mi", "MI"),
+    ("ood_auroc", "OOD AUROC ↑"),
+]
+
+
+def ensemble_size_rows(run_dir: Path, results: dict) -> dict[str, dict[str, float]]:
+    """DE-k metrics from the first k members' saved test/validation logits."""
+    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
+        test, val = f.get_tensor("ensemble/test"), f.get_tensor("ensemble/val")
+        names = set(f.keys())
+        ood = f.get_tensor("ensemble/ood") if "ensemble/ood" in names else None
+        y_test, y_val = f.get_tensor("labels/test"), f.get_tensor("labels/val")
+    rows = {}
+    for k in range(1, test.shape[1] + 1):
+        pred = predictive(test[:, :k])
+        row = classification_metrics(pred, y_test)
+        row |= metrics.calibrated_metrics(predictive(val[:, :k]).probs, y_val, pred.probs, y_test)
+        row["dee"] = metrics.deep_ensemble_equivalent(results["ensemble_size_cnll"], row["cnll"])
+        if ood is not None:
+            row["ood_auroc"] = metrics.ood_auroc(pred.entropy, predictive(ood[:, :k]).entropy)
+        rows[f"DE-{k}"] = row
+    return rows
+
+
+def mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict]:
+    """{model: {metric: [mean, std]}} over seeds."""
+    return {
+        name: {key: mean_std([rows[name].get(key) for rows in per_seed]) for key, _ in COLUMNS}
+        for name in per_seed[0]
+    }
+
+
+def diversity_summary(diversities: list[dict]) -> dict:
+    """Mean ± std over seeds of the clean and perturbed diversity ratios."""
+    summary = {
+        "clean_train": mean_std([d["clean_train"]["mean"] for d in diversities]),
+        "clean_test": mean_std([d["clean_test"]["mean"] for d in diversities]),
+        "ratio_to_clean_train": {},
+    }
+    for name, by_eta in diversities[0]["ratio_to_clean_train"].items():
+        summary["ratio_to_clean_train"][name] = {
+            eta: mean_std([d["ratio_to_clean_train"][name][eta] for d in diversities])
+            for eta in by_eta
+        }
+    return summary
+
+
+def cell(value: tuple[float, float] | None, key: str) -> str:
+    if value is None:
+        return "n/a"
+    digits = ".3g" if key == "mi" else ".2f" if key == "dee" else ".4f"
+    return f"{format(value[0], digits)} ± {format(value[1], digits)}"
+
+
+def markdown(record: dict) -> str:
+    seeds = record["seeds"]
+    lines = [
+        "# Diversity Matters on Fashion-MNIST (M = 4 CNN teachers)",
+        "",
+        f"Command: `{record['command']}` (config `configs/diversity_fashion.yaml`).  ",
+        f"Machine: {machine_line(record['machine'])}.  ",
+        f"Wall time: {record['wall_seconds'] / 60:.1f} min for {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}). Mean ± std over seeds; OOD = MNIST test set.",
+        "",
+        "| model | " + " | ".join(header for _, header in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
+    for name, row in record["table"].items():
+        lines.append(f"| {name} | " + " | ".join(cell(row[k], k) for k, _ in COLUMNS) + " |")
+    diversity = record["diversity"]
+    lines += [
+        "",
+        "## Teacher diversity (mean pairwise KL) on training inputs",
+        "",
+        f"Clean train: {cell(diversity['clean_train'], 'mi')}; clean test: "
+        f"{cell(diversity['clean_test'], 'mi')}. Ratio of perturbed-train to clean-train "
+        "diversity per step size η (Gaussian noise has the same expected L2 norm, η·√D):",
+        "",
+    ]
+    etas = list(next(iter(diversity["ratio_to_clean_train"].values())))
+    lines += [
+        "| perturbation | " + " | ".join(f"η = {float(e) * 255:.0f}/255" for e in etas) + " |",
+        "|---|" + "---:|" * len(etas),
+    ]
+    for name, by_eta in diversity["ratio_to_clean_train"].items():
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{by_eta[e][0]:.2f} ± {by_eta[e][1]:.2f}" for e in etas)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "diversity_fashion")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "diversity_fashion")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    per_seed, diversities, raw = [], [], {}
+    for seed in args.seeds:
+        config = load_config(
+            ROOT / "configs" / "diversity_fashion.yaml",
+            [f"data_dir={args.data_dir}", f"seed={seed}", *args.overrides],
+        )
+        run_dir = args.out / f"seed{seed}"
+        results = run(config, run_dir, quiet=True)
+        rows = ensemble_size_rows(run_dir, results) | {
+            k: v for k, v in results["methods"].items() if k not in ("member",)
+        }
+        per_seed.append(rows)
+        diversities.append(json.loads((run_dir / "diversity.json").read_text()))
+        raw[seed] = results
+    record = {
+        "command": "python benchmarks/reproduce_diversity_fashion.py " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "wall_seconds": time.perf_counter() - start,
+        "seeds": args.seeds,
+        "table": aggregate(per_seed),
+        "diversity": diversity_summary(diversities),
+        "per_seed": raw,
+    }
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    args.doc.with_suffix(".md").write_text(markdown(record))
+    print(markdown(record))
+
+
+if __name__ == "__main__":
+    main()
