@@ -15,16 +15,14 @@ import torch
 from torch import Tensor
 
 from ensemble_distill.distill.perturbations import PERTURBATIONS, PerturbationState
+from ensemble_distill.evaluation import predict_outputs, predictive
 from ensemble_distill.metrics import diversity_by_confidence
 from ensemble_distill.teachers import DeepEnsemble
 
 
 def teacher_probs(teacher: DeepEnsemble, x: Tensor, batch_size: int = 512) -> Tensor:
     """(N, M, C) member probabilities in float64, in eval mode."""
-    teacher.eval()
-    with torch.no_grad():
-        logits = torch.cat([teacher(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-    return torch.softmax(logits.double(), dim=-1)
+    return predictive(predict_outputs(teacher, x, batch_size)).probs
 
 
 def perturbed_inputs(
