@@ -5,19 +5,21 @@ docs/results/diversity_fashion.{json,md} (mean ± std over seeds).
 
 Each seed runs configs/diversity_fashion.yaml end to end into runs/diversity_fashion/seed<k>
 (teacher, every student, evaluation, teacher-diversity analysis); DE-1 … DE-M rows come from the
-teacher's saved member predictions (the first k members).
+teacher's saved member predictions (the first k members). Seeds can run as separate processes
+(``--seeds 1``) and be tabulated afterwards with ``--aggregate-only``; each seed's wall time is
+kept in its run folder (timing.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from safetensors import safe_open
+from seeds import aggregate, cell, mean_std
 
 from ensemble_distill import metrics
 from ensemble_distill.config import load_config
@@ -57,24 +59,10 @@ def ensemble_size_rows(run_dir: Path, results: dict) -> dict[str, dict[str, floa
     return rows
 
 
-def mean_std(values: list[float | None]) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict]:
-    """{model: {metric: [mean, std]}} over seeds."""
-    return {
-        name: {key: mean_std([rows[name].get(key) for rows in per_seed]) for key, _ in COLUMNS}
-        for name in per_seed[0]
-    }
-
-
 def diversity_summary(diversities: list[dict]) -> dict:
     """Mean ± std over seeds of the clean and perturbed diversity ratios."""
     summary = {
+        "member_train_accuracy": mean_std([d["member_train_accuracy"] for d in diversities]),
         "clean_train": mean_std([d["clean_train"]["mean"] for d in diversities]),
         "clean_test": mean_std([d["clean_test"]["mean"] for d in diversities]),
         "ratio_to_clean_train": {},
@@ -87,11 +75,8 @@ def diversity_summary(diversities: list[dict]) -> dict:
     return summary
 
 
-def cell(value: tuple[float, float] | None, key: str) -> str:
-    if value is None:
-        return "n/a"
-    digits = ".3g" if key == "mi" else ".2f" if key == "dee" else ".4f"
-    return f"{format(value[0], digits)} ± {format(value[1], digits)}"
+def format_cell(value: tuple[float, float] | None, key: str) -> str:
+    return cell(value, ".3g" if key == "mi" else ".2f" if key == "dee" else ".4f")
 
 
 def markdown(record: dict) -> str:
@@ -101,21 +86,24 @@ def markdown(record: dict) -> str:
         "",
         f"Command: `{record['command']}` (config `configs/diversity_fashion.yaml`).  ",
         f"Machine: {machine_line(record['machine'])}.  ",
-        f"Wall time: {record['wall_seconds'] / 60:.1f} min for {len(seeds)} seeds "
-        f"({', '.join(map(str, seeds))}). Mean ± std over seeds; OOD = MNIST test set.",
+        "Wall time per seed: "
+        + ", ".join(f"{s}: {t / 60:.1f} min" for s, t in record["seed_wall_seconds"].items())
+        + f". Mean ± std over seeds {', '.join(map(str, seeds))}; OOD = MNIST test set.",
         "",
         "| model | " + " | ".join(header for _, header in COLUMNS) + " |",
         "|---|" + "---:|" * len(COLUMNS),
     ]
     for name, row in record["table"].items():
-        lines.append(f"| {name} | " + " | ".join(cell(row[k], k) for k, _ in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_cell(row[k], k) for k, _ in COLUMNS) + " |")
     diversity = record["diversity"]
     lines += [
         "",
         "## Teacher diversity (mean pairwise KL) on training inputs",
         "",
-        f"Clean train: {cell(diversity['clean_train'], 'mi')}; clean test: "
-        f"{cell(diversity['clean_test'], 'mi')}. Ratio of perturbed-train to clean-train "
+        "Teacher members' accuracy on the analysed training inputs: "
+        f"{format_cell(diversity['member_train_accuracy'], 'acc')}. "
+        f"Clean train: {format_cell(diversity['clean_train'], 'mi')}; clean test: "
+        f"{format_cell(diversity['clean_test'], 'mi')}. Ratio of perturbed-train to clean-train "
         "diversity per step size η (Gaussian noise has the same expected L2 norm, η·√D):",
         "",
     ]
@@ -133,23 +121,44 @@ def markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> None:
+    """Run one seed into ``run_dir`` and record its wall time there."""
+    config = load_config(
+        ROOT / "configs" / "diversity_fashion.yaml",
+        [f"data_dir={args.data_dir}", f"seed={seed}", *args.overrides],
+    )
+    reuse = args.reuse_teacher and (run_dir / "teacher" / "manifest.json").exists()
+    steps = ("distill", "evaluate") if reuse else ("teacher", "distill", "evaluate")
+    start = time.perf_counter()
+    run(config, run_dir, steps=steps, quiet=True)
+    timing = {"wall_seconds": time.perf_counter() - start, "steps": steps}
+    if reuse:  # the teacher's own training time still belongs to this seed's cost
+        teacher = json.loads((run_dir / "teacher" / "manifest.json").read_text())
+        timing["wall_seconds"] += teacher["train_seconds"]
+    (run_dir / "timing.json").write_text(json.dumps(timing, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "diversity_fashion")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "diversity_fashion")
+    parser.add_argument(
+        "--reuse-teacher", action="store_true", help="keep a teacher already in a seed's folder"
+    )
+    parser.add_argument(
+        "--aggregate-only", action="store_true", help="tabulate finished seeds, train nothing"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args()
-    start = time.perf_counter()
-    per_seed, diversities, raw = [], [], {}
+    per_seed, diversities, raw, walls = [], [], {}, {}
     for seed in args.seeds:
-        config = load_config(
-            ROOT / "configs" / "diversity_fashion.yaml",
-            [f"data_dir={args.data_dir}", f"seed={seed}", *args.overrides],
-        )
         run_dir = args.out / f"seed{seed}"
-        results = run(config, run_dir, quiet=True)
+        if not args.aggregate_only:
+            run_seed(args, seed, run_dir)
+        results = json.loads((run_dir / "results.json").read_text())
+        walls[seed] = json.loads((run_dir / "timing.json").read_text())["wall_seconds"]
         rows = ensemble_size_rows(run_dir, results) | {
             k: v for k, v in results["methods"].items() if k not in ("member",)
         }
@@ -159,9 +168,9 @@ def main() -> None:
     record = {
         "command": "python benchmarks/reproduce_diversity_fashion.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
-        "wall_seconds": time.perf_counter() - start,
+        "seed_wall_seconds": walls,
         "seeds": args.seeds,
-        "table": aggregate(per_seed),
+        "table": aggregate(per_seed, [key for key, _ in COLUMNS]),
         "diversity": diversity_summary(diversities),
         "per_seed": raw,
     }

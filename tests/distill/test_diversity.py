@@ -13,6 +13,7 @@ def test_analysis_structure_and_ratios(splits):
     result = diversity_analysis(
         teacher,
         splits.train.x,
+        splits.train.y,
         splits.test.x,
         etas=[0.01, 0.1],
         perturbations=("gaussian", "ods"),
@@ -26,6 +27,11 @@ def test_analysis_structure_and_ratios(splits):
             ratio = result["ratio_to_clean_train"][name][eta]
             assert ratio == bins["mean"] / result["clean_train"]["mean"]
     assert result["clean_test"]["mean"] > 0
+    member_accuracy = [
+        (teacher.forward_member(splits.train.x, m).argmax(-1) == splits.train.y).double().mean()
+        for m in range(3)
+    ]
+    assert abs(result["member_train_accuracy"] - sum(member_accuracy).item() / 3) < 1e-9
 
 
 def test_perturbed_inputs_are_reproducible_and_stay_in_range(splits):

@@ -69,7 +69,11 @@ def test_cnn_is_cheap_on_28x28() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "feature_dim", "has_batch_norm"),
-    [({"hidden": None}, 64, True), ({"hidden": 32, "batch_norm": False}, 32, False)],
+    [
+        ({"hidden": None}, 64, True),
+        ({"hidden": 32, "batch_norm": False}, 32, False),
+        ({"hidden": None, "pool_size": 2}, 64 * 4, True),
+    ],
 )
 def test_cnn_options(kwargs: dict[str, object], feature_dim: int, has_batch_norm: bool) -> None:
     model = create_model(ModelSpec("cnn", (1, 8, 8), 10, kwargs))

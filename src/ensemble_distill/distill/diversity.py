@@ -37,6 +37,7 @@ def perturbed_inputs(
 def diversity_analysis(
     teacher: DeepEnsemble,
     train_x: Tensor,
+    train_y: Tensor,
     test_x: Tensor,
     etas: Sequence[float],
     perturbations: Sequence[str] = ("gaussian", "ods", "confods"),
@@ -48,10 +49,18 @@ def diversity_analysis(
     Returns:
         ``{"clean_train": bins, "clean_test": bins, "perturbed": {name: {eta: bins}}}`` with
         ``bins`` from :func:`diversity_by_confidence`, and ``ratio_to_clean_train``: each
-        perturbed mean diversity divided by the clean training inputs' mean.
+        perturbed mean diversity divided by the clean training inputs' mean; and
+        ``member_train_accuracy``, the members' mean accuracy on ``train_x`` (labels
+        ``train_y``), which shows whether the teachers are in the regime the paper studies
+        (near-perfect training accuracy, hence little diversity on training inputs).
     """
-    clean = diversity_by_confidence(teacher_probs(teacher, train_x), num_bins)
+    train_probs = teacher_probs(teacher, train_x)  # (N, M, C)
+    clean = diversity_by_confidence(train_probs, num_bins)
     result: dict[str, Any] = {
+        "member_train_accuracy": (train_probs.argmax(-1) == train_y[:, None])
+        .double()
+        .mean()
+        .item(),
         "clean_train": clean,
         "clean_test": diversity_by_confidence(teacher_probs(teacher, test_x), num_bins),
         "perturbed": {},

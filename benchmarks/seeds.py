@@ -1,0 +1,31 @@
+"""Aggregating a benchmark's per-seed results: mean ± sample std, and their table cells."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
+    """(mean, sample std) of the values that exist; std 0 for one value; None for none."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return statistics.fmean(present), statistics.stdev(present) if len(present) > 1 else 0.0
+
+
+def aggregate(
+    per_seed: Sequence[dict[str, dict[str, float | None]]], keys: Sequence[str]
+) -> dict[str, dict[str, tuple[float, float] | None]]:
+    """{model: {metric: (mean, std)}} over seeds, for the models of the first seed."""
+    return {
+        name: {key: mean_std([rows[name].get(key) for rows in per_seed]) for key in keys}
+        for name in per_seed[0]
+    }
+
+
+def cell(value: tuple[float, float] | None, fmt: str = ".4f") -> str:
+    """``mean ± std`` in ``fmt``, or ``n/a``."""
+    if value is None:
+        return "n/a"
+    return f"{format(value[0], fmt)} ± {format(value[1], fmt)}"
