@@ -96,3 +96,51 @@ def test_run_writes_a_log_and_a_self_contained_report(tmp_path):
     assert "student kd trained" in log and "teacher: 3 members trained" in log
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html
+
+
+REGRESSION_TINY = ["members=3", "epochs=3", "model_args={widths: [16]}", "eval.latency_repeats=2"]
+
+
+def write_table(path, rows=60):
+    """A numeric CSV table: y = 2·a − b + noise, with a header row."""
+    gen = __import__("numpy").random.default_rng(0)
+    a, b = gen.normal(size=rows), gen.normal(size=rows)
+    y = 2 * a - b + 0.1 * gen.normal(size=rows)
+    lines = ["a,b,y"] + [f"{x:.5f},{z:.5f},{t:.5f}" for x, z, t in zip(a, b, y, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_regression_run_on_a_users_csv_table(tmp_path, capsys):
+    table, out = tmp_path / "table.csv", tmp_path / "run"
+    write_table(table)
+    args = ["run", "--data", str(table), "--target", "y", "--out", str(out), "--quiet"]
+    assert main([*args, *REGRESSION_TINY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "regression" and results["ood"] == "shift"
+    assert set(results["methods"]) == {"ensemble", "member", "kd", "hydra"}  # the task's default
+    for row in results["methods"].values():
+        assert {"rmse", "nll", "epistemic", "coverage_90", "ood_auroc"} <= set(row)
+    assert results["methods"]["kd"]["epistemic"] == 0.0
+    assert results["methods"]["kd"]["ood_auroc"] == 0.5  # no epistemic term to rank by
+    assert results["methods"]["hydra"]["epistemic"] > 0
+    saved = (out / "config.yaml").read_text()
+    assert "dataset: csv" in saved and "target: y" in saved and "- hydra" in saved
+    assert (out / "report.html").is_file() and "| hydra |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["dataset=toy-gap", "methods=[endd]"], "method 'endd' does not support regression"),
+        (["dataset=toy-gap", "methods=[hydra+ods]"], "hydra+ods' does not support regression"),
+        (["dataset=toy-gap", "task=classification"], "is a regression dataset"),
+        (["dataset=csv"], "needs dataset_args path, target"),
+        (["--data", "x.csv"], "--data and --target go together"),
+    ],
+)
+def test_bad_regression_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -1,7 +1,16 @@
+import pytest
 import torch
+from scipy.stats import norm
 
 from ensemble_distill import metrics
-from ensemble_distill.evaluation import DIRICHLET, classification_metrics, predictive
+from ensemble_distill.evaluation import (
+    DIRICHLET,
+    classification_metrics,
+    gaussian_predictive,
+    predictive,
+    regression_metrics,
+)
+from ensemble_distill.models.gaussian import gaussian_params
 
 
 def test_single_network_logits_are_one_member():
@@ -28,3 +37,26 @@ def test_dirichlet_outputs_use_closed_forms():
     torch.testing.assert_close(pred.mi, metrics.dirichlet_mutual_information(log_alpha))
     row = classification_metrics(pred, torch.zeros(6, dtype=torch.long))
     assert row["mi"] > 0 and 0 <= row["acc"] <= 1
+
+
+def test_gaussian_predictive_reports_original_units():
+    torch.manual_seed(0)
+    raw = torch.randn(50, 3, 2)  # (N, M, 2) standardised outputs
+    pred = gaussian_predictive(raw, target_mean=10.0, target_std=4.0)
+    mean, variance = gaussian_params(raw.double())
+    torch.testing.assert_close(pred.means, mean * 4 + 10)
+    torch.testing.assert_close(pred.variances, variance * 16)
+    torch.testing.assert_close(pred.epistemic, (mean * 4).var(dim=1, unbiased=False))
+    torch.testing.assert_close(pred.total_variance, pred.variances.mean(1) + pred.epistemic)
+    single = gaussian_predictive(raw[:, 0])  # (N, 2): one Gaussian, no epistemic term
+    assert single.means.shape == (50, 1) and (single.epistemic == 0).all()
+
+
+def test_regression_metrics_match_scipy_in_original_units():
+    torch.manual_seed(1)
+    raw, y = torch.randn(200, 2), torch.randn(200).double() * 4 + 10
+    pred = gaussian_predictive(raw, 10.0, 4.0)
+    row = regression_metrics(pred, y)
+    mu, sd = pred.means[:, 0].numpy(), pred.variances[:, 0].sqrt().numpy()
+    assert row["nll"] == pytest.approx(-norm.logpdf(y.numpy(), mu, sd).mean())
+    assert row["rmse"] == pytest.approx(float(((pred.means[:, 0] - y) ** 2).mean().sqrt()))

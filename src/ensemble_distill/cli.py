@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ensemble_distill.config import Config, load_config
-from ensemble_distill.errors import EnsembleDistillError
+from ensemble_distill.errors import ConfigError, EnsembleDistillError
 
 COMMANDS = {
     "run": (
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            usage=f"ensemble-distill {name} [--config FILE] --out DIR [--quiet] [key=value ...]",
+            usage=f"ensemble-distill {name} [--config FILE] [--data FILE.csv --target COLUMN] "
+            "--out DIR [--quiet] [key=value ...]",
             epilog="key=value: config overrides anywhere on the line, nested keys with dots "
             "(kd.temperature=2)",
         )
@@ -49,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="YAML config file (default: built-in "
             "defaults, or OUT/config.yaml for distill/evaluate)",
         )
+        sub.add_argument(
+            "--data",
+            metavar="FILE.csv",
+            help="your own numeric table (header row) as a regression dataset; with --target",
+        )
+        sub.add_argument("--target", metavar="COLUMN", help="the --data column to predict")
         sub.add_argument("--out", type=Path, required=True, help="output directory")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
     add_report_commands(commands)
@@ -79,7 +87,20 @@ def resolve_config(args: argparse.Namespace) -> Config:
     saved = args.out / "config.yaml"
     if path is None and args.command in ("distill", "evaluate") and saved.is_file():
         path = saved
-    return load_config(path, args.overrides)
+    return load_config(path, data_overrides(args) + args.overrides)
+
+
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    """``--data FILE.csv --target COLUMN`` as the overrides they stand for."""
+    if (args.data is None) != (args.target is None):
+        raise ConfigError("--data and --target go together: give both, or neither")
+    if args.data is None:
+        return []
+    # JSON strings are valid YAML scalars, so any path or column name survives parsing.
+    return [
+        "dataset=csv",
+        f"dataset_args={json.dumps({'path': args.data, 'target': args.target})}",
+    ]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -129,6 +129,9 @@ class Config:
     """Everything a run needs; saved, resolved, as ``config.yaml`` beside its results."""
 
     dataset: str = "digits"
+    dataset_args: dict = field(default_factory=dict)  # e.g. csv: {path: FILE.csv, target: y}
+    # classification or regression; null = the dataset's own (set it to have it checked)
+    task: str | None = None
     data_dir: str | None = None  # folder with the data files (or DIR/<dataset>/)
     download: bool = False  # fetch missing files over HTTPS, checksums verified
     val_fraction: float = 0.1
@@ -140,7 +143,8 @@ class Config:
     members: int = 5
     epochs: int = 40
     batch_size: int = 64
-    methods: list[str] = field(default_factory=lambda: ["kd", "hydra", "endd"])
+    # null = the task's defaults: kd, hydra, endd (classification); kd, hydra (regression)
+    methods: list[str] | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -234,7 +238,12 @@ def _check_type(value: Any, kind: Any, key: str) -> Any:
     """Return ``value`` if it has type ``kind`` (ints accepted as floats), else raise."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(kind):
+        options = [option for option in typing.get_args(kind) if option is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        if len(options) == 1:  # X | None: X's own message names the bad item
+            return _check_type(value, options[0], key)
+        for option in options:
             try:
                 return _check_type(value, option, key)
             except ConfigError:

@@ -3,6 +3,8 @@
 Models return either member logits (batch, members, classes) — ensembles, Hydra, KD (a single
 network's (batch, classes) output is read as one member) — or, for Prior Networks (EnD²),
 Dirichlet log-concentrations (batch, classes), flagged by ``output_kind = "dirichlet"``.
+For regression every model returns raw Gaussian outputs (batch, members, 2) or (batch, 2), read
+by :func:`gaussian_predictive`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from torch import Tensor, nn
 
 from ensemble_distill import metrics
 from ensemble_distill.data import ArrayDataset
+from ensemble_distill.models.gaussian import gaussian_params
 
 LOGITS = "logits"
 DIRICHLET = "dirichlet"
+GAUSSIAN = "gaussian"
 
 
 def output_kind(model: nn.Module) -> str:
@@ -53,6 +57,38 @@ def predictive(outputs: Tensor, kind: str = LOGITS) -> Predictive:
         )
     probs = torch.softmax(as_member_logits(outputs).double(), dim=-1)
     return Predictive(probs, metrics.predictive_entropy(probs), metrics.mutual_information(probs))
+
+
+@dataclass(frozen=True)
+class GaussianPredictive:
+    """A regression model's members on N examples, in the targets' original units.
+
+    Attributes:
+        means, variances: (N, M) member Gaussians N(μ_m, σ_m²); M = 1 for one network.
+    """
+
+    means: Tensor
+    variances: Tensor
+
+    @property
+    def epistemic(self) -> Tensor:
+        """(N,) Var_m(μ_m): zero for a single Gaussian."""
+        return metrics.mixture_moments(self.means, self.variances)[2]
+
+    @property
+    def total_variance(self) -> Tensor:
+        """(N,) mean_m σ_m² + Var_m(μ_m)."""
+        _, aleatoric, epistemic = metrics.mixture_moments(self.means, self.variances)
+        return aleatoric + epistemic
+
+
+def gaussian_predictive(
+    outputs: Tensor, target_mean: float = 0.0, target_std: float = 1.0
+) -> GaussianPredictive:
+    """:class:`GaussianPredictive` from raw outputs (N, [M,] 2) of a model trained on targets
+    standardised as (y − ``target_mean``) / ``target_std``; in float64."""
+    mean, variance = gaussian_params(as_member_logits(outputs).double())
+    return GaussianPredictive(mean * target_std + target_mean, variance * target_std**2)
 
 
 def as_member_logits(logits: Tensor) -> Tensor:
@@ -101,12 +137,35 @@ def ood_metrics(pred_in: Predictive, pred_out: Predictive) -> dict[str, float]:
     }
 
 
+def regression_metrics(pred: GaussianPredictive, targets: Tensor) -> dict[str, float]:
+    """RMSE, Gaussian NLL of the moment-matched predictive, mean aleatoric and epistemic
+    variance, coverage of central 50/90/95 % intervals; ``targets`` in original units."""
+    return metrics.regression_metrics(pred.means, pred.variances, targets.double())
+
+
+def regression_ood_metrics(
+    pred_in: GaussianPredictive, pred_out: GaussianPredictive
+) -> dict[str, float]:
+    """Shift detection, OOD = positive: AUROC by epistemic variance (``ood_auroc``; 0.5 for a
+    single Gaussian, which has none) and by total variance; mean epistemic variance on OOD."""
+    return {
+        "ood_auroc": metrics.ood_auroc(pred_in.epistemic, pred_out.epistemic),
+        "ood_auroc_total": metrics.ood_auroc(pred_in.total_variance, pred_out.total_variance),
+        "epistemic_ood": float(pred_out.epistemic.mean()),
+    }
+
+
 def epoch_validator(
     model: nn.Module, val: ArrayDataset, device: torch.device | str
 ) -> Callable[[int], dict[str, float]]:
-    """A ``fit`` callback returning validation accuracy and NLL of ``model`` after each epoch."""
+    """A ``fit`` callback returning validation accuracy and NLL of ``model`` after each epoch
+    (RMSE and Gaussian NLL, in standardised units, for regression targets)."""
 
     def validate(epoch: int) -> dict[str, float]:
+        if val.y.is_floating_point():
+            pred = gaussian_predictive(predict_outputs(model, val.x, device=device))
+            row = regression_metrics(pred, val.y)
+            return {"val_rmse": row["rmse"], "val_nll": row["nll"]}
         pred = predict(model, val.x, device=device)
         return {
             "val_acc": metrics.accuracy(pred.probs, val.y),

@@ -35,19 +35,25 @@ from ensemble_distill.checkpoint import (
     save_checkpoint,
 )
 from ensemble_distill.config import Config, dump_config
-from ensemble_distill.data import DATASETS, DataSplits, create_dataset
-from ensemble_distill.distill import DistillContext, resolve_method
+from ensemble_distill.data import DATASETS, DataSplits, check_dataset_args, create_dataset
+from ensemble_distill.data.base import TASKS
+from ensemble_distill.distill import METHODS, DistillContext, resolve_method
 from ensemble_distill.distill.diversity import diversity_analysis
+from ensemble_distill.distill.perturbations import PERTURBATIONS, PROBABILITY_FREE
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import (
+    GAUSSIAN,
     classification_metrics,
+    epoch_validator,
+    gaussian_predictive,
     ood_metrics,
     output_kind,
-    predict,
     predict_outputs,
     predictive,
+    regression_metrics,
+    regression_ood_metrics,
 )
-from ensemble_distill.models import MODELS, ModelSpec
+from ensemble_distill.models import MODELS, ModelSpec, gaussian
 from ensemble_distill.models.batchensemble import check_factor_init
 from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
@@ -78,14 +84,18 @@ def prepare(config: Config) -> Setup:
         download=config.download,
         split_seed=config.split_seed,
         val_fraction=config.val_fraction,
+        **config.dataset_args,
     )
-    teacher_spec = ModelSpec(
-        config.model, data.input_shape, data.num_classes, dict(config.model_args)
-    )
+    if config.methods is None:
+        config = dataclasses.replace(config, methods=DEFAULT_METHODS[data.task])
+    check_task(config, data)
+    # A regression network outputs (μ, raw variance) per member: see models.gaussian.
+    outputs = gaussian.OUTPUTS if data.task == "regression" else data.num_classes
+    teacher_spec = ModelSpec(config.model, data.input_shape, outputs, dict(config.model_args))
     student_spec = ModelSpec(
         config.student.model or config.model,
         data.input_shape,
-        data.num_classes,
+        outputs,
         dict(
             config.student.model_args
             if config.student.model_args is not None
@@ -95,15 +105,48 @@ def prepare(config: Config) -> Setup:
     return Setup(config, data, teacher_spec, student_spec, torch.device(config.device))
 
 
+DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
+
+
+def check_task(config: Config, data: DataSplits) -> None:
+    """The dataset's task must be the configured one, and every method must support it."""
+    if config.task is not None and config.task != data.task:
+        raise ConfigError(
+            f"task is {config.task!r} but dataset {config.dataset!r} is a {data.task} dataset; "
+            "fix task or dataset"
+        )
+    for name in config.methods:
+        method, _ = resolve_method(name)
+        perturbation = name.partition("+")[2]
+        regression_ok = data.task != "regression" or perturbation in ("", *PROBABILITY_FREE)
+        if data.task not in method.tasks or not regression_ok:
+            raise ConfigError(
+                f"method {name!r} does not support {data.task}; "
+                f"{data.task} methods are {supported_methods(data.task)}"
+            )
+    if data.task == "regression" and config.eval.diversity_etas:
+        raise ConfigError("eval.diversity_etas is for classification; set it to [] for regression")
+
+
+def supported_methods(task: str) -> str:
+    """The method names a task allows, for error messages."""
+    names = ", ".join(name for name in METHODS.names() if task in METHODS.get(name).tasks)
+    allowed = PROBABILITY_FREE if task == "regression" else PERTURBATIONS.names()
+    return f"{names}, each optionally +{' / +'.join(allowed)}"
+
+
 def validate(config: Config) -> None:
     """Refuse unknown names and impossible values with a one-line message naming the fix."""
     DATASETS.get(config.dataset)
+    check_dataset_args(config.dataset, config.dataset_args)
     MODELS.get(config.model)
     if config.student.model is not None:
         MODELS.get(config.student.model)
-    for name in config.methods:
+    if config.task not in (None, *TASKS):
+        raise ConfigError(f"task must be one of {', '.join(TASKS)} or null; got {config.task!r}")
+    for name in config.methods or []:
         resolve_method(name)
-    if len(set(config.methods)) != len(config.methods):
+    if config.methods and len(set(config.methods)) != len(config.methods):
         raise ConfigError(f"methods lists a name twice: {config.methods}; list each once")
     for key in ("members", "epochs", "batch_size"):
         if getattr(config, key) < 1:
@@ -149,7 +192,7 @@ def run(
     """
     setup = prepare(config)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", dump_config(config))
+    atomic_write(out / "config.yaml", dump_config(setup.config))
     with run_log(out / "run.log"):
         log.info("%s into %s", " + ".join(steps), out)
         teacher = None
@@ -203,12 +246,11 @@ def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
         quiet=quiet,
     )
     seconds = time.perf_counter() - start
-    val = predict(ensemble, data.val.x, config.eval.batch_size, setup.device)
     info = {
         "dataset": data.name,
         "seeds": [member_seed(config.seed, m) for m in range(config.members)],
         "train_seconds": seconds,
-        "val_metrics": classification_metrics(val, data.val.y),
+        "val_metrics": epoch_validator(ensemble, data.val, setup.device)(config.epochs),
     }
     save_teacher(directory, ensemble, setup.teacher_spec, info)
     _write_history(directory / "history.csv", history)
@@ -230,7 +272,7 @@ def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: boo
         config=config,
         device=setup.device,
         quiet=quiet,
-        teacher_train_logits=predict_outputs(
+        teacher_train_outputs=predict_outputs(
             teacher, data.train.x, config.eval.batch_size, setup.device
         ),
     )
@@ -279,7 +321,11 @@ def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Modu
 
 
 def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
-    """Evaluate the teacher, its first member and every student; write results and predictions."""
+    """Evaluate the teacher, one member and every student; write results and predictions.
+
+    Outputs are computed once per model and split (val, test, OOD, and for 1-D regression an
+    input grid for the report's bands) and saved to OUT/predictions.safetensors.
+    """
     config, data = setup.config, setup.data
     teacher, _ = load_teacher(out / "teacher", setup.device)
     models: dict[str, nn.Module] = {"ensemble": teacher, "member": teacher.member(0)}
@@ -288,48 +334,109 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     ood_name, ood = next(iter(data.ood.items()), (None, None))
     results: dict[str, Any] = {
         "dataset": data.name,
+        "task": data.task,
         "members": config.members,
         "ood": ood_name,
         "methods": {},
     }
+    splits = {"val": data.val.x, "test": data.test.x}
+    splits |= {"ood": ood.x} if ood is not None else {}
+    if data.task == "regression" and data.input_shape == (1,):
+        splits["grid"] = input_grid(data)
     predictions = {"labels/val": data.val.y, "labels/test": data.test.y}
-    kinds, mi = {}, {}
+    kinds, outputs = {}, {}
     for name, model in models.items():
-        kinds[name] = output_kind(model)
-        splits = {"val": data.val.x, "test": data.test.x}
-        splits |= {"ood": ood.x} if ood is not None else {}
-        preds = {}
-        for split, x in splits.items():
-            outputs = predict_outputs(model, x, config.eval.batch_size, setup.device)
-            predictions[f"{name}/{split}"] = outputs
-            preds[split] = predictive(outputs, kinds[name])
-        row = classification_metrics(preds["test"], data.test.y)
-        row |= metrics.calibrated_metrics(
-            preds["val"].probs, data.val.y, preds["test"].probs, data.test.y
+        kinds[name] = GAUSSIAN if data.task == "regression" else output_kind(model)
+        outputs[name] = {
+            split: predict_outputs(model, x, config.eval.batch_size, setup.device)
+            for split, x in splits.items()
+        }
+        predictions |= {f"{name}/{split}": v for split, v in outputs[name].items()}
+    if data.task == "regression":
+        predictions["inputs/grid"] = splits.get("grid", torch.empty(0))
+        if "grid" in splits:  # 1-D inputs: the report draws test points and the OOD region
+            predictions["inputs/test"] = data.test.x
+            predictions |= {"inputs/ood": ood.x} if ood is not None else {}
+        results |= {"target_mean": data.target_mean, "target_std": data.target_std}
+        results["methods"] = regression_scores(outputs, data)
+    else:
+        results["methods"], results["ensemble_size_cnll"] = classification_scores(
+            outputs, kinds, data
         )
-        if ood is not None:
-            row |= ood_metrics(preds["test"], preds["ood"])
-        row |= cost_metrics(model, data.test.x, config, setup.device)
-        results["methods"][name] = row
-        mi[name] = {split: preds[split].mi for split in splits if split != "val"}
-        if name == "ensemble":
-            # DE-1 … DE-M calibrated NLL of the teacher's members: the yardstick of DEE.
-            results["ensemble_size_cnll"] = metrics.ensemble_size_curve(
-                preds["val"].probs, data.val.y, preds["test"].probs, data.test.y
-            )
-    for name, row in results["methods"].items():
-        row["dee"] = metrics.deep_ensemble_equivalent(results["ensemble_size_cnll"], row["cnll"])
-        for split, scores in mi[name].items():
-            # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
-            row[f"mi_spearman_{split}"] = metrics.rank_correlation(scores, mi["ensemble"][split])
+    for name, model in models.items():
+        results["methods"][name] |= cost_metrics(model, data.test.x, config, setup.device)
     if config.eval.diversity_etas:
         results["diversity"] = write_diversity(setup, teacher, out)
-    # The metadata says how to read each model's outputs (member logits or Dirichlet).
+    # The metadata says how to read each model's outputs (logits, Dirichlet or Gaussian).
     blob = save({k: v.contiguous() for k, v in predictions.items()}, metadata=kinds)
     atomic_write(out / "predictions.safetensors", blob)
     atomic_write(out / "results.json", json.dumps(results, indent=2))
     atomic_write(out / "results.md", results_markdown(results))
     return results
+
+
+def classification_scores(
+    outputs: dict[str, dict[str, torch.Tensor]], kinds: dict[str, str], data: DataSplits
+) -> tuple[dict[str, dict[str, Any]], list[float]]:
+    """Per model: test metrics, calibrated metrics, OOD detection, DEE and the Spearman ρ of
+    its MI with the ensemble's; and the ensemble's DE-1 … DE-M calibrated NLL curve."""
+    preds = {
+        name: {split: predictive(v, kinds[name]) for split, v in by_split.items()}
+        for name, by_split in outputs.items()
+    }
+    ensemble = preds["ensemble"]
+    # DE-1 … DE-M calibrated NLL of the teacher's members: the yardstick of DEE.
+    curve = metrics.ensemble_size_curve(
+        ensemble["val"].probs, data.val.y, ensemble["test"].probs, data.test.y
+    )
+    rows = {}
+    for name, pred in preds.items():
+        row = classification_metrics(pred["test"], data.test.y)
+        row |= metrics.calibrated_metrics(
+            pred["val"].probs, data.val.y, pred["test"].probs, data.test.y
+        )
+        if "ood" in pred:
+            row |= ood_metrics(pred["test"], pred["ood"])
+        row["dee"] = metrics.deep_ensemble_equivalent(curve, row["cnll"])
+        for split in ("test", "ood") if "ood" in pred else ("test",):
+            # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
+            row[f"mi_spearman_{split}"] = metrics.rank_correlation(
+                pred[split].mi, ensemble[split].mi
+            )
+        rows[name] = row
+    return rows, curve
+
+
+def regression_scores(
+    outputs: dict[str, dict[str, torch.Tensor]], data: DataSplits
+) -> dict[str, dict[str, Any]]:
+    """Per model, in the targets' original units: RMSE, NLL, aleatoric and epistemic variance,
+    interval coverage, shift detection, and the Spearman ρ of its epistemic variance with the
+    ensemble's (None for a single Gaussian, whose epistemic variance is constant zero)."""
+    scale = (data.target_mean, data.target_std)
+    preds = {
+        name: {split: gaussian_predictive(v, *scale) for split, v in by_split.items()}
+        for name, by_split in outputs.items()
+    }
+    targets = data.test.y.double() * data.target_std + data.target_mean
+    rows = {}
+    for name, pred in preds.items():
+        row = regression_metrics(pred["test"], targets)
+        if "ood" in pred:
+            row |= regression_ood_metrics(pred["test"], pred["ood"])
+        row["epistemic_spearman_test"] = metrics.rank_correlation(
+            pred["test"].epistemic, preds["ensemble"]["test"].epistemic
+        )
+        rows[name] = row
+    return rows
+
+
+def input_grid(data: DataSplits, points: int = 400) -> torch.Tensor:
+    """(points, 1) evenly spaced inputs over every split's range plus a 10 % margin."""
+    x = torch.cat([data.train.x, data.test.x, *(d.x for d in data.ood.values())])
+    low, high = float(x.min()), float(x.max())
+    margin = 0.1 * (high - low)
+    return torch.linspace(low - margin, high + margin, points).unsqueeze(1)
 
 
 def write_diversity(setup: Setup, teacher: DeepEnsemble, out: Path) -> dict[str, Any]:
@@ -341,6 +448,7 @@ def write_diversity(setup: Setup, teacher: DeepEnsemble, out: Path) -> dict[str,
     analysis = diversity_analysis(
         teacher.cpu(),
         data.train.x[index],
+        data.train.y[index],
         data.test.x,
         config.eval.diversity_etas,
         seed=config.seed,
@@ -348,6 +456,7 @@ def write_diversity(setup: Setup, teacher: DeepEnsemble, out: Path) -> dict[str,
     teacher.to(setup.device)
     atomic_write(out / "diversity.json", json.dumps(analysis, indent=2))
     return {
+        "member_train_accuracy": analysis["member_train_accuracy"],
         "clean_train": analysis["clean_train"]["mean"],
         "clean_test": analysis["clean_test"]["mean"],
         "ratio_to_clean_train": analysis["ratio_to_clean_train"],

@@ -12,11 +12,26 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from ensemble_distill.config import OptimConfig
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
+from ensemble_distill.models.gaussian import gaussian_params
+
+
+def supervised_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Mean loss of ``outputs`` (..., K) against ``targets`` (...), by the targets' type.
+
+    Integer labels: cross-entropy of logits (K = classes). Float regression targets: Gaussian
+    NLL, ½·log(2πσ²) + (y − μ)²/(2σ²), of N(μ, σ²) = ``gaussian_params(outputs)`` (K = 2), the
+    proper scoring rule deep-ensemble members are trained with (Lakshminarayanan et al. 2017).
+    """
+    if targets.is_floating_point():
+        mean, variance = gaussian_params(outputs)
+        return F.gaussian_nll_loss(mean, targets, variance, full=True)
+    return F.cross_entropy(outputs.flatten(0, -2), targets.flatten())
 
 
 def make_optimizer(

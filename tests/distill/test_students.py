@@ -69,10 +69,10 @@ def test_perturbed_batches_run_the_teachers_live(splits):
     index = torch.arange(8).unsqueeze(0)
     clean = context.batch(index)
     assert not clean.perturbed
-    torch.testing.assert_close(clean.teacher_logits, context.teacher_train_logits[:8])
+    torch.testing.assert_close(clean.teacher_outputs, context.teacher_train_outputs[:8])
     perturbed = dataclasses.replace(context, perturbation=PERTURBATIONS.get("ods")).batch(index)
     assert perturbed.perturbed and not torch.equal(perturbed.x_distill, perturbed.x)
-    torch.testing.assert_close(perturbed.teacher_logits, context.teacher(perturbed.x_distill))
+    torch.testing.assert_close(perturbed.teacher_outputs, context.teacher(perturbed.x_distill))
     torch.testing.assert_close(perturbed.x, clean.x)
 
 

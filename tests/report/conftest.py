@@ -1,8 +1,14 @@
-"""A fake finished run directory, written the way the pipeline writes one, from tiny tensors.
+"""Fake finished run directories, written the way the pipeline writes them, from tiny tensors.
 
-Models: the ensemble (3 members), its first member, and three students covering every output
-kind: ``kd`` (one network's logits), ``hydra`` (member logits) and ``endd`` (Dirichlet
+Classification: the ensemble (3 members), its first member, and three students covering every
+output kind: ``kd`` (one network's logits), ``hydra`` (member logits) and ``endd`` (Dirichlet
 log-concentrations).
+
+Regression: a 1-D toy with a gap (test inputs on [-4, -1] ∪ [1, 4], OOD inputs in the gap
+(-1, 1), a 50-point input grid), like ``toy-gap``. A Gaussian ensemble of 3 members whose means
+spread apart in the gap, its first member, ``kd`` (one Gaussian) and ``hydra`` (3 heads); raw
+(mean, pre-softplus variance) outputs on standardised targets, results.json computed from them
+with the pipeline's own metric functions.
 """
 
 from __future__ import annotations
@@ -19,10 +25,14 @@ from safetensors.torch import save_file
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import (
     DIRICHLET,
+    GAUSSIAN,
     LOGITS,
     classification_metrics,
+    gaussian_predictive,
     ood_metrics,
     predictive,
+    regression_metrics,
+    regression_ood_metrics,
 )
 
 CLASSES, MEMBERS = 3, 3
@@ -169,6 +179,115 @@ def make_run(directory: Path, seed: int = 0, ood: bool = True, diversity: bool =
     return directory
 
 
+# Regression --------------------------------------------------------------------------------
+
+TARGET_MEAN, TARGET_STD = 0.5, 20.0
+REGRESSION_SIZES = {"val": 30, "test": 60, "ood": 25, "grid": 50}
+REGRESSION_MODELS = ("ensemble", "member", "kd", "hydra")
+
+
+def _inputs(split: str, n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, 1) inputs: in the two training intervals, in the gap, or an even grid."""
+    if split == "grid":
+        return torch.linspace(-4.5, 4.5, n).unsqueeze(1)
+    u = torch.rand(n, 1, generator=generator)
+    if split == "ood":
+        return 2 * u - 1
+    sign = torch.where(torch.arange(n) % 2 == 0, -1.0, 1.0).unsqueeze(1)
+    return sign * (1 + 3 * u)
+
+
+def fake_regression_outputs(seed: int) -> dict[str, torch.Tensor]:
+    """Inputs, standardised targets and raw outputs of every model on every split."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for split, n in REGRESSION_SIZES.items():
+        x = _inputs(split, n, generator)
+        f = (x[:, 0] ** 3 - TARGET_MEAN) / TARGET_STD  # the noise-free target, standardised
+        if split in ("val", "test"):
+            tensors[f"labels/{split}"] = f + 0.1 * torch.randn(n, generator=generator)
+        if split != "val":
+            tensors[f"inputs/{split}"] = x
+        in_gap = (x[:, 0].abs() < 1).float()
+        # Member means disagree more in the gap: epistemic variance grows there.
+        spread = (0.05 + 0.5 * in_gap)[:, None] * torch.randn(n, MEMBERS, generator=generator)
+        raw_var = torch.full((n, MEMBERS), -2.0)
+        ensemble = torch.stack([f[:, None] + spread, raw_var], dim=-1)
+        tensors[f"ensemble/{split}"] = ensemble
+        tensors[f"member/{split}"] = ensemble[:, 0].clone()
+        tensors[f"kd/{split}"] = torch.stack([f, torch.full((n,), -1.5) + in_gap], dim=-1)
+        tensors[f"hydra/{split}"] = ensemble + 0.02 * torch.randn(
+            n, MEMBERS, 2, generator=generator
+        )
+    return tensors
+
+
+def fake_regression_results(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """results.json as evaluate_run computes it for regression, with made-up costs."""
+    scale = (TARGET_MEAN, TARGET_STD)
+    targets = tensors["labels/test"].double() * TARGET_STD + TARGET_MEAN
+    pred = {
+        (name, split): gaussian_predictive(tensors[f"{name}/{split}"], *scale)
+        for name in REGRESSION_MODELS
+        for split in ("test", "ood")
+    }
+    methods = {}
+    for index, name in enumerate(REGRESSION_MODELS):
+        row = regression_metrics(pred[name, "test"], targets)
+        row |= regression_ood_metrics(pred[name, "test"], pred[name, "ood"])
+        row["epistemic_spearman_test"] = metrics.rank_correlation(
+            pred[name, "test"].epistemic, pred["ensemble", "test"].epistemic
+        )
+        size = MEMBERS if name == "ensemble" else 1 + index / 10
+        row |= {
+            "params": int(500 * size),
+            "latency_ms_b1": 0.05 * size,
+            "latency_ms_b256": 0.005 * size,
+        }
+        methods[name] = row
+    return {
+        "dataset": "toy-gap",
+        "task": "regression",
+        "members": MEMBERS,
+        "ood": "gap",
+        "methods": methods,
+        "target_mean": TARGET_MEAN,
+        "target_std": TARGET_STD,
+    }
+
+
+def make_regression_run(directory: Path, seed: int = 0, one_dimensional: bool = True) -> Path:
+    """Write a fake regression run into ``directory`` (created) and return it.
+
+    ``one_dimensional=False`` mimics a tabular dataset with a covariate-shift OOD set: no grid
+    and no saved inputs (``inputs/grid`` is an empty tensor, as evaluate_run writes it).
+    """
+    directory.mkdir(parents=True)
+    tensors = fake_regression_outputs(seed)
+    results = fake_regression_results(tensors)
+    if not one_dimensional:
+        tensors = {
+            k: v for k, v in tensors.items() if not k.endswith("/grid") and "inputs/" not in k
+        }
+        tensors["inputs/grid"] = torch.empty(0)
+        results |= {"dataset": "diabetes", "ood": "shift"}
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        directory / "predictions.safetensors",
+        metadata=dict.fromkeys(REGRESSION_MODELS, GAUSSIAN),
+    )
+    (directory / "results.json").write_text(json.dumps(results, indent=2))
+    (directory / "config.yaml").write_text("dataset: toy-gap\nmembers: 3\nepochs: 3\n")
+    # Gaussian NLLs on standardised targets go below zero.
+    for name, rows in (("teacher", epoch_rows(3, 1.0)), ("kd", epoch_rows(3, 0.5))):
+        for row in rows:
+            row["val_nll"] -= 0.6
+            row["val_rmse"] = row.pop("val_acc")
+        folder = directory / name if name == "teacher" else directory / "students" / name
+        write_history(folder / "history.csv", rows)
+    return directory
+
+
 @pytest.fixture(scope="package")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One fake run with an OOD set and a diversity analysis (read-only: copy to modify)."""
@@ -179,3 +298,15 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_fake_run():
     """:func:`make_run`, for tests that need a variant or a writable copy."""
     return make_run
+
+
+@pytest.fixture(scope="package")
+def regression_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One fake 1-D regression run with an OOD gap (read-only: copy to modify)."""
+    return make_regression_run(tmp_path_factory.mktemp("runs") / "reg_a")
+
+
+@pytest.fixture
+def make_fake_regression_run():
+    """:func:`make_regression_run`, for a variant or a writable copy."""
+    return make_regression_run

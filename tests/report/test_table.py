@@ -6,6 +6,8 @@ from ensemble_distill.report.table import (
     DEE,
     MI,
     NLL,
+    REGRESSION_COLUMNS,
+    REGRESSION_REPORT_TABLES,
     REPORT_TABLES,
     best_students,
     compare_rows,
@@ -61,8 +63,10 @@ def test_markdown_bolds_the_best_student():
 
 
 def test_every_header_says_its_unit_or_direction():
-    for column in [*COLUMNS, *(c for cols in REPORT_TABLES.values() for c in cols)]:
+    tables = [*REPORT_TABLES.values(), *REGRESSION_REPORT_TABLES.values()]
+    for column in [*COLUMNS, *REGRESSION_COLUMNS, *(c for cols in tables for c in cols)]:
         assert column.better == 0 or ("↑" if column.better > 0 else "↓") in column.header
+        assert column.nominal is None or f"→ {column.nominal:.2f}" in column.header
         assert column.better != 0 or "(" in column.header  # no direction: a unit or a note
 
 

@@ -1,18 +1,32 @@
 """Datasets: a registry of loaders returning :class:`DataSplits` (train/val/test + OOD sets).
 
-Images are float tensors in [0, 1]; ``create_dataset("mnist", data_dir=...)`` is the entry point.
+``create_dataset(name, data_dir=..., **dataset_args)`` is the entry point.
+
+* Classification: ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``,
+  ``svhn``; images are float tensors in [0, 1], labels int64.
+* Regression (``task="regression"``, ``num_classes=1``, targets float32 standardised with
+  training statistics): ``toy-gap`` (1-D cubic with a gap, OOD set ``gap``), ``diabetes``,
+  ``auto-mpg`` and ``csv`` (the user's own table; dataset_args ``path``, ``target`` and
+  optionally ``shift_feature``); tables have a covariate-shift OOD set ``shift``.
+
+A loader is called as ``loader(data_dir, download, split_seed, val_fraction, **dataset_args)``;
+the keyword-only parameters of its signature are the dataset_args it accepts (required when
+they have no default). Anything else is refused with a :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ensemble_distill.data.base import ArrayDataset, DataSplits, stratified_split
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.registry import Registry
 
-# A loader takes (data_dir, download, split_seed, val_fraction) and returns DataSplits.
-Loader = Callable[[Path | None, bool, int, float], DataSplits]
+# A loader takes (data_dir, download, split_seed, val_fraction, **dataset_args) -> DataSplits.
+Loader = Callable[..., DataSplits]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
@@ -58,6 +72,73 @@ def _svhn(data_dir: Path | None, download: bool, split_seed: int, val_fraction: 
     return load_svhn_splits(data_dir, download, split_seed, val_fraction)
 
 
+@DATASETS.register("toy-gap")
+def _toy_gap(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.regression import load_toy_gap_splits
+
+    return load_toy_gap_splits(split_seed, val_fraction)
+
+
+@DATASETS.register("diabetes")
+def _diabetes(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.regression import load_diabetes_splits
+
+    return load_diabetes_splits(split_seed, val_fraction)
+
+
+@DATASETS.register("auto-mpg")
+def _auto_mpg(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
+    from ensemble_distill.data.regression import load_auto_mpg_splits
+
+    return load_auto_mpg_splits(split_seed, val_fraction)
+
+
+@DATASETS.register("csv")
+def _csv(
+    data_dir: Path | None,
+    download: bool,
+    split_seed: int,
+    val_fraction: float,
+    *,
+    path: str,
+    target: str,
+    shift_feature: str | None = None,
+):
+    from ensemble_distill.data.regression import load_csv_splits
+
+    for key, value in (("path", path), ("target", target), ("shift_feature", shift_feature)):
+        if value is not None and not isinstance(value, str | Path):
+            raise ConfigError(f"dataset 'csv': {key} must be a string; got {value!r}")
+    # A relative path is resolved against the working directory, not data_dir.
+    return load_csv_splits(path, target, split_seed, val_fraction, shift_feature=shift_feature)
+
+
+def dataset_args_of(name: str) -> dict[str, bool]:
+    """The dataset_args a registered dataset accepts: {argument name: required}."""
+    params = inspect.signature(DATASETS.get(name)).parameters.values()
+    return {
+        p.name: p.default is inspect.Parameter.empty
+        for p in params
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def check_dataset_args(name: str, dataset_args: Mapping[str, Any]) -> None:
+    """Refuse unknown or missing dataset_args with a :class:`ConfigError` naming the fix."""
+    accepted = dataset_args_of(name)
+    takes = ", ".join(accepted) if accepted else "none"
+    unknown = sorted(set(dataset_args) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"dataset {name!r} does not take dataset_args {', '.join(unknown)}; it takes: {takes}"
+        )
+    missing = [key for key, required in accepted.items() if required and key not in dataset_args]
+    if missing:
+        raise ConfigError(
+            f"dataset {name!r} needs dataset_args {', '.join(missing)}; it takes: {takes}"
+        )
+
+
 def create_dataset(
     name: str,
     *,
@@ -65,21 +146,37 @@ def create_dataset(
     download: bool = False,
     split_seed: int = 0,
     val_fraction: float = 0.1,
+    **dataset_args: Any,
 ) -> DataSplits:
     """Load a registered dataset by name.
 
     Args:
         name: one of ``DATASETS.names()``.
         data_dir: folder holding the dataset's files, either directly or in a sub-folder named
-            after the dataset (``DIR/mnist/...``). Unused by ``digits``.
+            after the dataset (``DIR/mnist/...``). Unused by ``digits`` and the regression sets.
         download: fetch missing files over HTTPS (checksums verified) into ``data_dir``.
         split_seed: seed of the train/validation split; fixed across runs of different seeds.
         val_fraction: share of the training data held out for validation.
+        dataset_args: loader-specific options, e.g. ``path="data.csv", target="price"`` for
+            ``csv`` (see :func:`dataset_args_of`); other datasets take none.
     """
     loader = DATASETS.get(name)
+    check_dataset_args(name, dataset_args)
     return loader(
-        Path(data_dir) if data_dir is not None else None, download, split_seed, val_fraction
+        Path(data_dir) if data_dir is not None else None,
+        download,
+        split_seed,
+        val_fraction,
+        **dataset_args,
     )
 
 
-__all__ = ["DATASETS", "ArrayDataset", "DataSplits", "create_dataset", "stratified_split"]
+__all__ = [
+    "DATASETS",
+    "ArrayDataset",
+    "DataSplits",
+    "check_dataset_args",
+    "create_dataset",
+    "dataset_args_of",
+    "stratified_split",
+]

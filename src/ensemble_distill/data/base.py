@@ -15,8 +15,8 @@ class ArrayDataset:
     """Examples held as tensors.
 
     Attributes:
-        x: inputs, (N, channels, height, width) float32 in [0, 1] for images.
-        y: integer labels, (N,) int64 in [0, num_classes).
+        x: inputs, (N, channels, height, width) float32 in [0, 1] for images, (N, D) for tables.
+        y: integer labels, (N,) int64 in [0, num_classes); for regression, targets (N,) float32.
     """
 
     x: Tensor
@@ -31,12 +31,17 @@ class ArrayDataset:
             raise DataError("the dataset is empty; give at least one example")
         if not torch.isfinite(self.x).all():
             raise DataError("inputs contain NaN or Inf; clean the data before training")
+        if self.y.is_floating_point() and not torch.isfinite(self.y).all():
+            raise DataError("targets contain NaN or Inf; clean the data before training")
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def subset(self, index: Tensor) -> ArrayDataset:
         return ArrayDataset(self.x[index], self.y[index])
+
+
+TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,13 @@ class DataSplits:
         name: registry name of the in-distribution dataset.
         train, val, test: disjoint splits; ``val`` is carved from the training data with a
             fixed seed and serves temperature scaling and model selection.
-        num_classes: C.
+        num_classes: C; 1 for regression (one scalar target).
         ood: named out-of-distribution sets (labels are meaningless there), e.g.
-            ``{"fashion-mnist": ...}`` for MNIST.
+            ``{"fashion-mnist": ...}`` for MNIST, or a covariate-shift split of a table.
+        task: ``"classification"`` (integer labels) or ``"regression"`` (float targets, in the
+            standardised units of ``target_mean`` / ``target_std``).
+        target_mean, target_std: training-target statistics used to standardise regression
+            targets; metrics are reported back in the original units with them.
         mean, std: per-channel statistics of ``train.x``; models normalise with them
             internally so perturbations act in [0, 1] pixel space.
     """
@@ -60,8 +69,15 @@ class DataSplits:
     test: ArrayDataset
     num_classes: int
     ood: dict[str, ArrayDataset] = field(default_factory=dict)
+    task: str = "classification"
+    target_mean: float = 0.0
+    target_std: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise DataError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task == "regression":
+            return
         for split in ("train", "val", "test"):
             y = getattr(self, split).y
             if y.min() < 0 or y.max() >= self.num_classes:

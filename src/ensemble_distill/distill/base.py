@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill.config import Config
@@ -18,7 +17,7 @@ from ensemble_distill.distill.perturbations import Perturbation, PerturbationSta
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble
-from ensemble_distill.training import fit
+from ensemble_distill.training import fit, supervised_loss
 
 
 @dataclass
@@ -26,15 +25,17 @@ class Batch:
     """One training batch as every method sees it.
 
     Attributes:
-        x, y: clean inputs (batch, ...) and labels (batch,): for the cross-entropy term.
+        x, y: clean inputs (batch, ...) and labels or regression targets (batch,): for the
+            supervised term.
         x_distill: inputs of the distillation term: ``x`` itself, or a perturbed x̃.
-        teacher_logits: (batch, members, classes) teacher logits on ``x_distill``.
+        teacher_outputs: (batch, members, classes) teacher logits on ``x_distill``; for
+            regression (batch, members, 2) raw Gaussian outputs (see ``models.gaussian``).
     """
 
     x: Tensor
     y: Tensor
     x_distill: Tensor
-    teacher_logits: Tensor
+    teacher_outputs: Tensor
 
     @property
     def perturbed(self) -> bool:
@@ -46,15 +47,15 @@ class DistillContext:
     """Inputs shared by all methods of one run.
 
     Attributes:
-        teacher_train_logits: (N_train, members, classes) teacher logits on the clean training
-            inputs, computed once and reused by every unperturbed method and epoch.
+        teacher_train_outputs: (N_train, members, classes) teacher outputs on the clean
+            training inputs, computed once and reused by every unperturbed method and epoch.
         perturbation: the input perturbation of this method (``METHOD+NAME``), or None; with
             one, teachers run live on each perturbed batch, as one vmapped computation.
     """
 
     data: DataSplits
     teacher: DeepEnsemble
-    teacher_train_logits: Tensor
+    teacher_train_outputs: Tensor
     config: Config
     device: torch.device
     quiet: bool = False
@@ -63,12 +64,13 @@ class DistillContext:
     def __post_init__(self) -> None:
         self._x = self.data.train.x.to(self.device)
         self._y = self.data.train.y.to(self.device)
-        self._cached = self.teacher_train_logits.to(self.device)
+        self._cached = self.teacher_train_outputs.to(self.device)
         self._state = PerturbationState(
             self.teacher,
             self.config.perturbation.eta,
             self.config.perturbation.temperature,
             torch.Generator().manual_seed(self.config.seed),
+            clip=bool(self.data.train.x.min() >= 0 and self.data.train.x.max() <= 1),
         )
 
     def bind_student(self, student: nn.Module) -> None:
@@ -104,20 +106,24 @@ class DistillContext:
         )
 
     @property
+    def regression(self) -> bool:
+        """Whether the teacher's outputs are Gaussians (regression) rather than logits."""
+        return self.data.task == "regression"
+
+    @property
     def epochs(self) -> int:
         """Student epochs: ``student.epochs``, else the teacher's ``epochs``."""
         return self.config.student.epochs or self.config.epochs
 
 
-def clean_cross_entropy(student: nn.Module, batch: Batch, distill_logits: Tensor) -> Tensor:
-    """(1/M) Σ_j CE(S_j(x), y) on the clean inputs, M = the student's members (1 for one net).
+def label_loss(student: nn.Module, batch: Batch, distill_outputs: Tensor) -> Tensor:
+    """(1/M) Σ_j ℓ(S_j(x), y) on the clean inputs, M = the student's members (1 for one net);
+    ℓ is :func:`~ensemble_distill.training.supervised_loss` (cross-entropy or Gaussian NLL).
 
-    Reuses ``distill_logits`` (the student's logits on ``batch.x_distill``) when unperturbed.
+    Reuses ``distill_outputs`` (the student's outputs on ``batch.x_distill``) when unperturbed.
     """
-    logits = student(batch.x) if batch.perturbed else distill_logits
-    logits = as_member_logits(logits)
-    labels = batch.y.repeat_interleave(logits.shape[1])
-    return F.cross_entropy(logits.flatten(0, 1), labels)
+    outputs = as_member_logits(student(batch.x) if batch.perturbed else distill_outputs)
+    return supervised_loss(outputs, batch.y[:, None].expand(outputs.shape[:2]))
 
 
 class DistillMethod(abc.ABC):
@@ -125,9 +131,11 @@ class DistillMethod(abc.ABC):
 
     Attributes:
         section: the config section the method reads (``kd``, ``hydra``, ...).
+        tasks: the tasks it supports (``classification``, ``regression``).
     """
 
     section: str
+    tasks: tuple[str, ...] = ("classification",)
 
     def options(self, config: Config) -> dict[str, Any]:
         """The method's config section as a dict (saved in the student's manifest)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ensemble_distill.distill.base import DistillContext, DistillMethod, clean_cross_entropy
+from ensemble_distill.distill.base import DistillContext, DistillMethod, label_loss
 from ensemble_distill.distill.losses import hydra_loss
 from ensemble_distill.distill.perturbations import PERTURBATIONS
 from ensemble_distill.models import ModelSpec, create_model
@@ -38,8 +38,8 @@ def train_one_to_one(
         batch = context.batch(index)
         student.train()
         logits = student(batch.x_distill)  # (batch, members, classes)
-        distill = hydra_loss(logits, batch.teacher_logits, temperature=temperature)
-        return alpha * distill + (1.0 - alpha) * clean_cross_entropy(student, batch, logits)
+        distill = hydra_loss(logits, batch.teacher_outputs, temperature=temperature)
+        return alpha * distill + (1.0 - alpha) * label_loss(student, batch, logits)
 
     groups = [
         {"params": shared_parameters(student)},

@@ -65,7 +65,7 @@ class EnsembleDistributionDistillation(DistillMethod):
             step += 1
             batch = context.batch(index)
             student.train()
-            member_probs = torch.softmax(batch.teacher_logits / temperature, dim=-1)
+            member_probs = torch.softmax(batch.teacher_outputs / temperature, dim=-1)
             log_alpha = student(batch.x_distill) / temperature
             return dirichlet_nll(log_alpha, member_probs, smoothing=options["smoothing"])
 

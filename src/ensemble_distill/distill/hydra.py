@@ -7,8 +7,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ensemble_distill.distill.base import DistillContext, DistillMethod, clean_cross_entropy
-from ensemble_distill.distill.losses import hydra_loss, kd_loss
+from ensemble_distill.distill.base import DistillContext, DistillMethod, label_loss
+from ensemble_distill.distill.losses import (
+    hydra_loss,
+    hydra_regression_loss,
+    kd_loss,
+    kd_regression_loss,
+)
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.models.heads import StackedMLPHeads
 
@@ -42,9 +47,14 @@ class FirstHead(nn.Module):
 class Hydra(DistillMethod):
     """Two phases: (1) body + head 0 by KD on p̄_T; (2) copy head 0 to all heads, then
     :func:`hydra_loss` of head m against member m. With α < 1 both phases add (1−α) times the
-    heads' mean cross-entropy on the clean labels."""
+    heads' mean cross-entropy on the clean labels.
+
+    Regression: heads output Gaussians; phase 1 fits the moment-matched ensemble Gaussian
+    (:func:`kd_regression_loss`), phase 2 minimises (1/M) Σ_m KL(N(μ_m, σ_m²) ‖ N(μ̂_m, σ̂_m²))
+    (:func:`hydra_regression_loss`); the temperature is unused."""
 
     section = "hydra"
+    tasks = ("classification", "regression")
 
     def build(
         self,
@@ -68,19 +78,24 @@ class Hydra(DistillMethod):
         def phase1_loss(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
-            logits = first_head(batch.x_distill)[:, 0]
-            distill = kd_loss(
-                logits, batch.teacher_logits, batch.y, alpha=1.0, temperature=temperature
-            )
-            clean = clean_cross_entropy(first_head, batch, logits)
-            return alpha * distill + (1.0 - alpha) * clean
+            outputs = first_head(batch.x_distill)[:, 0]
+            if context.regression:
+                distill = kd_regression_loss(outputs, batch.teacher_outputs)
+            else:
+                distill = kd_loss(
+                    outputs, batch.teacher_outputs, batch.y, alpha=1.0, temperature=temperature
+                )
+            return alpha * distill + (1.0 - alpha) * label_loss(first_head, batch, outputs)
 
         def phase2_loss(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
-            logits = student(batch.x_distill)  # (batch, members, classes)
-            distill = hydra_loss(logits, batch.teacher_logits, temperature=temperature)
-            return alpha * distill + (1.0 - alpha) * clean_cross_entropy(student, batch, logits)
+            outputs = student(batch.x_distill)  # (batch, members, classes)
+            if context.regression:
+                distill = hydra_regression_loss(outputs, batch.teacher_outputs)
+            else:
+                distill = hydra_loss(outputs, batch.teacher_outputs, temperature=temperature)
+            return alpha * distill + (1.0 - alpha) * label_loss(student, batch, outputs)
 
         history = []
         if phase1 > 0:

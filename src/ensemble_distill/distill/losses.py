@@ -1,7 +1,9 @@
-"""Distillation losses as pure functions of logits.
+"""Distillation losses as pure functions of logits (classification) or raw Gaussian outputs.
 
 Shapes: student logits (batch, classes) or (batch, members, classes); teacher logits
 (batch, members, classes). Temperatures divide logits: σ_T(v) = softmax(v / T).
+Regression: raw outputs (batch, 2) or (batch, members, 2), mapped to N(μ, σ²) by
+``models.gaussian.gaussian_params``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ensemble_distill.models.gaussian import gaussian_params
 
 
 def ensemble_log_probs(teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -97,3 +101,76 @@ def dirichlet_nll(log_alpha: Tensor, member_probs: Tensor, *, smoothing: float =
         + ((alpha - 1.0) * smoothed.log()).sum(-1)
     )  # (batch, members)
     return -log_density.mean()
+
+
+# --- Regression: Gaussian members N(μ, σ²) from raw outputs (..., 2) ----------------------
+# Raw outputs go through ``models.gaussian.gaussian_params``: μ = raw[..., 0],
+# σ² = softplus(raw[..., 1]) + MIN_VARIANCE. Layout: (batch, members, 2).
+
+
+def gaussian_kl(mean_p: Tensor, var_p: Tensor, mean_q: Tensor, var_q: Tensor) -> Tensor:
+    """Elementwise KL(N(μp, σp²) ‖ N(μq, σq²)) = ½[log(σq²/σp²) + (σp² + (μp − μq)²)/σq² − 1].
+
+    Non-negative, zero iff μp = μq and σp² = σq². Arguments broadcast against each other.
+    """
+    return 0.5 * (var_q.log() - var_p.log() + (var_p + (mean_p - mean_q).square()) / var_q - 1.0)
+
+
+def moment_matched(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
+    """The single Gaussian with the ensemble mixture's mean and variance.
+
+    μ̄ = (1/M) Σ_m μ_m, σ̄² = (1/M) Σ_m σ_m² + (1/M) Σ_m (μ_m − μ̄)² (aleatoric + epistemic;
+    METHODS.md, "Teacher: deep ensemble"). Differentiable, unlike the float64
+    ``metrics.regression.mixture_moments`` it agrees with.
+
+    Args:
+        means: (batch, members) member means.
+        variances: (batch, members) member variances.
+
+    Returns:
+        (mean (batch,), variance (batch,)).
+    """
+    mean = means.mean(dim=1)
+    epistemic = (means - mean[:, None]).square().mean(dim=1)
+    return mean, variances.mean(dim=1) + epistemic
+
+
+def kd_regression_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Hinton-style KD for regression: fit one Gaussian to the ensemble.
+
+    L = mean over the batch of KL(N(μ̄, σ̄²) ‖ N(μ_s, σ_s²)), with (μ̄, σ̄²) the moment-matched
+    teacher (:func:`moment_matched`); the teacher is a detached target. Also Hydra's phase 1
+    for regression (METHODS.md, "Hydra").
+
+    Args:
+        student: (batch, 2) raw student outputs.
+        teacher: (batch, members, 2) raw member outputs.
+    """
+    if student.dim() != 2 or teacher.dim() != 3 or student.shape[0] != teacher.shape[0]:
+        raise ValueError(
+            f"student {tuple(student.shape)} must be (batch, 2) and teacher "
+            f"{tuple(teacher.shape)} (batch, members, 2)"
+        )
+    target_mean, target_var = moment_matched(*gaussian_params(teacher.detach()))
+    mean, variance = gaussian_params(student)
+    return gaussian_kl(target_mean, target_var, mean, variance).mean()
+
+
+def hydra_regression_loss(student: Tensor, teacher: Tensor) -> Tensor:
+    """Hydra's per-head loss for regression (Tran et al. 2020, arXiv 2001.04694).
+
+    L = (1/M) Σ_m KL(N(μ_m, σ_m²) ‖ N(μ̂_m, σ̂_m²)): head m (μ̂_m, σ̂_m²) imitates member m
+    (μ_m, σ_m²); averaged over the batch; the teacher is a detached target.
+
+    Args:
+        student: (batch, members, 2) raw head outputs.
+        teacher: (batch, members, 2) raw member outputs.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
+            "outputs must have the same shape"
+        )
+    target_mean, target_var = gaussian_params(teacher.detach())
+    mean, variance = gaussian_params(student)
+    return gaussian_kl(target_mean, target_var, mean, variance).mean()

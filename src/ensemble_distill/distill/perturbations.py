@@ -1,7 +1,8 @@
 """Input perturbations that make teachers disagree, for distillation (Nam et al. 2021, 2022).
 
 A perturbation maps clean inputs x (batch, ...) in [0, 1] to x̃ = clip(x + δ, 0, 1), computed
-per batch and detached. The same x̃ goes to every teacher and every student member; methods
+per batch and detached (inputs that are not pixels, such as a regression table's standardised
+features, are not clipped). The same x̃ goes to every teacher and every student member; methods
 keep the cross-entropy term on the clean x. Registered by name in ``PERTURBATIONS`` and
 combined with any student as ``METHOD+PERTURBATION`` (``be+confods``, ``hydra+ods``, ...).
 
@@ -14,6 +15,8 @@ combined with any student as ``METHOD+PERTURBATION`` (``be+confods``, ``hydra+od
   batch, one L2-normalised step of size η·√D up the gradient of
   KL(sg(T_j) ‖ T_i) − KL(sg(S_j) ‖ S_i) at temperature 1: where the teachers disagree more than
   the student's members. Needs a student with members (``state.student``).
+
+Only ``gaussian`` ignores the teacher's class probabilities, so only it applies to regression.
 """
 
 from __future__ import annotations
@@ -39,15 +42,19 @@ class PerturbationState:
     temperature: float  # τ of the teacher probabilities ODS diversifies
     generator: torch.Generator
     student: nn.Module | None = None  # (batch, members, classes) student, for ``diverse``
+    clip: bool = True  # keep x̃ in [0, 1]: true for pixel inputs, false for other features
 
 
 Perturbation = Callable[[Tensor, PerturbationState], Tensor]
+# Perturbations that never read the teacher's class probabilities: the ones regression allows.
+PROBABILITY_FREE = ("gaussian",)
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
 
 
-def apply_step(x: Tensor, delta: Tensor) -> Tensor:
-    """x̃ = clip(x + δ, 0, 1), detached."""
-    return (x + delta).clamp(0.0, 1.0).detach()
+def apply_step(x: Tensor, delta: Tensor, clip: bool = True) -> Tensor:
+    """x̃ = clip(x + δ, 0, 1) (or x + δ without ``clip``), detached."""
+    x_tilde = x + delta
+    return (x_tilde.clamp(0.0, 1.0) if clip else x_tilde).detach()
 
 
 def per_example_unit(g: Tensor) -> Tensor:
@@ -59,7 +66,7 @@ def per_example_unit(g: Tensor) -> Tensor:
 @PERTURBATIONS.register("gaussian")
 def gaussian(x: Tensor, state: PerturbationState) -> Tensor:
     noise = torch.randn(x.shape, generator=state.generator).to(x.device)
-    return apply_step(x, state.eta * noise)
+    return apply_step(x, state.eta * noise, state.clip)
 
 
 def ods_direction(x: Tensor, state: PerturbationState) -> tuple[Tensor, Tensor]:
@@ -76,14 +83,14 @@ def ods_direction(x: Tensor, state: PerturbationState) -> tuple[Tensor, Tensor]:
 @PERTURBATIONS.register("ods")
 def ods(x: Tensor, state: PerturbationState) -> Tensor:
     direction, _ = ods_direction(x, state)
-    return apply_step(x, state.eta * math.sqrt(x[0].numel()) * direction)
+    return apply_step(x, state.eta * math.sqrt(x[0].numel()) * direction, state.clip)
 
 
 @PERTURBATIONS.register("confods")
 def confods(x: Tensor, state: PerturbationState) -> Tensor:
     direction, confidence = ods_direction(x, state)
     scale = state.eta * math.sqrt(x[0].numel()) * confidence
-    return apply_step(x, scale.view(-1, *([1] * (x.dim() - 1))) * direction)
+    return apply_step(x, scale.view(-1, *([1] * (x.dim() - 1))) * direction, state.clip)
 
 
 def _pair_divergence(logits: Tensor, i: int, j: int) -> Tensor:
@@ -106,4 +113,4 @@ def diverse(x: Tensor, state: PerturbationState) -> Tensor:
         objective = _pair_divergence(state.teacher(x), i, j) - _pair_divergence(student(x), i, j)
         (grad,) = torch.autograd.grad(objective, x)
     student.train(was_training)
-    return apply_step(x, state.eta * math.sqrt(x[0].numel()) * per_example_unit(grad))
+    return apply_step(x, state.eta * math.sqrt(x[0].numel()) * per_example_unit(grad), state.clip)

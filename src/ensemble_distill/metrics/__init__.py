@@ -12,6 +12,8 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 - :mod:`.calibration`: temperature scaling (cNLL, cECE, cBS) and the deep-ensemble equivalent.
 - :mod:`.diversity`: members' pairwise-KL diversity per bin of confidence.
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
+- :mod:`.regression`: Gaussian ensembles' mixture moments (aleatoric / epistemic), RMSE,
+  Gaussian NLL, interval coverage and calibration curve; means and variances ``(N, M)``.
 - :mod:`.cost`: parameter count and latency per example.
 """
 
@@ -45,6 +47,14 @@ from ensemble_distill.metrics.dirichlet import (
 )
 from ensemble_distill.metrics.diversity import diversity_by_confidence
 from ensemble_distill.metrics.ood import ood_aupr, ood_auroc
+from ensemble_distill.metrics.regression import (
+    calibration_curve,
+    gaussian_nll,
+    interval_coverage,
+    mixture_moments,
+    regression_metrics,
+    rmse,
+)
 
 __all__ = [
     "ReliabilityBins",
@@ -52,6 +62,7 @@ __all__ = [
     "brier",
     "brier_tfp",
     "calibrated_metrics",
+    "calibration_curve",
     "count_parameters",
     "deep_ensemble_equivalent",
     "dirichlet_expected_entropy",
@@ -62,8 +73,11 @@ __all__ = [
     "ensemble_size_curve",
     "expected_entropy",
     "fit_temperature",
+    "gaussian_nll",
+    "interval_coverage",
     "latency_per_example",
     "mean_probs",
+    "mixture_moments",
     "mutual_information",
     "nll",
     "ood_aupr",
@@ -71,6 +85,8 @@ __all__ = [
     "pairwise_kl_diversity",
     "predictive_entropy",
     "rank_correlation",
+    "regression_metrics",
     "reliability_bins",
+    "rmse",
     "temperature_scale",
 ]

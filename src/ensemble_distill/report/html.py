@@ -20,17 +20,21 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ensemble_distill.checkpoint import atomic_write
+from ensemble_distill.errors import DataError
 from ensemble_distill.report import plots
 from ensemble_distill.report.rundir import RunDir, load_results, load_run
 from ensemble_distill.report.table import (
     BASELINES,
-    COMPARE_COLUMNS,
     REFERENCE,
-    REPORT_TABLES,
+    REGRESSION,
+    REGRESSION_NOTE,
     Cell,
+    compare_columns,
     compare_rows,
     markdown_grid,
+    report_tables,
     table_rows,
+    task_of,
 )
 
 CSS = """
@@ -59,6 +63,11 @@ TABLE_NOTE = (
     "↓ lower is better). cNLL, cECE, cBrier: after temperature scaling fitted on the "
     "validation split; DEE: the deep-ensemble size with the same cNLL; BS (TFP) = Brier − 1; "
     "ρ: Spearman correlation of per-example MI with the ensemble's (n/a for a constant MI)."
+)
+REGRESSION_TABLE_NOTE = (
+    "Test split. `ensemble` (first row) is the reference and `member` its first member "
+    "alone; neither is ranked. **Bold**: the best student per column (↑ higher is better, "
+    "↓ lower is better, → closest to the nominal value). " + REGRESSION_NOTE
 )
 
 
@@ -254,6 +263,53 @@ FIGURES = (
     ),
 )
 
+REGRESSION_FIGURES = (
+    FigureSpec(
+        "bands",
+        "Predictive bands",
+        "Each model's predictive mean over the input range with ±2 σ bands of its epistemic "
+        "variance (dark) and total variance (pale), over the test points; the grey region is "
+        "the OOD inputs' range (for `gap`, where there was no training data) and the dashed "
+        "lines repeat the ensemble's total band. A single Gaussian (KD, member) has no "
+        "epistemic band: only its aleatoric variance can widen there.",
+        plots.regression_bands_figure,
+    ),
+    FigureSpec(
+        "calibration",
+        "Interval calibration",
+        "Observed fraction of test targets inside each model's central interval against the "
+        "interval's nominal coverage (left) and the difference (right): on the dashed line is "
+        "calibrated, below it over-confident (intervals too narrow).",
+        plots.regression_calibration_figure,
+    ),
+    FigureSpec(
+        "uncertainty_ood",
+        "Variance on test vs OOD inputs",
+        "Per-example epistemic (left) and total (right) variance on the test split (filled) "
+        "and the OOD set (outlined), with each model's AUROC for telling them apart: the "
+        "higher the OOD boxes sit above the test boxes, the better. A single Gaussian has no "
+        "epistemic variance (its epistemic AUROC is 0.5) and can only be compared by total "
+        "variance.",
+        plots.regression_uncertainty_figure,
+    ),
+    FigureSpec(
+        "cost",
+        "Quality against cost",
+        "Test RMSE and NLL against parameters and latency (log scales). The dashed segment "
+        "joins one member and the full ensemble: a good student reaches the ensemble's "
+        "quality at the member's cost.",
+        lambda run: plots.cost_figure([(run.path.name, run.results)]),
+    ),
+    FigureSpec(
+        "training",
+        "Training curves",
+        "Validation Gaussian NLL (on standardised targets, so it can be negative) per epoch of "
+        "the teacher and every student, and each one's training loss (every method minimises "
+        "its own objective, so each has its own axis).",
+        lambda run: plots.training_figure(run.histories),
+    ),
+)
+
 
 def build_report(run_dir: Path) -> tuple[Path, Path]:
     """Write ``run_dir/report.html`` (self-contained) and ``run_dir/report.md`` (its PNGs in
@@ -268,14 +324,17 @@ def build_report(run_dir: Path) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     results = run.results
-    title = f"{results['dataset']}: deep ensemble of {results['members']} members vs students"
-    blocks: list[Block] = [Note(_summary(run)), Heading(2, "Results"), Note(TABLE_NOTE)]
-    for name, columns in REPORT_TABLES.items():
+    regression = run.is_regression
+    ensemble = "Gaussian deep ensemble" if regression else "deep ensemble"
+    title = f"{results['dataset']}: {ensemble} of {results['members']} members vs students"
+    note = REGRESSION_TABLE_NOTE if regression else TABLE_NOTE
+    blocks: list[Block] = [Note(_summary(run)), Heading(2, "Results"), Note(note)]
+    for name, columns in report_tables(results).items():
         headers = ["model", *(column.header for column in columns)]
         blocks += [Heading(3, name), Table(headers, table_rows(results["methods"], columns))]
     blocks += _diversity_blocks(results.get("diversity"))
     blocks.append(Heading(2, "Figures"))
-    for spec in FIGURES:
+    for spec in REGRESSION_FIGURES if regression else FIGURES:
         figure = spec.draw(run)
         if figure is not None:
             png = plots.figure_png(figure)
@@ -287,9 +346,13 @@ def build_report(run_dir: Path) -> tuple[Path, Path]:
 
 def _summary(run: RunDir) -> str:
     """One line on the data and models (the directory's name only: no absolute path)."""
-    classes = run.predictive(REFERENCE, "test").probs.shape[-1]
+    if run.is_regression:
+        mean, std = run.target_scale
+        kind = f"regression (targets: mean {mean:.4g}, sd {std:.4g})"
+    else:
+        kind = f"{run.predictive(REFERENCE, 'test').probs.shape[-1]} classes"
     return (
-        f"Run `{run.path.name}`: {len(run.labels('test'))} test examples, {classes} classes, "
+        f"Run `{run.path.name}`: {len(run.labels('test'))} test examples, {kind}, "
         f"OOD set: {run.ood or 'none'}; students: {', '.join(run.students) or 'none'}."
     )
 
@@ -327,13 +390,24 @@ def run_labels(run_dirs: Sequence[Path]) -> list[str]:
 
 def compare_runs(run_dirs: Sequence[Path], out: Path) -> tuple[Path, Path]:
     """Write ``out/compare.html`` and ``out/compare.md``: one table per metric with a column
-    per run, and accuracy/NLL against cost with every run in one figure.
+    per run, and accuracy (RMSE for regression) and NLL against cost with every run in one
+    figure. The runs must share a task (classification or regression).
 
     Raises:
-        DataError: a directory lacks results.json.
+        DataError: a directory lacks results.json, or the runs mix tasks.
     """
     runs = [load_results(Path(d)) for d in run_dirs]
     labels = run_labels(run_dirs)
+    tasks = {task_of(results) for results in runs}
+    if len(tasks) > 1:
+        listing = ", ".join(
+            f"{label} ({task_of(r)})" for label, r in zip(labels, runs, strict=True)
+        )
+        raise DataError(
+            f"cannot compare classification and regression runs ({listing}); "
+            "compare runs of one task at a time"
+        )
+    regression = tasks == {REGRESSION}
     headers = [
         "model",
         *(
@@ -345,9 +419,10 @@ def compare_runs(run_dirs: Sequence[Path], out: Path) -> tuple[Path, Path]:
         Note(
             "One table per metric (test split), a column per run. `ensemble` is each run's "
             "reference; **bold**: the best student within each run."
+            + (" Metrics in each run's original target units." if regression else "")
         )
     ]
-    for column in COMPARE_COLUMNS:
+    for column in compare_columns(runs[0]) if runs else []:
         blocks += [Heading(2, column.header), Table(headers, compare_rows(runs, column))]
     figure = plots.cost_figure(list(zip(labels, runs, strict=True)))
     blocks += [
@@ -355,8 +430,9 @@ def compare_runs(run_dirs: Sequence[Path], out: Path) -> tuple[Path, Path]:
         Image(
             "cost",
             "Quality against cost",
-            "Test accuracy and NLL against parameters and latency, every run (marker) and "
-            "model (colour); dashed: each run's member–ensemble segment.",
+            f"Test {'RMSE' if regression else 'accuracy'} and NLL against parameters and "
+            "latency, every run (marker) and model (colour); dashed: each run's "
+            "member–ensemble segment.",
             plots.figure_png(figure),
         ),
     ]

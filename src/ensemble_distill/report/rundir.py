@@ -17,7 +17,13 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from ensemble_distill.errors import DataError
-from ensemble_distill.evaluation import Predictive, predictive
+from ensemble_distill.evaluation import (
+    GaussianPredictive,
+    Predictive,
+    gaussian_predictive,
+    predictive,
+)
+from ensemble_distill.report.table import REGRESSION, task_of
 
 History = list[dict[str, float | None]]
 
@@ -79,6 +85,7 @@ class RunDir:
     diversity: dict[str, Any] | None
     config_text: str | None
     _predictive: dict[tuple[str, str], Predictive] = field(default_factory=dict, repr=False)
+    _gaussian: dict[tuple[str, str], GaussianPredictive] = field(default_factory=dict, repr=False)
 
     @cached_property
     def names(self) -> list[str]:
@@ -94,21 +101,62 @@ class RunDir:
         """The OOD set's name, or None when the run had none."""
         return self.results.get("ood")
 
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"`` (runs without a task: classification)."""
+        return task_of(self.results)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task == REGRESSION
+
+    @property
+    def target_scale(self) -> tuple[float, float]:
+        """(mean, std) that turn standardised regression targets into original units;
+        (0, 1), i.e. standardised units, for a run that did not save them."""
+        return float(self.results.get("target_mean", 0.0)), float(
+            self.results.get("target_std", 1.0)
+        )
+
     def labels(self, split: str) -> Tensor:
         return self.tensors[f"labels/{split}"]
+
+    def targets(self, split: str) -> Tensor:
+        """Regression targets of ``split`` (val or test) in original units, float64."""
+        mean, std = self.target_scale
+        return self.labels(split).double() * std + mean
+
+    def inputs(self, split: str) -> Tensor | None:
+        """Saved inputs of ``split`` (grid, test or ood: 1-D regression only); None when the
+        run saved none."""
+        tensor = self.tensors.get(f"inputs/{split}")
+        return tensor if tensor is not None and tensor.numel() else None
+
+    def _outputs(self, name: str, split: str) -> Tensor:
+        tensor = f"{name}/{split}"
+        if tensor not in self.tensors:
+            raise DataError(
+                f"{self.path}/predictions.safetensors lacks {tensor!r}; "
+                "rerun `ensemble-distill evaluate`"
+            )
+        return self.tensors[tensor]
 
     def predictive(self, name: str, split: str) -> Predictive:
         """``name``'s probabilities, entropy and MI on ``split`` (val, test or ood), cached."""
         key = (name, split)
         if key not in self._predictive:
-            tensor = f"{name}/{split}"
-            if tensor not in self.tensors:
-                raise DataError(
-                    f"{self.path}/predictions.safetensors lacks {tensor!r}; "
-                    "rerun `ensemble-distill evaluate`"
-                )
-            self._predictive[key] = predictive(self.tensors[tensor], self.kinds.get(name, "logits"))
+            outputs = self._outputs(name, split)
+            self._predictive[key] = predictive(outputs, self.kinds.get(name, "logits"))
         return self._predictive[key]
+
+    def gaussian(self, name: str, split: str) -> GaussianPredictive:
+        """``name``'s member Gaussians on ``split`` (val, test, ood or grid) in the targets'
+        original units (regression runs), cached."""
+        key = (name, split)
+        if key not in self._gaussian:
+            outputs = self._outputs(name, split)
+            self._gaussian[key] = gaussian_predictive(outputs, *self.target_scale)
+        return self._gaussian[key]
 
 
 def load_run(run_dir: Path) -> RunDir:

@@ -1,8 +1,11 @@
 """Result tables in the style of the Hydra paper's main table, in markdown and as plain cells.
 
-Every column says its unit and which direction is better (↑/↓); in each such column the best
-*student* is marked (bold). The teacher ``ensemble`` is the reference row and ``member`` (its
-first member alone) the baseline: neither competes for "best".
+Every column says its unit and which direction is better (↑/↓, or → a nominal value); in each
+such column the best *student* is marked (bold). The teacher ``ensemble`` is the reference row
+and ``member`` (its first member alone) the baseline: neither competes for "best".
+
+Classification and regression runs have their own columns; ``results["task"]`` says which
+(runs written before regression existed have no such key and are classification).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 REFERENCE = "ensemble"
 BASELINES = (REFERENCE, "member")
+CLASSIFICATION, REGRESSION = "classification", "regression"
 
 
 @dataclass(frozen=True)
@@ -21,12 +25,15 @@ class Column:
 
     ``better`` is +1 when higher is better, −1 when lower is better and 0 when neither
     (e.g. mean MI, which should match the ensemble's rather than be large or small).
+    ``nominal``, when set, is the ideal value instead (e.g. 0.9 for the coverage of a 90 %
+    interval): the value closest to it is best, whatever ``better`` says.
     """
 
     key: str
     header: str
     fmt: str
     better: int = 0
+    nominal: float | None = None
 
 
 ACC = Column("acc", "ACC (fraction) ↑", "{:.4f}", +1)
@@ -50,6 +57,20 @@ AUPR_MI = Column("ood_aupr_mi", "OOD AUPR (MI) ↑", "{:.4f}", +1)
 PARAMS = Column("params", "params (count) ↓", "{:,}", -1)
 LATENCY_B1 = Column("latency_ms_b1", "ms/example (batch 1) ↓", "{:.3f}", -1)
 LATENCY_B256 = Column("latency_ms_b256", "ms/example (batch 256) ↓", "{:.4f}", -1)
+
+# Regression: metrics in the targets' original units (variances in squared units).
+RMSE = Column("rmse", "RMSE (target units) ↓", "{:.4g}", -1)
+EPISTEMIC = Column("epistemic", "epistemic var (mean, units²)", "{:.4g}")
+ALEATORIC = Column("aleatoric", "aleatoric var (mean, units²)", "{:.4g}")
+COVERAGE_50 = Column("coverage_50", "coverage 50 % (fraction, → 0.50)", "{:.3f}", nominal=0.5)
+COVERAGE_90 = Column("coverage_90", "coverage 90 % (fraction, → 0.90)", "{:.3f}", nominal=0.9)
+COVERAGE_95 = Column("coverage_95", "coverage 95 % (fraction, → 0.95)", "{:.3f}", nominal=0.95)
+AUROC_EPISTEMIC = Column("ood_auroc", "OOD AUROC (epistemic var) ↑", "{:.4f}", +1)
+AUROC_TOTAL = Column("ood_auroc_total", "OOD AUROC (total var) ↑", "{:.4f}", +1)
+EPISTEMIC_OOD = Column("epistemic_ood", "epistemic var on OOD (mean, units²)", "{:.4g}")
+RHO_EPISTEMIC = Column(
+    "epistemic_spearman_test", "epistemic Spearman ρ vs ensemble, test ↑", "{:.3f}", +1
+)
 
 # The single table of results.md.
 COLUMNS = [
@@ -98,7 +119,70 @@ REPORT_TABLES: dict[str, list[Column]] = {
 # The metrics that compare_runs puts side by side, one table each.
 COMPARE_COLUMNS = [ACC, NLL, ECE, CNLL, DEE, RHO_TEST, AUROC, PARAMS, LATENCY_B256]
 
+REGRESSION_COLUMNS = [
+    RMSE,
+    NLL,
+    COVERAGE_50,
+    COVERAGE_90,
+    COVERAGE_95,
+    EPISTEMIC,
+    AUROC_EPISTEMIC,
+    AUROC_TOTAL,
+    RHO_EPISTEMIC,
+    PARAMS,
+    LATENCY_B1,
+    LATENCY_B256,
+]
+REGRESSION_REPORT_TABLES: dict[str, list[Column]] = {
+    "Accuracy and calibration (test split)": [
+        RMSE,
+        NLL,
+        COVERAGE_50,
+        COVERAGE_90,
+        COVERAGE_95,
+    ],
+    "Uncertainty and OOD detection": [
+        EPISTEMIC,
+        ALEATORIC,
+        RHO_EPISTEMIC,
+        AUROC_EPISTEMIC,
+        AUROC_TOTAL,
+        EPISTEMIC_OOD,
+    ],
+    "Cost": [PARAMS, LATENCY_B1, LATENCY_B256],
+}
+REGRESSION_COMPARE_COLUMNS = [
+    RMSE,
+    NLL,
+    COVERAGE_90,
+    RHO_EPISTEMIC,
+    AUROC_EPISTEMIC,
+    AUROC_TOTAL,
+    PARAMS,
+    LATENCY_B256,
+]
+
 Cell = tuple[str, bool]  # (text, marked best)
+
+
+def task_of(results: Mapping[str, Any]) -> str:
+    """``"classification"`` or ``"regression"``; runs without a ``task`` key are classification."""
+    return results.get("task") or CLASSIFICATION
+
+
+def summary_columns(results: Mapping[str, Any]) -> list[Column]:
+    """The columns of results.md for this run's task."""
+    return REGRESSION_COLUMNS if task_of(results) == REGRESSION else COLUMNS
+
+
+def report_tables(results: Mapping[str, Any]) -> dict[str, list[Column]]:
+    """The report's tables (title → columns) for this run's task."""
+    return REGRESSION_REPORT_TABLES if task_of(results) == REGRESSION else REPORT_TABLES
+
+
+def compare_columns(results: Mapping[str, Any]) -> list[Column]:
+    """The metrics that compare_runs shows for runs of this task."""
+    return REGRESSION_COMPARE_COLUMNS if task_of(results) == REGRESSION else COMPARE_COLUMNS
 
 
 def ordered_names(methods: Mapping[str, Any]) -> list[str]:
@@ -110,9 +194,10 @@ def best_students(methods: Mapping[str, Mapping[str, Any]], column: Column) -> s
     """The students with the best value in ``column`` as displayed (all of them on a tie).
 
     Empty when the column has no direction, no student has a value, or every student ties
-    (e.g. all DEEs clamped at 1): marking them all would single nobody out.
+    (e.g. all DEEs clamped at 1): marking them all would single nobody out. With a
+    ``nominal`` value the student closest to it is best.
     """
-    if not column.better:
+    if not column.better and column.nominal is None:
         return set()
     # Compared as shown: two cells that read the same are both best or neither.
     shown = {
@@ -120,8 +205,13 @@ def best_students(methods: Mapping[str, Mapping[str, Any]], column: Column) -> s
         for name, row in methods.items()
         if name not in BASELINES and row.get(column.key) is not None
     }
-    best = max((column.better * value for value in shown.values()), default=None)
-    winners = {name for name, value in shown.items() if column.better * value == best}
+    if column.nominal is not None:
+        nominal = column.nominal
+        score = {name: -abs(value - nominal) for name, value in shown.items()}
+    else:
+        score = {name: column.better * value for name, value in shown.items()}
+    best = max(score.values(), default=None)
+    winners = {name for name, value in score.items() if value == best}
     return winners if len(winners) < len(shown) or len(shown) == 1 else set()
 
 
@@ -182,7 +272,10 @@ def markdown_table(methods: Mapping[str, Mapping[str, Any]], columns: Sequence[C
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """A markdown table of ``results["methods"]``: one row per model, ensemble first."""
+    """A markdown table of ``results["methods"]``: one row per model, ensemble first; the
+    columns of the run's task."""
+    if task_of(results) == REGRESSION:
+        return _regression_markdown(results)
     ood = results.get("ood")
     lines = [
         f"# {results['dataset']}: deep ensemble of {results['members']} members vs students",
@@ -193,5 +286,33 @@ def results_markdown(results: dict[str, Any]) -> str:
         "reference and `member` its first member alone; **bold**: the best student per column.",
         "",
         markdown_table(results["methods"], COLUMNS),
+    ]
+    return "\n".join(lines)
+
+
+REGRESSION_NOTE = (
+    "Metrics are in the targets' original units (variances in squared units); NLL is the "
+    "Gaussian NLL of the moment-matched predictive N(μ̄, aleatoric + epistemic). Epistemic "
+    "variance is the variance of the members' means; coverage is the fraction of test targets "
+    "inside the central 50/90/95 % interval (→: closest to nominal is best). `kd` and `member` "
+    "are single Gaussians with no epistemic term: their epistemic variance is 0 and their "
+    "epistemic AUROC is 0.5 by construction, so compare them by AUROC (total var). ρ: Spearman "
+    "correlation of per-example epistemic variance with the ensemble's (n/a for a single "
+    "Gaussian)."
+)
+
+
+def _regression_markdown(results: dict[str, Any]) -> str:
+    """results.md of a regression run."""
+    ood = results.get("ood")
+    lines = [
+        f"# {results['dataset']}: Gaussian deep ensemble of {results['members']} members "
+        "vs students",
+        "",
+        f"Test split; OOD set: {ood or 'none'}. {REGRESSION_NOTE} `ensemble` (first row) is "
+        "the reference and `member` its first member alone; **bold**: the best student per "
+        "column.",
+        "",
+        markdown_table(results["methods"], REGRESSION_COLUMNS),
     ]
     return "\n".join(lines)

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
 from ensemble_distill.config import OptimConfig
@@ -15,7 +14,7 @@ from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers.ensemble import DeepEnsemble
-from ensemble_distill.training import fit
+from ensemble_distill.training import fit, supervised_loss
 
 # Below this many weights in total (M x one member), vmapping the members beats a loop on CPU.
 VECTORIZE_MAX_WEIGHTS = 5_000_000
@@ -57,7 +56,8 @@ def train_deep_ensemble(
     device: torch.device | str = "cpu",
     quiet: bool = False,
 ) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
-    """Train M members by cross-entropy; vectorised (vmap over stacked weights) or one by one.
+    """Train M members by :func:`supervised_loss` (cross-entropy, or Gaussian NLL for
+    regression); vectorised (vmap over stacked weights) or one by one.
 
     Returns:
         The ensemble (on ``device``) and its per-epoch history; in vectorised mode a row's
@@ -73,9 +73,9 @@ def train_deep_ensemble(
 
         def loss_fn(index: torch.Tensor) -> torch.Tensor:  # index: (members, batch)
             ensemble.train()
-            logits = ensemble.forward_members(x[index])  # (members, batch, classes)
+            outputs = ensemble.forward_members(x[index])  # (members, batch, classes)
             # Sum of per-member means: each member gets exactly its own gradient.
-            return F.cross_entropy(logits.flatten(0, 1), y[index].flatten()) * members
+            return supervised_loss(outputs, y[index]) * members
 
         seeds = [member_seed(seed, m) for m in range(members)]
         history = fit(
@@ -96,7 +96,7 @@ def train_deep_ensemble(
 
         def loss_fn(index: torch.Tensor, module=module) -> torch.Tensor:  # index: (1, batch)
             module.train()
-            return F.cross_entropy(module(x[index[0]]), y[index[0]])
+            return supervised_loss(module(x[index[0]]), y[index[0]])
 
         rows = fit(
             module.parameters(),
