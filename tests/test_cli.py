@@ -1,5 +1,6 @@
 """End-to-end: the CLI on digits with a tiny config, and every bad input it must refuse."""
 
+import errno
 import json
 import subprocess
 import sys
@@ -144,3 +145,36 @@ def test_bad_regression_input_exits_2_and_writes_nothing(tmp_path, capsys, args,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_an_output_path_that_cannot_be_a_folder_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    assert main(["run", "--out", str(blocker / "run"), "--quiet", *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read or write" in err and str(blocker) in err and len(err.splitlines()) == 1
+
+
+def test_a_full_disk_stops_cleanly_and_keeps_earlier_results(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--quiet", *TINY, "methods=[kd]"]) == 0
+    before = (out / "results.json").read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ensemble_distill.checkpoint.os.fsync", full)
+    capsys.readouterr()
+    assert main(["run", "--out", str(out), "--quiet", "--force", *TINY, "methods=[kd]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device" in err and len(err.splitlines()) == 1
+    assert (out / "results.json").read_bytes() == before
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_a_loss_that_becomes_nan_stops_and_says_which_epoch_is_kept(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--quiet", *TINY, "optim.lr=1e30", "optim.name=sgd"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the loss became" in err and "lower optim.lr" in err and len(err.splitlines()) == 1

@@ -52,3 +52,11 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(bad)
+
+
+def test_exponent_floats_without_a_dot_are_floats():
+    # YAML 1.1 reads 1e-3 as a string; a learning rate written that way must still work.
+    config = load_config(None, ["optim.lr=1e-3", "perturbation.eta=4e-2"])
+    assert config.optim.lr == 1e-3 and config.perturbation.eta == 0.04
+    with pytest.raises(ConfigError, match="must be float"):
+        load_config(None, ["optim.lr=nan"])

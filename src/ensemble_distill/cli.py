@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             usage=f"ensemble-distill {name} [--config FILE] [--data FILE.csv --target COLUMN] "
-            "--out DIR [--quiet] [key=value ...]",
+            "--out DIR [--quiet] [--force] [key=value ...]",
             epilog="key=value: config overrides anywhere on the line, nested keys with dots "
             "(kd.temperature=2)",
         )
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--target", metavar="COLUMN", help="the --data column to predict")
         sub.add_argument("--out", type=Path, required=True, help="output directory")
         sub.add_argument("--quiet", action="store_true", help="no progress bars")
+        sub.add_argument(
+            "--force",
+            action="store_true",
+            help="retrain every requested step (default: resume a run in OUT, keeping what "
+            "finished with the same settings)",
+        )
     add_report_commands(commands)
     return parser
 
@@ -131,7 +137,8 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
     from ensemble_distill.pipeline import run  # heavy imports after argument parsing
 
     config = resolve_config(args)
-    if run(config, args.out, steps=COMMANDS[args.command][0], quiet=args.quiet) is not None:
+    steps = COMMANDS[args.command][0]
+    if run(config, args.out, steps=steps, quiet=args.quiet, force=args.force) is not None:
         print((args.out / "results.md").read_text())
 
 
@@ -147,6 +154,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_pipeline_command(args)
     except EnsembleDistillError as exc:
         print(f"ensemble-distill: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable or full output directory, unreadable input
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"ensemble-distill: error: cannot read or write{where}: {exc.strerror or exc}; "
+            "check the path, its permissions and the free disk space",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -264,9 +264,19 @@ def _check_type(value: Any, kind: Any, key: str) -> Any:
         raise _type_error(key, value, kind)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str) and _is_float(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise _type_error(key, value, kind)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
 def _type_error(key: str, value: Any, kind: Any) -> ConfigError:

@@ -7,6 +7,11 @@ Output directory layout::
     OUT/students/<method>/       one student per method (same files)
     OUT/predictions.safetensors  test and OOD outputs of every model, for reports
     OUT/results.json, .md        metrics of the ensemble, one member and each student
+    OUT/progress/                per-epoch state of unfinished phases (removed once finished)
+
+Running again into the same OUT resumes: a finished teacher or student (its manifest is written
+last) trained with the same settings is kept, an unfinished phase continues from its last
+saved epoch, and evaluation reruns. ``force`` starts every requested step over.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import dataclasses
 import io
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,9 +35,11 @@ from torch import nn
 
 from ensemble_distill import metrics
 from ensemble_distill.checkpoint import (
+    MANIFEST,
     atomic_write,
     check_shapes,
     load_checkpoint,
+    read_manifest,
     save_checkpoint,
 )
 from ensemble_distill.config import Config, dump_config
@@ -62,6 +70,22 @@ from ensemble_distill.teachers.train import member_seed, train_deep_ensemble
 log = logging.getLogger(__name__)
 
 STEPS = ("teacher", "distill", "evaluate")
+PROGRESS = "progress"
+# The keys that decide the teacher's weights.
+TEACHER_KEYS = (
+    "dataset",
+    "dataset_args",
+    "val_fraction",
+    "split_seed",
+    "seed",
+    "model",
+    "model_args",
+    "members",
+    "epochs",
+    "batch_size",
+    "optim",
+    "teacher",
+)
 
 
 @dataclass
@@ -184,23 +208,36 @@ def _check_device(name: str) -> None:
 
 
 def run(
-    config: Config, out: Path, steps: Sequence[str] = STEPS, quiet: bool = False
+    config: Config,
+    out: Path,
+    steps: Sequence[str] = STEPS,
+    quiet: bool = False,
+    force: bool = False,
 ) -> dict[str, Any] | None:
-    """Run ``steps`` (a subset of teacher, distill, evaluate) into ``out``.
+    """Run ``steps`` (a subset of teacher, distill, evaluate) into ``out``, resuming what an
+    earlier run into ``out`` left unfinished (see the module docstring); ``force`` retrains.
 
     Returns the results dictionary when ``evaluate`` ran.
     """
     setup = prepare(config)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.tmp"):  # left by a write that a kill interrupted
+        stale.unlink()
+    if force:
+        shutil.rmtree(out / PROGRESS, ignore_errors=True)
     atomic_write(out / "config.yaml", dump_config(setup.config))
     with run_log(out / "run.log"):
         log.info("%s into %s", " + ".join(steps), out)
         teacher = None
         if "teacher" in steps:
-            teacher = train_teacher(setup, out / "teacher", quiet)
+            if finished(out / "teacher", fingerprint(setup.config, TEACHER_KEYS), force):
+                log.info("teacher: already trained with these settings, kept")
+            else:
+                teacher = train_teacher(setup, out, quiet)
         if "distill" in steps:
             teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
-            distill_all(setup, teacher, out / "students", quiet)
+            distill_all(setup, teacher, out, quiet, force)
+        remove_empty_folders(out / PROGRESS)
         if "evaluate" in steps:
             results = evaluate_run(setup, out)
             build_report(out)
@@ -230,8 +267,55 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
+def remove_empty_folders(root: Path) -> None:
+    """Remove ``root`` and its sub-folders where no file is left (finished phases' progress)."""
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
+def fingerprint(config: Config, keys: Sequence[str]) -> dict[str, Any]:
+    """The config's values of ``keys`` as JSON values: the settings that decide a phase's
+    weights, stored in its finished checkpoint's manifest."""
+    values = config.to_dict()
+    return json.loads(json.dumps({key: values[key] for key in keys}))
+
+
+def student_settings(config: Config, section: str, perturbed: bool) -> dict[str, Any]:
+    """What decides a student's weights: its teacher's settings, the student architecture and
+    epochs, its method's config section and, if it has one, the perturbation."""
+    keys = (*TEACHER_KEYS, "task", "student", section, *(("perturbation",) if perturbed else ()))
+    return fingerprint(config, keys)
+
+
+def finished(directory: Path, settings: dict[str, Any], force: bool) -> bool:
+    """Whether ``directory`` holds a finished checkpoint trained with ``settings`` (kept).
+
+    Raises:
+        ConfigError: it was trained with other settings and ``force`` is not set.
+    """
+    if force or not (directory / MANIFEST).is_file():
+        return False
+    saved = read_manifest(directory).get("config")
+    if saved != settings:
+        changed = sorted(
+            key
+            for key in settings
+            if not isinstance(saved, dict) or saved.get(key) != settings[key]
+        )
+        raise ConfigError(
+            f"{directory} was trained with other settings (changed: {', '.join(changed)}); "
+            "rerun with --force to retrain it, or use another --out"
+        )
+    return True
+
+
+def train_teacher(setup: Setup, out: Path, quiet: bool) -> DeepEnsemble:
+    """Train the teacher into OUT/teacher, with per-epoch progress in OUT/progress."""
     config, data = setup.config, setup.data
+    directory = out / "teacher"
     start = time.perf_counter()
     ensemble, history = train_deep_ensemble(
         setup.teacher_spec,
@@ -244,6 +328,8 @@ def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
         vectorize=config.teacher.vectorize,
         device=setup.device,
         quiet=quiet,
+        progress_dir=out / PROGRESS / "teacher",
+        progress_settings=fingerprint(config, TEACHER_KEYS),
     )
     seconds = time.perf_counter() - start
     info = {
@@ -251,15 +337,20 @@ def train_teacher(setup: Setup, directory: Path, quiet: bool) -> DeepEnsemble:
         "seeds": [member_seed(config.seed, m) for m in range(config.members)],
         "train_seconds": seconds,
         "val_metrics": epoch_validator(ensemble, data.val, setup.device)(config.epochs),
+        "config": fingerprint(config, TEACHER_KEYS),
     }
-    save_teacher(directory, ensemble, setup.teacher_spec, info)
     _write_history(directory / "history.csv", history)
+    save_teacher(directory, ensemble, setup.teacher_spec, info)  # manifest last: finished
+    shutil.rmtree(out / PROGRESS / "teacher", ignore_errors=True)
     log.info("teacher: %d members trained in %.1f s", config.members, seconds)
     return ensemble
 
 
-def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: bool) -> None:
-    """Train and save one student per configured method, sharing cached teacher logits."""
+def distill_all(
+    setup: Setup, teacher: DeepEnsemble, out: Path, quiet: bool, force: bool = False
+) -> None:
+    """Train and save one student per configured method into OUT/students, sharing cached
+    teacher outputs; students already trained with the same settings are kept."""
     config, data = setup.config, setup.data
     if teacher.num_members != config.members:
         raise ConfigError(
@@ -278,12 +369,24 @@ def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: boo
     )
     for name in config.methods:
         method, perturbation = resolve_method(name)
+        directory = out / "students" / name
+        settings = student_settings(config, method.section, perturbation is not None)
+        if finished(directory, settings, force):
+            log.info("student %s: already trained with these settings, kept", name)
+            continue
         options = method.options(config)
         torch.manual_seed(config.seed)
         student = method.build(setup.student_spec, config.members, options, data.mean, data.std)
         start = time.perf_counter()
+        progress_dir = out / PROGRESS / "students" / name
         history = method.train(
-            student.to(setup.device), dataclasses.replace(context, perturbation=perturbation)
+            student.to(setup.device),
+            dataclasses.replace(
+                context,
+                perturbation=perturbation,
+                progress_dir=progress_dir,
+                progress_settings=settings,
+            ),
         )
         if perturbation is not None:
             options = options | {"perturbation": dataclasses.asdict(config.perturbation)}
@@ -295,10 +398,12 @@ def distill_all(setup: Setup, teacher: DeepEnsemble, directory: Path, quiet: boo
             "options": options,
             "dataset": data.name,
             "train_seconds": time.perf_counter() - start,
+            "config": settings,
         }
-        save_checkpoint(directory / name, student.state_dict(), manifest)
+        _write_history(directory / "history.csv", history)
+        save_checkpoint(directory, student.state_dict(), manifest)  # manifest last: finished
+        shutil.rmtree(progress_dir, ignore_errors=True)
         log.info("student %s trained in %.1f s", name, manifest["train_seconds"])
-        _write_history(directory / name / "history.csv", history)
 
 
 def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Module:

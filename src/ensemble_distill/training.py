@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ensemble_distill.config import OptimConfig
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.models.gaussian import gaussian_params
+from ensemble_distill.resume import Position, Progress, load_progress, save_progress
 
 
 def supervised_loss(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -81,6 +82,8 @@ def fit(
     desc: str = "train",
     quiet: bool = False,
     on_epoch: Callable[[int], dict[str, float]] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Minimise ``loss_fn(batch_index)`` over ``epochs`` passes of the data.
 
@@ -92,40 +95,64 @@ def fit(
             epoch (one per vectorised member, each as if that member trained alone).
         on_epoch: called after each epoch with the epoch number; its dict (e.g. validation
             metrics) is added to the history row.
+        on_step: called before every step with the global step number (counted from 0, and
+            carried over a resume), for schedules inside the loss such as EnD²'s temperature.
+        progress: save the complete state after every epoch to ``progress.path`` and, when
+            that file exists, resume from it (a finished phase returns its history at once).
 
     Returns:
         One row per epoch: ``epoch``, mean ``loss``, ``lr``, ``seconds`` and ``on_epoch``'s keys.
 
     Raises:
-        EnsembleDistillError: the loss became NaN or infinite.
+        EnsembleDistillError: the loss became NaN or infinite (the progress file, if any,
+            keeps the last good epoch).
     """
     optimizer = make_optimizer(params, optim)
     steps_per_epoch = math.ceil(num_examples / batch_size)
     schedule = make_schedule(optimizer, optim, epochs * steps_per_epoch)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    history: list[dict[str, Any]] = []
+    settings = {
+        "desc": desc,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "num_examples": num_examples,
+        "seeds": list(seeds),
+        "phase": progress.settings if progress else {},
+    }
+    state = dict(optimizer=optimizer, schedule=schedule, streams=generators)
+    position = (load_progress(progress, **state, settings=settings) if progress else None) or (
+        Position(epoch=0, step=0, history=[])
+    )
+    history, step = position.history, position.step
     bar = tqdm(
         total=epochs * steps_per_epoch,
+        initial=position.epoch * steps_per_epoch,
         desc=desc,
         disable=quiet,
         unit="step",
         dynamic_ncols=True,
         leave=False,
     )
-    for epoch in range(1, epochs + 1):
+    for epoch in range(position.epoch + 1, epochs + 1):
         start, total, count = time.perf_counter(), 0.0, 0
         for index in index_batches(num_examples, batch_size, generators):
+            if on_step is not None:
+                on_step(step)
             loss = loss_fn(index)
             if not torch.isfinite(loss):
                 bar.close()
+                kept = (
+                    f"; {progress.path} keeps epoch {epoch - 1}" if progress and epoch > 1 else ""
+                )
                 raise EnsembleDistillError(
-                    f"{desc}: the loss became {loss.item()} in epoch {epoch}; "
+                    f"{desc}: the loss became {loss.item()} in epoch {epoch}{kept}; "
                     "lower optim.lr or check the data for extreme values"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            step += 1
             total += loss.item() * index.shape[1]
             count += index.shape[1]
             bar.update()
@@ -138,6 +165,10 @@ def fit(
         if on_epoch is not None:
             row |= on_epoch(epoch)
         history.append(row)
+        if progress is not None:
+            save_progress(
+                progress, **state, position=Position(epoch, step, history), settings=settings
+            )
         bar.set_postfix(loss=f"{row['loss']:.4f}")
     bar.close()
     return history

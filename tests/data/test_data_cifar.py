@@ -170,3 +170,21 @@ def test_missing_archive_message(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz\) not found in") as info:
         create_dataset("cifar10", data_dir=tmp_path)
     assert str(tmp_path / "cifar10") in str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["../", "/tmp/ensemble-distill-traversal/"])
+def test_path_traversal_members_are_never_written(
+    tmp_path: Path, cifar_archive, cifar_members, prefix: str
+) -> None:
+    # Members that would land outside the data folder if extracted: the archive is only ever
+    # read in memory and looked up by exact name, so they are neither written nor used.
+    members = cifar_members("cifar10")
+    evil = {prefix + name: blob for name, blob in members.items()}
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    cifar_archive(data_dir, members=evil)
+    with pytest.raises(DataError, match="lacks cifar-10-batches-py/"):
+        create_dataset("cifar10", data_dir=data_dir)
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+    assert not Path("/tmp/ensemble-distill-traversal").exists()
+    assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-python.tar.gz"]

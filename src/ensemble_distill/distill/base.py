@@ -6,6 +6,7 @@ import abc
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from ensemble_distill.data import DataSplits
 from ensemble_distill.distill.perturbations import Perturbation, PerturbationState
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.resume import Progress
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.training import fit, supervised_loss
 
@@ -51,6 +53,10 @@ class DistillContext:
             training inputs, computed once and reused by every unperturbed method and epoch.
         perturbation: the input perturbation of this method (``METHOD+NAME``), or None; with
             one, teachers run live on each perturbed batch, as one vmapped computation.
+        progress_dir: where each training phase keeps its per-epoch progress file (see
+            :mod:`ensemble_distill.resume`) and resumes from; None: no progress files.
+        progress_settings: what decides the student's weights (the run's config values),
+            saved in its progress files so that other settings are never resumed.
     """
 
     data: DataSplits
@@ -60,6 +66,8 @@ class DistillContext:
     device: torch.device
     quiet: bool = False
     perturbation: Perturbation | None = None
+    progress_dir: Path | None = None
+    progress_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._x = self.data.train.x.to(self.device)
@@ -88,10 +96,17 @@ class DistillContext:
             return Batch(x, y, x_tilde, self.teacher(x_tilde))
 
     def fit(
-        self, student: nn.Module, params, loss_fn, *, desc: str, epochs: int
+        self, student: nn.Module, params, loss_fn, *, desc: str, epochs: int, on_step=None
     ) -> list[dict[str, Any]]:
         """:func:`~ensemble_distill.training.fit` with the run's batch size, optimiser and seed,
-        validating ``student`` after each epoch."""
+        validating ``student`` after each epoch and saving progress under ``progress_dir``
+        (one file per ``desc``: a method's phases resume separately)."""
+        progress = None
+        if self.progress_dir is not None:
+            path = self.progress_dir / f"{desc.replace(' ', '-')}.safetensors"
+            progress = Progress(
+                path, student, [self._state.generator], settings=self.progress_settings
+            )
         return fit(
             params,
             loss_fn,
@@ -103,6 +118,8 @@ class DistillContext:
             desc=desc,
             quiet=self.quiet,
             on_epoch=epoch_validator(student, self.data.val, self.device),
+            on_step=on_step,
+            progress=progress,
         )
 
     @property

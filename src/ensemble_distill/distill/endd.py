@@ -56,13 +56,14 @@ class EnsembleDistributionDistillation(DistillMethod):
         steps_per_epoch = -(-len(context.data.train) // context.config.batch_size)
         anneal_steps = max(1, round(options["anneal_fraction"] * context.epochs * steps_per_epoch))
         start_temperature = options["initial_temperature"]
-        step = 0
+        temperature = start_temperature
 
-        def loss_fn(index: Tensor) -> Tensor:
-            nonlocal step
+        def set_temperature(step: int) -> None:  # the global step survives a resume
+            nonlocal temperature
             progress = min(step / anneal_steps, 1.0)
             temperature = start_temperature + progress * (1.0 - start_temperature)
-            step += 1
+
+        def loss_fn(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
             member_probs = torch.softmax(batch.teacher_outputs / temperature, dim=-1)
@@ -70,5 +71,10 @@ class EnsembleDistributionDistillation(DistillMethod):
             return dirichlet_nll(log_alpha, member_probs, smoothing=options["smoothing"])
 
         return context.fit(
-            student, student.parameters(), loss_fn, desc="endd", epochs=context.epochs
+            student,
+            student.parameters(),
+            loss_fn,
+            desc="endd",
+            epochs=context.epochs,
+            on_step=set_temperature,
         )

@@ -13,6 +13,7 @@ from ensemble_distill.data import DataSplits
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.resume import Progress
 from ensemble_distill.teachers.ensemble import DeepEnsemble
 from ensemble_distill.training import fit, supervised_loss
 
@@ -55,13 +56,19 @@ def train_deep_ensemble(
     vectorize: str = "auto",
     device: torch.device | str = "cpu",
     quiet: bool = False,
+    progress_dir: Path | None = None,
+    progress_settings: dict[str, Any] | None = None,
 ) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
     """Train M members by :func:`supervised_loss` (cross-entropy, or Gaussian NLL for
     regression); vectorised (vmap over stacked weights) or one by one.
 
     Returns:
         The ensemble (on ``device``) and its per-epoch history; in vectorised mode a row's
-        ``loss`` is the mean over members and validation metrics are the ensemble's.
+        ``loss`` is the mean over members and validation metrics are the ensemble's. With
+        ``progress_dir``, every epoch is saved there (``teacher.safetensors``, or one
+        ``member<m>.safetensors`` per looped member) with ``progress_settings`` (the run's
+        config) and training resumes from it: a member whose progress file says it finished
+        is not trained again.
     """
     modules = build_members(spec, data, members, seed)
     x, y = data.train.x.to(device), data.train.y.to(device)
@@ -84,6 +91,7 @@ def train_deep_ensemble(
             seeds=seeds,
             desc=f"teacher ({members} members, vectorised)",
             on_epoch=epoch_validator(ensemble, data.val, device),
+            progress=_progress(progress_dir, "teacher", ensemble, progress_settings),
             **common,
         )
         for row in history:
@@ -104,10 +112,19 @@ def train_deep_ensemble(
             seeds=[member_seed(seed, m)],
             desc=f"teacher member {m + 1}/{members}",
             on_epoch=epoch_validator(module, data.val, device),
+            progress=_progress(progress_dir, f"member{m}", module, progress_settings),
             **common,
         )
         history += [{"member": m, **row} for row in rows]
     return DeepEnsemble(modules).to(device), history
+
+
+def _progress(
+    directory: Path | None, name: str, module: torch.nn.Module, settings: dict[str, Any] | None
+) -> Progress | None:
+    if directory is None:
+        return None
+    return Progress(directory / f"{name}.safetensors", module, settings=settings or {})
 
 
 def save_teacher(
