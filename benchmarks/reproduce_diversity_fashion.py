@@ -118,7 +118,58 @@ def markdown(record: dict) -> str:
             + " | ".join(f"{by_eta[e][0]:.2f} ± {by_eta[e][1]:.2f}" for e in etas)
             + " |"
         )
+    lines += ["", "## Checks (issue 4)", "", *check_lines(record["checks"])]
+    if record.get("how"):
+        lines += ["", "## How it was run", "", record["how"]]
     return "\n".join(lines) + "\n"
+
+
+def checks(record: dict, eta: float) -> dict:
+    """Issue 4's expectations at the default step size ``eta``, from the means over seeds."""
+    ratios = record["diversity"]["ratio_to_clean_train"]
+    key = next(k for k in ratios["ods"] if abs(float(k) - eta) < 1e-9)
+    table, per_seed = record["table"], record["per_seed"]
+
+    def wins(better: str, than: str) -> int:
+        rows = [results["methods"] for results in per_seed.values()]
+        return sum(row[better]["nll"] < row[than]["nll"] for row in rows)
+
+    return {
+        "eta": eta,
+        "ods_ratio": ratios["ods"][key],
+        "confods_ratio": ratios["confods"][key],
+        "gaussian_ratio": ratios["gaussian"][key],
+        "be_confods_nll": table["be+confods"]["nll"],
+        "be_nll": table["be"]["nll"],
+        "be_confods_wins": wins("be+confods", "be"),
+        "hydra_confods_nll": table["hydra+confods"]["nll"],
+        "hydra_nll": table["hydra"]["nll"],
+        "hydra_confods_wins": wins("hydra+confods", "hydra"),
+        "seeds": len(per_seed),
+    }
+
+
+def check_lines(c: dict) -> list[str]:
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    n = c["seeds"]
+    return [
+        f"At the default η = {c['eta'] * 255:.0f}/255 (chosen by validation NLL, see "
+        "[diversity_fashion_eta.md](diversity_fashion_eta.md)):",
+        "",
+        f"- ODS raises the teachers' training-input diversity {c['ods_ratio'][0]:.2f}× "
+        f"(ConfODS {c['confods_ratio'][0]:.2f}×), floor ≥ 2×: "
+        f"{verdict(c['ods_ratio'][0] >= 2)}; Gaussian noise of the same norm "
+        f"{c['gaussian_ratio'][0]:.2f}×, floor ≤ 1.2×: {verdict(c['gaussian_ratio'][0] <= 1.2)}.",
+        f"- BE + ConfODS NLL {cell(c['be_confods_nll'])} vs BE-KD {cell(c['be_nll'])}: "
+        f"{verdict(c['be_confods_nll'][0] < c['be_nll'][0])} (better in "
+        f"{c['be_confods_wins']} of {n} seeds).",
+        f"- Hydra + ConfODS NLL {cell(c['hydra_confods_nll'])} vs Hydra {cell(c['hydra_nll'])}: "
+        f"{verdict(c['hydra_confods_nll'][0] < c['hydra_nll'][0])} (better in "
+        f"{c['hydra_confods_wins']} of {n} seeds).",
+        "- DEE is reported for every model in the table above.",
+    ]
 
 
 def run_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> None:
@@ -150,6 +201,7 @@ def main() -> None:
     parser.add_argument(
         "--aggregate-only", action="store_true", help="tabulate finished seeds, train nothing"
     )
+    parser.add_argument("--how", default="", help="how the seeds were run, for the page")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args()
     per_seed, diversities, raw, walls = [], [], {}, {}
@@ -173,7 +225,10 @@ def main() -> None:
         "table": aggregate(per_seed, [key for key, _ in COLUMNS]),
         "diversity": diversity_summary(diversities),
         "per_seed": raw,
+        "how": args.how,
     }
+    eta = load_config(ROOT / "configs" / "diversity_fashion.yaml", args.overrides).perturbation.eta
+    record["checks"] = checks(record, eta)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
     args.doc.with_suffix(".md").write_text(markdown(record))
