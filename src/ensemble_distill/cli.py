@@ -27,6 +27,11 @@ REPORT_COMMANDS = {
     "report": "rebuild OUT/report.html and OUT/report.md from a finished run directory",
     "compare": "put finished runs side by side in DIR/compare.html and DIR/compare.md",
 }
+EXPORT_HELP = (
+    "export a trained student to one ONNX or TorchScript file that outputs the mean "
+    "probabilities, predictive entropy and mutual information (regression: mean, aleatoric "
+    "and epistemic variance)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
             "finished with the same settings)",
         )
     add_report_commands(commands)
+    add_export_command(commands)
     return parser
 
 
@@ -83,6 +89,27 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     )
     compare.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="where to write the comparison"
+    )
+
+
+def add_export_command(commands: argparse._SubParsersAction) -> None:
+    """``export STUDENT_DIR --format onnx|torchscript [--out FILE]``."""
+    export = commands.add_parser("export", help=EXPORT_HELP, description=EXPORT_HELP)
+    export.add_argument(
+        "student_dir", type=Path, metavar="STUDENT_DIR", help="a student: OUT/students/<method>"
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        metavar="onnx|torchscript",
+        help="onnx (needs: pip install 'ensemble-distill[export]') or torchscript",
+    )
+    export.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="the file to write (default: STUDENT_DIR/student.onnx or student.pt); its "
+        "metadata also goes to FILE.json",
     )
 
 
@@ -114,7 +141,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     overrides may stand before, between or after the options."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if args.command in REPORT_COMMANDS and rest:
+    if (args.command in REPORT_COMMANDS or args.command == "export") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     bad = [item for item in rest if "=" not in item or item.startswith("-")]
     if bad:
@@ -130,6 +157,15 @@ def run_report_command(args: argparse.Namespace) -> list[Path]:
     if args.command == "report":
         return list(build_report(args.run_dir))
     return list(compare_runs(args.run_dirs, args.out))
+
+
+def run_export_command(args: argparse.Namespace) -> str:
+    """Export the student, check the file against PyTorch on random inputs; what to print."""
+    from ensemble_distill.export import export_and_verify  # imports torch
+
+    path, difference = export_and_verify(args.student_dir, args.format, args.out)
+    check = "max difference from PyTorch on random inputs (relative above 1)"
+    return f"{path}\n{check}: {difference:.3g}"
 
 
 def run_pipeline_command(args: argparse.Namespace) -> None:
@@ -150,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in REPORT_COMMANDS:
             print("\n".join(str(path) for path in run_report_command(args)))
+        elif args.command == "export":
+            print(run_export_command(args))
         else:
             run_pipeline_command(args)
     except EnsembleDistillError as exc:

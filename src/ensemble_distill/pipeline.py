@@ -397,9 +397,12 @@ def distill_all(
             "members": config.members,
             "options": options,
             "dataset": data.name,
+            "task": data.task,
             "train_seconds": time.perf_counter() - start,
             "config": settings,
         }
+        if data.task == "regression":  # the student predicts standardised targets
+            manifest |= {"target_mean": data.target_mean, "target_std": data.target_std}
         _write_history(directory / "history.csv", history)
         save_checkpoint(directory, student.state_dict(), manifest)  # manifest last: finished
         shutil.rmtree(progress_dir, ignore_errors=True)
