@@ -172,6 +172,14 @@ def check_lines(c: dict) -> list[str]:
     ]
 
 
+def command_args(argv: list[str]) -> str:
+    """The command line without ``--how TEXT`` (the page prints that text on its own)."""
+    if "--how" in argv:
+        at = argv.index("--how")
+        argv = argv[:at] + argv[at + 2 :]
+    return " ".join(argv)
+
+
 def run_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> None:
     """Run one seed into ``run_dir`` and record its wall time there."""
     config = load_config(
@@ -218,7 +226,7 @@ def main() -> None:
         diversities.append(json.loads((run_dir / "diversity.json").read_text()))
         raw[seed] = results
     record = {
-        "command": "python benchmarks/reproduce_diversity_fashion.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/reproduce_diversity_fashion.py " + command_args(sys.argv[1:]),
         "machine": machine_info(),
         "seed_wall_seconds": walls,
         "seeds": args.seeds,
