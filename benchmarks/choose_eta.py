@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from seeds import write_page
+
 from ensemble_distill.config import load_config
 from ensemble_distill.pipeline import run
 from ensemble_distill.report.machine import machine_info, machine_line
@@ -90,10 +92,7 @@ def main() -> None:
         "table": table,
         "chosen": {m: min(t, key=lambda e: t[e]["val_nll"]) for m, t in table.items()},
     }
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    args.doc.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    write_page(args.doc, record, markdown)
 
 
 if __name__ == "__main__":

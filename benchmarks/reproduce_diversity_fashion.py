@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from safetensors import safe_open
-from seeds import aggregate, cell, mean_std
+from seeds import aggregate, cell, mean_std, write_page
 
 from ensemble_distill import metrics
 from ensemble_distill.config import load_config
@@ -118,10 +119,24 @@ def markdown(record: dict) -> str:
             + " | ".join(f"{by_eta[e][0]:.2f} ± {by_eta[e][1]:.2f}" for e in etas)
             + " |"
         )
-    lines += ["", "## Checks (issue 4)", "", *check_lines(record["checks"])]
+    seed = record["seeds"][0]
+    lines += [
+        "",
+        f"![Teacher diversity per confidence bin, seed {seed}](../img/{figure_name(seed)})",
+        "",
+        f"(Seed {seed}'s report figure, `runs/diversity_fashion/seed{seed}/report/diversity.png`.)",
+        "",
+        "## Checks (issue 4)",
+        "",
+        *check_lines(record["checks"]),
+    ]
     if record.get("how"):
         lines += ["", "## How it was run", "", record["how"]]
     return "\n".join(lines) + "\n"
+
+
+def figure_name(seed: int) -> str:
+    return f"diversity_fashion_seed{seed}.png"
 
 
 def checks(record: dict, eta: float) -> dict:
@@ -237,10 +252,12 @@ def main() -> None:
     }
     eta = load_config(ROOT / "configs" / "diversity_fashion.yaml", args.overrides).perturbation.eta
     record["checks"] = checks(record, eta)
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    args.doc.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    first = args.seeds[0]
+    shutil.copyfile(
+        args.out / f"seed{first}" / "report" / "diversity.png",
+        ROOT / "docs" / "img" / figure_name(first),
+    )
+    write_page(args.doc, record, markdown)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ paper's scheme (phase 1 on half the epochs, then every head copied from head 0) 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from seeds import aggregate, cell
+from seeds import aggregate, cell, write_page
 
 from ensemble_distill.config import load_config
 from ensemble_distill.pipeline import run
@@ -155,10 +154,7 @@ def main() -> None:
     }
     record["wall_seconds"] = time.perf_counter() - start
     record["checks"] = checks(record)
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    args.doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
-    args.doc.with_suffix(".md").write_text(markdown(record))
-    print(markdown(record))
+    write_page(args.doc, record, markdown)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Aggregating a benchmark's per-seed results: mean ± sample std, and their table cells."""
+"""Aggregating a benchmark's per-seed results (mean ± sample std, table cells) and writing
+its results page."""
 
 from __future__ import annotations
 
+import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
@@ -29,3 +32,12 @@ def cell(value: tuple[float, float] | None, fmt: str = ".4f") -> str:
     if value is None:
         return "n/a"
     return f"{format(value[0], fmt)} ± {format(value[1], fmt)}"
+
+
+def write_page(doc: Path, record: dict, markdown: Callable[[dict], str]) -> None:
+    """Write ``doc``.json (the record) and ``doc``.md (its page), and print the page."""
+    page = markdown(record)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    doc.with_suffix(".md").write_text(page)
+    print(page)
