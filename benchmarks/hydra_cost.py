@@ -16,21 +16,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from ensemble_distill.distill import METHODS
-from ensemble_distill.metrics import count_parameters, latency_per_example
+from ensemble_distill.metrics import count_parameters, forward_flops, latency_per_example
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.report.machine import machine_info, machine_line
 from ensemble_distill.teachers import DeepEnsemble
-
-
-def flops(module: nn.Module, x: torch.Tensor) -> int:
-    """Forward FLOPs (2 per multiply-add) per example, counted by PyTorch's FlopCounterMode."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        module(x)
-    return counter.get_total_flops() // len(x)
 
 
 class LoopedHeads(nn.Module):
@@ -58,18 +49,16 @@ def measure(args: argparse.Namespace) -> dict:
     for name, model in models.items():
         rows[name] = {
             "params": count_parameters(model),
-            "flops": flops(model, x1) if name != "ensemble" else None,
+            "flops": forward_flops(model, x1),
             "latency_s_b1": latency_per_example(model, x1, repeats=args.repeats),
             "latency_s_b256": latency_per_example(model, x256, repeats=args.repeats),
         }
-    # vmap hides the per-member matmuls from the counter; the members are identical, so M x.
-    rows["ensemble"]["flops"] = args.members * rows["member"]["flops"]
     with torch.inference_mode():
         f1, f256 = hydra.body(x1), hydra.body(x256)
     heads = {}
     for name, module in (("batched", hydra.heads), ("loop", looped)):
         heads[name] = {
-            "flops": flops(module, f1),
+            "flops": forward_flops(module, f1),
             "latency_s_b1": latency_per_example(module, f1, repeats=args.repeats),
             "latency_s_b256": latency_per_example(module, f256, repeats=args.repeats),
         }

@@ -62,7 +62,7 @@ from ensemble_distill.models.heads import StackedMLPHeads
 from ensemble_distill.pipeline import check_task, load_student, validate
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers import load_teacher as _load_teacher_and_manifest
-from ensemble_distill.teachers.train import train_deep_ensemble
+from ensemble_distill.teachers.train import train_from_config
 
 Teacher: TypeAlias = DeepEnsemble
 """A deep ensemble: ``forward(x)`` gives member outputs (batch, members, classes)."""
@@ -205,18 +205,7 @@ def train_teacher(
     spec = ModelSpec(config.model, data.input_shape, outputs, dict(config.model_args))
     device = torch.device(config.device)
     with _seeded(config.seed, device):
-        ensemble, _ = train_deep_ensemble(
-            spec,
-            data,
-            members=config.members,
-            seed=config.seed,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            optim=config.optim,
-            vectorize=config.teacher.vectorize,
-            device=device,
-            quiet=quiet,
-        )
+        ensemble, _ = train_from_config(spec, data, config, device, quiet=quiet)
     return ensemble.eval()
 
 

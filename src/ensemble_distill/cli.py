@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,19 +170,34 @@ def run_export_command(args: argparse.Namespace) -> str:
 
 
 def run_pipeline_command(args: argparse.Namespace) -> None:
-    """Run the command's pipeline steps; print the results table after ``evaluate``."""
-    from ensemble_distill.pipeline import run  # heavy imports after argument parsing
+    """Run the command's pipeline steps; print the results table after ``evaluate``.
+
+    Launched by ``torchrun`` with several processes, every process joins its process group
+    for the run (see docs/distributed.md); only rank 0 evaluates and prints.
+    """
+    from ensemble_distill.distributed import process_group  # heavy imports after parsing
+    from ensemble_distill.pipeline import run
 
     config = resolve_config(args)
     steps = COMMANDS[args.command][0]
-    if run(config, args.out, steps=steps, quiet=args.quiet, force=args.force) is not None:
+    device_type = "cuda" if str(config.device).startswith("cuda") else "cpu"
+    with process_group(device_type):
+        results = run(config, args.out, steps=steps, quiet=args.quiet, force=args.force)
+    if results is not None:
         print((args.out / "results.md").read_text())
+
+
+def main_rank_or_warning(record: logging.LogRecord) -> bool:
+    """Console filter: progress notes from rank 0 only (``torchrun`` sets ``RANK``), so that
+    several processes do not repeat them; warnings and errors from every rank."""
+    return os.environ.get("RANK", "0") == "0" or record.levelno >= logging.WARNING
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = logging.StreamHandler()  # progress notes on stderr; --quiet keeps warnings only
     console.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    console.addFilter(main_rank_or_warning)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[console])
     try:
         if args.command in REPORT_COMMANDS:

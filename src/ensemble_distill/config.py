@@ -34,8 +34,9 @@ class OptimConfig:
 class TeacherConfig:
     """How the deep ensemble's members are trained."""
 
-    # Train all members as one vmapped computation over stacked weights (true), one after
-    # another (false), or decide by size (auto: vectorised while M x parameters <= 5e6).
+    # Train all members as one computation over stacked weights (true), one after
+    # another (false), or auto: stacked for fully connected members, else while
+    # M x parameters <= 5e6 (teachers.train.should_vectorize).
     vectorize: str = "auto"
 
 
@@ -138,6 +139,8 @@ class Config:
     split_seed: int = 0  # fixed train/validation split, independent of `seed`
     seed: int = 0
     device: str = "cpu"
+    # fp32, or bf16: training steps under bf16 autocast (weights and optimiser state stay fp32)
+    precision: str = "fp32"
     model: str = "mlp"  # architecture of each ensemble member
     model_args: dict = field(default_factory=lambda: {"widths": [256, 256]})
     members: int = 5

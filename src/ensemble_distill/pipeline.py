@@ -12,6 +12,9 @@ Output directory layout::
 Running again into the same OUT resumes: a finished teacher or student (its manifest is written
 last) trained with the same settings is kept, an unfinished phase continues from its last
 saved epoch, and evaluation reruns. ``force`` starts every requested step over.
+
+Under ``torchrun`` every process runs this pipeline on a shared OUT; rank 0 alone writes it
+(see :mod:`ensemble_distill.distributed` and docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import torch
 from safetensors.torch import save
 from torch import nn
 
-from ensemble_distill import metrics
+from ensemble_distill import distributed, metrics
 from ensemble_distill.checkpoint import (
     MANIFEST,
     atomic_write,
@@ -65,7 +68,8 @@ from ensemble_distill.models import MODELS, ModelSpec, gaussian
 from ensemble_distill.models.batchensemble import check_factor_init
 from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
-from ensemble_distill.teachers.train import member_seed, train_deep_ensemble
+from ensemble_distill.teachers.train import member_seed, train_from_config
+from ensemble_distill.training import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,7 @@ TEACHER_KEYS = (
     "batch_size",
     "optim",
     "teacher",
+    "precision",
 )
 
 
@@ -102,14 +107,7 @@ class Setup:
 def prepare(config: Config) -> Setup:
     """Check every name and value, then load the data; raises before any file is written."""
     validate(config)
-    data = create_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        download=config.download,
-        split_seed=config.split_seed,
-        val_fraction=config.val_fraction,
-        **config.dataset_args,
-    )
+    data = load_data(config)
     if config.methods is None:
         config = dataclasses.replace(config, methods=DEFAULT_METHODS[data.task])
     check_task(config, data)
@@ -126,7 +124,28 @@ def prepare(config: Config) -> Setup:
             else config.model_args
         ),
     )
-    return Setup(config, data, teacher_spec, student_spec, torch.device(config.device))
+    device = distributed.local_device(torch.device(config.device))
+    return Setup(config, data, teacher_spec, student_spec, device)
+
+
+def load_data(config: Config) -> DataSplits:
+    """The configured dataset; under DDP rank 0 loads it first, so that a download happens
+    once (per shared ``data_dir``) and the other ranks read the downloaded files."""
+    main = distributed.is_main()
+    if not main:
+        distributed.barrier()
+    try:
+        return create_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            download=config.download,
+            split_seed=config.split_seed,
+            val_fraction=config.val_fraction,
+            **config.dataset_args,
+        )
+    finally:  # also when it failed: the others then load and fail alike instead of waiting
+        if main:
+            distributed.barrier()
 
 
 DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
@@ -196,6 +215,8 @@ def validate(config: Config) -> None:
             "endd.initial_temperature must be >= 1 and endd.anneal_fraction lie in (0, 1]"
         )
     _check_device(config.device)
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {config.precision!r}; use fp32 or bf16")
 
 
 def _check_device(name: str) -> None:
@@ -218,15 +239,17 @@ def run(
     earlier run into ``out`` left unfinished (see the module docstring); ``force`` retrains.
 
     Returns the results dictionary when ``evaluate`` ran.
+
+    Under a process group of several ranks (``torchrun``, see docs/distributed.md) every rank
+    calls this with the same arguments and ``out`` on a shared file system: all ranks train
+    together, rank 0 alone writes files and evaluates, and the others return None.
     """
     setup = prepare(config)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.rglob(".*.tmp"):  # left by a write that a kill interrupted
-        stale.unlink()
-    if force:
-        shutil.rmtree(out / PROGRESS, ignore_errors=True)
-    atomic_write(out / "config.yaml", dump_config(setup.config))
-    with run_log(out / "run.log"):
+    main = distributed.is_main()
+    if main:
+        start_output(out, setup.config, force)
+    distributed.barrier()  # the others look for progress files only once --force removed them
+    with run_log(out / "run.log") if main else contextlib.nullcontext():
         log.info("%s into %s", " + ".join(steps), out)
         teacher = None
         if "teacher" in steps:
@@ -237,6 +260,8 @@ def run(
         if "distill" in steps:
             teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
             distill_all(setup, teacher, out, quiet, force)
+        if not main:
+            return None
         remove_empty_folders(out / PROGRESS)
         if "evaluate" in steps:
             results = evaluate_run(setup, out)
@@ -244,6 +269,16 @@ def run(
             log.info("wrote %s and %s", out / "results.md", out / "report.html")
             return results
     return None
+
+
+def start_output(out: Path, config: Config, force: bool) -> None:
+    """Create ``out``, clear what a killed write (or ``force``) leaves, save the config."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.rglob(".*.tmp"):  # left by a write that a kill interrupted
+        stale.unlink()
+    if force:
+        shutil.rmtree(out / PROGRESS, ignore_errors=True)
+    atomic_write(out / "config.yaml", dump_config(config))
 
 
 @contextlib.contextmanager
@@ -317,21 +352,19 @@ def train_teacher(setup: Setup, out: Path, quiet: bool) -> DeepEnsemble:
     config, data = setup.config, setup.data
     directory = out / "teacher"
     start = time.perf_counter()
-    ensemble, history = train_deep_ensemble(
+    ensemble, history = train_from_config(
         setup.teacher_spec,
         data,
-        members=config.members,
-        seed=config.seed,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        optim=config.optim,
-        vectorize=config.teacher.vectorize,
-        device=setup.device,
+        config,
+        setup.device,
         quiet=quiet,
         progress_dir=out / PROGRESS / "teacher",
         progress_settings=fingerprint(config, TEACHER_KEYS),
     )
     seconds = time.perf_counter() - start
+    distributed.barrier()  # every rank has read its progress before rank 0 removes it
+    if not distributed.is_main():
+        return ensemble
     info = {
         "dataset": data.name,
         "seeds": [member_seed(config.seed, m) for m in range(config.members)],
@@ -388,6 +421,9 @@ def distill_all(
                 progress_settings=settings,
             ),
         )
+        distributed.barrier()  # every rank has read its progress before rank 0 removes it
+        if not distributed.is_main():
+            continue
         if perturbation is not None:
             options = options | {"perturbation": dataclasses.asdict(config.perturbation)}
         manifest = {

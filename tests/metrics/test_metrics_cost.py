@@ -1,4 +1,4 @@
-"""Parameter count and latency per example."""
+"""Parameter count, forward FLOPs and latency per example."""
 
 import math
 
@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from ensemble_distill.errors import EnsembleDistillError
-from ensemble_distill.metrics import count_parameters, latency_per_example
+from ensemble_distill.metrics import count_parameters, forward_flops, latency_per_example
+from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.teachers import DeepEnsemble
 
 
 def test_count_parameters_linear():
@@ -20,6 +22,21 @@ def test_count_parameters_includes_frozen_and_counts_shared_once():
     layer.bias.requires_grad_(False)
     model = nn.Sequential(layer, nn.ReLU(), layer, nn.Linear(2, 5))
     assert count_parameters(model) == (4 * 2 + 2) + (2 * 5 + 5)
+
+
+def test_forward_flops_of_an_mlp_and_its_grouped_ensemble_match_the_closed_form():
+    spec = ModelSpec("mlp", (1, 6, 6), 4, {"widths": [16, 8]})
+    member = create_model(spec)
+    expected = 2 * (36 * 16 + 16 * 8 + 8 * 4)  # 2 FLOPs per multiply-add, per example
+    x = torch.rand(5, 1, 6, 6)
+    assert forward_flops(member, x) == expected
+    ensemble = DeepEnsemble([create_model(spec) for _ in range(3)])
+    assert forward_flops(ensemble, x) == 3 * expected
+
+
+def test_forward_flops_of_a_convolution_match_the_closed_form():
+    conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
+    assert forward_flops(conv, torch.rand(2, 3, 10, 10)) == 2 * 8 * 10 * 10 * 3 * 3 * 3
 
 
 def test_latency_is_positive_seconds_per_example():

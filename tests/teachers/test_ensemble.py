@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from ensemble_distill.config import OptimConfig
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher, train_deep_ensemble
 from ensemble_distill.teachers.train import should_vectorize
@@ -36,7 +38,9 @@ def test_vectorised_training_equals_training_members_one_by_one(splits):
     assert len(history_v) == 2 and len(history_l) == 3 * 2  # rows per epoch / per member
 
 
-def test_training_improves_on_separable_data(splits):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("vectorize", ["true", "false"])
+def test_training_improves_on_separable_data(splits, vectorize, precision):
     ensemble, history = train_deep_ensemble(
         SPEC,
         splits,
@@ -45,11 +49,29 @@ def test_training_improves_on_separable_data(splits):
         epochs=15,
         batch_size=16,
         optim=OptimConfig(lr=1e-2),
+        vectorize=vectorize,
+        precision=precision,  # bf16: autocast only, weights and optimiser state stay fp32
         quiet=True,
     )
+    assert all(p.dtype == torch.float32 for p in ensemble.parameters())
     assert history[-1]["loss"] < history[0]["loss"]
     accuracy = (ensemble(splits.test.x).mean(1).argmax(-1) == splits.test.y).float().mean()
     assert accuracy > 0.9
+
+
+def test_unknown_precision_is_refused(splits):
+    with pytest.raises(ConfigError, match="precision=fp32 or precision=bf16"):
+        train_deep_ensemble(
+            SPEC,
+            splits,
+            members=1,
+            seed=0,
+            epochs=1,
+            batch_size=16,
+            optim=OptimConfig(),
+            precision="fp16",
+            quiet=True,
+        )
 
 
 def test_save_load_round_trip(tmp_path, splits):
@@ -60,7 +82,11 @@ def test_save_load_round_trip(tmp_path, splits):
     torch.testing.assert_close(loaded(splits.test.x), ensemble.eval()(splits.test.x))
 
 
-def test_auto_vectorisation_depends_on_size():
-    small = [create_model(SPEC) for _ in range(3)]
-    big = [create_model(ModelSpec("mlp", (1, 64, 64), 3, {"widths": [1024]}))] * 2
-    assert should_vectorize("auto", small) and not should_vectorize("auto", big)
+def test_auto_vectorisation_stacks_mlps_and_small_convolutional_ensembles():
+    big_mlp = [create_model(ModelSpec("mlp", (1, 64, 64), 3, {"widths": [1024]}))] * 2
+    assert should_vectorize("auto", [create_model(SPEC)] * 3)
+    assert should_vectorize("auto", big_mlp)  # 8.4 M weights: fully connected, still stacked
+    cnn = ModelSpec("cnn", (1, 28, 28), 10, {"channels": [8, 16], "hidden": 256, "pool_size": 7})
+    assert should_vectorize("auto", [create_model(cnn)] * 10)  # 2 M weights
+    assert not should_vectorize("auto", [create_model(cnn)] * 50)  # 10 M weights
+    assert not should_vectorize("false", [create_model(SPEC)] * 3)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ensemble_distill import distributed
 from ensemble_distill.config import Config
 from ensemble_distill.data import DataSplits
 from ensemble_distill.distill.perturbations import Perturbation, PerturbationState
@@ -52,7 +53,7 @@ class DistillContext:
         teacher_train_outputs: (N_train, members, classes) teacher outputs on the clean
             training inputs, computed once and reused by every unperturbed method and epoch.
         perturbation: the input perturbation of this method (``METHOD+NAME``), or None; with
-            one, teachers run live on each perturbed batch, as one vmapped computation.
+            one, teachers run live on each perturbed batch, as one stacked computation.
         progress_dir: where each training phase keeps its per-epoch progress file (see
             :mod:`ensemble_distill.resume`) and resumes from; None: no progress files.
         progress_settings: what decides the student's weights (the run's config values),
@@ -77,7 +78,8 @@ class DistillContext:
             self.teacher,
             self.config.perturbation.eta,
             self.config.perturbation.temperature,
-            torch.Generator().manual_seed(self.config.seed),
+            # Under DDP each rank perturbs its own shard: with its own noise (rank 0's as alone).
+            torch.Generator().manual_seed(distributed.perturbation_seed(self.config.seed)),
             clip=bool(self.data.train.x.min() >= 0 and self.data.train.x.max() <= 1),
         )
 
@@ -100,7 +102,8 @@ class DistillContext:
     ) -> list[dict[str, Any]]:
         """:func:`~ensemble_distill.training.fit` with the run's batch size, optimiser and seed,
         validating ``student`` after each epoch and saving progress under ``progress_dir``
-        (one file per ``desc``: a method's phases resume separately)."""
+        (one file per ``desc``: a method's phases resume separately); data-parallel over
+        ``student`` (which must own ``params``) under a process group of several ranks."""
         progress = None
         if self.progress_dir is not None:
             path = self.progress_dir / f"{desc.replace(' ', '-')}.safetensors"
@@ -120,6 +123,8 @@ class DistillContext:
             on_epoch=epoch_validator(student, self.data.val, self.device),
             on_step=on_step,
             progress=progress,
+            precision=self.config.precision,
+            module=student,
         )
 
     @property

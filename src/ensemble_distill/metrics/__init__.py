@@ -14,7 +14,7 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
 - :mod:`.regression`: Gaussian ensembles' mixture moments (aleatoric / epistemic), RMSE,
   Gaussian NLL, interval coverage and calibration curve; means and variances ``(N, M)``.
-- :mod:`.cost`: parameter count and latency per example.
+- :mod:`.cost`: parameter count, forward FLOPs and latency per example.
 """
 
 from ensemble_distill.metrics.agreement import rank_correlation
@@ -39,7 +39,7 @@ from ensemble_distill.metrics.classification import (
     predictive_entropy,
     reliability_bins,
 )
-from ensemble_distill.metrics.cost import count_parameters, latency_per_example
+from ensemble_distill.metrics.cost import count_parameters, forward_flops, latency_per_example
 from ensemble_distill.metrics.dirichlet import (
     dirichlet_expected_entropy,
     dirichlet_mean,
@@ -73,6 +73,7 @@ __all__ = [
     "ensemble_size_curve",
     "expected_entropy",
     "fit_temperature",
+    "forward_flops",
     "gaussian_nll",
     "interval_coverage",
     "latency_per_example",

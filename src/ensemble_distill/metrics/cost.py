@@ -1,4 +1,4 @@
-"""Cost of a model: parameter count and wall-clock latency per example (METHODS.md, "Cost")."""
+"""Cost of a model: parameters, FLOPs and wall-clock latency per example (METHODS.md, "Cost")."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ensemble_distill.errors import EnsembleDistillError
 
@@ -21,6 +22,20 @@ def count_parameters(module: nn.Module) -> int:
     and per-member weights: an M-member ensemble's cost is the sum over its members.
     """
     return sum(p.numel() for p in module.parameters())
+
+
+def forward_flops(model: Callable[[Tensor], Any], example_batch: Tensor) -> int:
+    """Forward FLOPs per example (2 per multiply-add), counted by PyTorch's FlopCounterMode
+    over one call on ``example_batch`` (B, ...), divided by B.
+
+    Counts matmuls and convolutions (element-wise work is not counted). Operations run inside
+    ``torch.func.vmap`` are invisible to the counter: a :class:`DeepEnsemble` whose members
+    are not a plain layer stack (e.g. ResNets) reports 0; count one member and multiply by M.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(example_batch)
+    return counter.get_total_flops() // len(example_batch)
 
 
 def _sync(batch: Tensor) -> None:

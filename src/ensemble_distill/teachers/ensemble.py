@@ -1,7 +1,9 @@
 """Deep ensemble (Lakshminarayanan et al. 2017): M members of one architecture, stacked.
 
-The members' weights are stacked along a leading member axis and evaluated with
-``torch.func.vmap`` over ``functional_call``: one batched computation instead of M small ones.
+The members' weights are stacked along a leading member axis and evaluated as one batched
+computation instead of M small ones: as grouped layers (:mod:`ensemble_distill.models.stacked`)
+when the members are a plain layer stack, else with ``torch.func.vmap`` over
+``functional_call`` (any architecture).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from ensemble_distill.models.stacked import grouped_forward, grouped_leaves
 
 
 class DeepEnsemble(nn.Module):
@@ -37,6 +41,8 @@ class DeepEnsemble(nn.Module):
         # The stateless skeleton functional_call runs; a plain list hides it from nn.Module so
         # .to(), .state_dict() and .parameters() see only the stacked weights.
         self._skeleton = [copy.deepcopy(members[0]).to("meta")]
+        # The stacked copy's own layers, when they can run as grouped layers (else vmap).
+        self._leaves = grouped_leaves(self.stacked)
 
     def train(self, mode: bool = True) -> DeepEnsemble:
         self._skeleton[0].train(mode)
@@ -44,14 +50,23 @@ class DeepEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, ...) shared by all members → logits (batch, members, classes)."""
+        if self._leaves is not None:
+            return grouped_forward(self._leaves, x, self.num_members, per_member=False).transpose(
+                0, 1
+            )
         return self._vmapped(in_dims_x=None)(x).transpose(0, 1)
 
     def forward_members(self, x: Tensor) -> Tensor:
         """x: (members, batch, ...), one batch per member → logits (members, batch, classes)."""
+        if self._leaves is not None:
+            return grouped_forward(self._leaves, x, self.num_members, per_member=True)
         return self._vmapped(in_dims_x=0)(x)
 
     def forward_member(self, x: Tensor, index: int) -> Tensor:
         """Member ``index`` alone: x (batch, ...) → logits (batch, classes); differentiable."""
+        if self._leaves is not None:
+            one = slice(index, index + 1)
+            return grouped_forward(self._leaves, x, 1, per_member=False, select=lambda t: t[one])[0]
         params = {name: value[index] for name, value in self.stacked.named_parameters()}
         buffers = {name: value[index] for name, value in self.stacked.named_buffers()}
         return functional_call(self._skeleton[0], (params, buffers), (x,))
