@@ -70,6 +70,14 @@ def test_forward_member_gradient_wrt_input_matches_the_member():
     torch.testing.assert_close(grad, expected)
 
 
+def test_dropout_on_the_shared_input_draws_one_mask_per_member():
+    member = nn.Sequential(nn.Dropout(0.5), nn.Linear(64, 3))
+    ensemble = DeepEnsemble([member, member]).train()
+    assert ensemble._leaves is not None
+    out = ensemble(torch.ones(4, 64))  # identical members: only their masks differ
+    assert not torch.equal(out[:, 0], out[:, 1])
+
+
 def test_architectures_beyond_plain_stacks_use_vmap():
     resnet = create_model(ModelSpec("resnet20", (3, 8, 8), 10))
     assert grouped_leaves(resnet) is None

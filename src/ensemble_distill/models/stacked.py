@@ -88,6 +88,9 @@ def grouped_forward(
 
 
 def _apply(leaf, x, layout, members, select):
+    if isinstance(leaf, nn.Dropout) and leaf.training and layout == SHARED:
+        # Each member draws its own mask, as M separate models (and vmap) do.
+        return leaf(_to_members(x, layout, members)), MEMBERS
     if isinstance(leaf, ELEMENTWISE):
         return leaf(x), layout
     if isinstance(leaf, POOLING):
@@ -96,6 +99,7 @@ def _apply(leaf, x, layout, members, select):
         return leaf(x.flatten(0, 1)).unflatten(0, (members, -1)), layout
     if isinstance(leaf, Normalize):
         mean, std = select(leaf.mean), select(leaf.std)  # (M, 1, C, ...)
+        # One small comparison per call (a device sync on GPU) buys the single-GEMM first layer.
         if layout == SHARED and bool((mean == mean[:1]).all() and (std == std[:1]).all()):
             return (x - mean[0]) / std[0], layout  # the same data statistics in every member
         return (_to_members(x, layout, members) - mean) / std, MEMBERS
