@@ -149,7 +149,7 @@ def gemm_ceiling(setup: Setup, repeats: int) -> float | None:
     return flops / seconds / 1e9
 
 
-def epoch_seconds(history: list[dict[str, Any]], members: int) -> float:
+def epoch_seconds(history: list[dict[str, Any]]) -> float:
     """Median over epochs (the first excluded: warm-up) of one epoch of all members."""
     by_epoch: dict[int, float] = {}
     for row in history:  # looped members have one row per member and epoch
@@ -178,7 +178,7 @@ def teacher_training(bench: Bench, peak: float) -> list[dict[str, Any]]:
                     setup.device,
                     quiet=True,
                 )
-                seconds = epoch_seconds(history, members)
+                seconds = epoch_seconds(history)
                 gflops = members * examples * flops / seconds / 1e9
                 rows.append(
                     {

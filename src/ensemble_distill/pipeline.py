@@ -69,7 +69,7 @@ from ensemble_distill.models.batchensemble import check_factor_init
 from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed, train_from_config
-from ensemble_distill.training import PRECISIONS
+from ensemble_distill.training import check_precision
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,7 @@ def validate(config: Config) -> None:
             "endd.initial_temperature must be >= 1 and endd.anneal_fraction lie in (0, 1]"
         )
     _check_device(config.device)
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {config.precision!r}; use fp32 or bf16")
+    check_precision(config.precision)
 
 
 def _check_device(name: str) -> None:

@@ -68,10 +68,14 @@ def make_optimizer(
 PRECISIONS = ("fp32", "bf16")
 
 
-def autocast(optimizer: torch.optim.Optimizer, precision: str) -> torch.autocast:
-    """bf16 autocast on the device of the optimised parameters, or a disabled context."""
+def check_precision(precision: str) -> None:
+    """Raise a ConfigError unless ``precision`` is one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; use precision=fp32 or precision=bf16")
+
+
+def autocast(optimizer: torch.optim.Optimizer, precision: str) -> torch.autocast:
+    """bf16 autocast on the device of the optimised parameters, or a disabled context."""
     device = optimizer.param_groups[0]["params"][0].device
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -144,6 +148,7 @@ def fit(
         EnsembleDistillError: the loss became NaN or infinite (the progress file, if any,
             keeps the last good epoch).
     """
+    check_precision(precision)
     optimizer = make_optimizer(params, optim)
     steps_per_epoch = math.ceil(num_examples / batch_size)
     schedule = make_schedule(optimizer, optim, epochs * steps_per_epoch)
