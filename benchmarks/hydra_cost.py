@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ensemble_distill.distill import METHODS
+from ensemble_distill.methods import METHODS
+from ensemble_distill.methods.hydra import HydraConfig
 from ensemble_distill.metrics import count_parameters, forward_flops, latency_per_example
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.report.machine import machine_info, machine_line
@@ -41,7 +42,8 @@ def measure(args: argparse.Namespace) -> dict:
     member = create_model(spec).eval()
     ensemble = DeepEnsemble([create_model(spec) for _ in range(args.members)]).eval()
     hydra_method = METHODS.get("hydra")
-    hydra = hydra_method.build(spec, args.members, {"head_widths": args.head_widths}).eval()
+    options = HydraConfig(head_widths=args.head_widths)
+    hydra = hydra_method.build(spec, args.members, options).eval()
     looped = LoopedHeads(nn.ModuleList(hydra.heads.head(m) for m in range(args.members)))
     models = {"member": member, "ensemble": ensemble, "hydra": hydra}
     x1, x256 = torch.rand(1, 1, 28, 28), torch.rand(256, 1, 28, 28)

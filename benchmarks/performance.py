@@ -28,10 +28,10 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ensemble_distill.config import TeacherConfig, build_config
-from ensemble_distill.distill import METHODS, DistillContext, resolve_method
+from ensemble_distill.engine import Setup, prepare
 from ensemble_distill.evaluation import predict_outputs
+from ensemble_distill.methods import METHODS, DistillContext, resolve_method
 from ensemble_distill.metrics import count_parameters, forward_flops, latency_per_example
-from ensemble_distill.pipeline import Setup, prepare
 from ensemble_distill.report.machine import machine_info, machine_line
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers.train import build_members, should_vectorize, train_from_config
@@ -245,7 +245,7 @@ def distill_epoch(setup: Setup, teacher: nn.Module, name: str, live: bool) -> tu
     student = method.build(
         setup.student_spec, config.members, method.options(config), data.mean, data.std
     )
-    history = method.train(student.to(setup.device), context)
+    history = method.train(student.to(setup.device), context, method.options(config))
     flops = forward_flops(student.eval(), data.train.x[:2].to(setup.device))
     return statistics.mean(row["seconds"] for row in history), flops
 

@@ -26,7 +26,6 @@ from ensemble_distill import (
 from ensemble_distill import metrics as metric_fns
 from ensemble_distill.config import build_config
 from ensemble_distill.data import ArrayDataset, DataSplits
-from ensemble_distill.distill import METHODS
 from ensemble_distill.errors import ConfigError, DataError
 from ensemble_distill.evaluation import (
     classification_metrics,
@@ -37,8 +36,10 @@ from ensemble_distill.evaluation import (
     predictive,
     regression_metrics,
 )
+from ensemble_distill.methods import METHODS
 from ensemble_distill.models import ModelSpec
-from ensemble_distill.pipeline import Setup, distill_all, load_student
+from ensemble_distill.engine import Setup, load_student
+from ensemble_distill.pipeline import distill_all
 from ensemble_distill.teachers import save_teacher
 from ensemble_distill.teachers.train import train_deep_ensemble
 
@@ -114,12 +115,12 @@ def test_readme_quick_start_runs_and_is_at_most_10_lines(capsys):
         assert key in printed
 
 
-def test_distill_is_the_function_even_after_the_subpackage_is_imported():
-    import ensemble_distill.distill.kd  # imports the subpackage of that name
+def test_distill_is_the_function_and_the_methods_live_in_their_own_package():
+    import ensemble_distill.methods.kd
 
-    assert callable(ensemble_distill.distill)
-    assert ensemble_distill.distill is distill
-    assert METHODS.names()  # the subpackage still imports by its full name
+    assert ensemble_distill.distill is distill and callable(distill)
+    assert ensemble_distill.methods.kd.KnowledgeDistillation.section == "kd"
+    assert METHODS.names() == ["be", "endd", "hydra", "kd", "latentbe"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def test_options_reach_the_method_section_and_the_config(teacher):
         ({"members": 5}, "'members' cannot be set here"),
         ({"dataset": "mnist"}, "the data come from train_data"),
         ({"method": "nope"}, "unknown method 'nope'"),
-        ({"alpha": 2.0}, "hydra.alpha must lie in [0, 1]"),
+        ({"alpha": 2.0}, "'hydra.alpha' must lie in [0, 1], got 2.0"),
         ({"model": "mlp"}, "either body= (your module) or model="),
     ],
 )

@@ -46,12 +46,12 @@ def test_steps_one_by_one_reuse_the_saved_config(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["dataset=nope"], "unknown dataset 'nope'"),
-        (["model=nope"], "unknown model 'nope'"),
+        (["dataset=nope"], "'dataset' must be one of auto-mpg"),
+        (["model=nope"], "'model' must be one of cnn, mlp"),
         (["methods=[kd, nope]"], "unknown method 'nope'"),
         (["membrs=3"], "did you mean 'members'"),
         (["members=many"], "'members' must be int"),
-        (["members=0"], "members must be at least 1"),
+        (["members=0"], "'members' must be >= 1, got 0"),
         (["dataset=mnist", "data_dir=/does/not/exist"], "/does/not/exist"),
         (
             ["device=cuda:0"] if not __import__("torch").cuda.is_available() else ["device=tpu"],

@@ -31,7 +31,7 @@ def test_overrides_parse_types_and_nested_keys(tmp_path):
         ({"epochs": True}, "'epochs' must be int"),
         ({"methods": "kd"}, "'methods' must be list"),
         ({"methods": [1]}, "'methods[0]' must be str"),
-        ({"kd": 3}, "kd must be a mapping"),
+        ({"kd": 3}, "'kd' must be a mapping"),
         ({"student": {"model": 5}}, "'student.model' must be"),
     ],
 )

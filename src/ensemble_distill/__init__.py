@@ -11,16 +11,14 @@ The Python API (:mod:`ensemble_distill.api`), importable from the package itself
 The names are loaded on first use, so ``import ensemble_distill.config`` (and the command
 line's start-up) does not pay for the whole package.
 
-``ensemble_distill.distill`` is the function :func:`ensemble_distill.api.distill`, also after the
+``ensemble_distill.methods`` is the function :func:`ensemble_distill.api.distill`, also after the
 subpackage of the same name is imported; import from the subpackage by its full name, as
-``from ensemble_distill.distill import METHODS``.
+``from ensemble_distill.methods import METHODS``.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,20 +59,6 @@ def distill(teacher: DeepEnsemble | Sequence[nn.Module], /, **kwargs: Any) -> nn
     from ensemble_distill.api import distill as run
 
     return run(teacher, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """This package: importing the subpackage ``ensemble_distill.distill`` would rebind the
-    name ``distill`` to it (the import system sets a package attribute per submodule); the
-    function stays. The subpackage itself lives on in ``sys.modules``."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "distill" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,8 @@
 """Bring your own ensemble: distil, evaluate and inspect students from Python.
 
-The functions here are a thin layer over the machinery the command line uses — :class:`Config`
-(same defaults), :class:`~ensemble_distill.distill.DistillContext`, the ``METHODS`` registry,
-:func:`~ensemble_distill.training.fit`, :func:`~ensemble_distill.evaluation.predict_outputs`
-and the metric functions — so a student distilled here is trained exactly as ``ensemble-distill
-run`` would train it::
+A thin face over :mod:`ensemble_distill.engine`, the same engine ``ensemble-distill run`` calls,
+with the same :data:`~ensemble_distill.config.Config` (same defaults and checks): for the same
+data, config and seed a student distilled here has the command line's weights, bit for bit::
 
     from ensemble_distill import distill, evaluate, teacher_from_modules
 
@@ -14,136 +12,58 @@ run`` would train it::
 
 Data (``train_data``, ``val_data``, ``data``) may be a torch ``Dataset`` yielding ``(x, y)``
 pairs, a ``DataLoader`` yielding ``(x, y)`` batches, or an ``(x, y)`` tuple of tensors or NumPy
-arrays; it is read once into memory, in the order it yields (a Dataset in index order; a
-``DataLoader`` with ``shuffle=True`` gives another order, and so another student, each time).
-Inputs become float32 (uint8 images are divided by 255;
-keep images in [0, 1], which the input perturbations assume), 1-D inputs become (N, 1). Integer
-labels (N,) mean classification; float targets (N,) mean regression, where every network
-outputs a Gaussian per member as (μ, raw variance), σ² = softplus(raw) + 1e-6
-(:mod:`ensemble_distill.models.gaussian`), in the units of ``y``.
+arrays; it is read once into memory (:mod:`ensemble_distill.data.adapters`), in the order it
+yields (a ``DataLoader`` with ``shuffle=True`` gives another order, and so another student,
+each time). Inputs become float32 (uint8 images are divided by 255; keep images in [0, 1],
+which the input perturbations assume), 1-D inputs become (N, 1). Integer labels (N,) mean
+classification; float targets (N,) mean regression, where every network outputs a Gaussian per
+member as (μ, raw variance), σ² = softplus(raw) + 1e-6 (:mod:`ensemble_distill.models.gaussian`),
+in the units of ``y``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import difflib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ensemble_distill import metrics
-from ensemble_distill.config import Config, build_config
-from ensemble_distill.data import ArrayDataset, DataSplits, stratified_split
-from ensemble_distill.distill import METHODS, DistillContext, HydraStudent, resolve_method
-from ensemble_distill.distill.endd import PriorNetwork
+from ensemble_distill import engine
+from ensemble_distill.config import config_from_options, model_args_of
+from ensemble_distill.data.adapters import (
+    DataLike,
+    as_dataset,
+    as_inputs,
+    in_memory_splits,
+    train_val,
+)
+from ensemble_distill.engine import load_student
 from ensemble_distill.errors import ConfigError, DataError
 from ensemble_distill.evaluation import (
-    classification_metrics,
+    classification_row,
     gaussian_predictive,
-    ood_metrics,
     output_kind,
     predict,
     predict_outputs,
     predictive,
-    regression_metrics,
-    regression_ood_metrics,
+    regression_row,
 )
-from ensemble_distill.models import Classifier, ModelSpec, gaussian
-from ensemble_distill.models.batchensemble import BatchEnsemble
-from ensemble_distill.models.heads import StackedMLPHeads
-from ensemble_distill.pipeline import check_task, load_student, validate
+from ensemble_distill.methods import METHODS, resolve_method
+from ensemble_distill.models import gaussian
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers import load_teacher as _load_teacher_and_manifest
-from ensemble_distill.teachers.train import train_from_config
+from ensemble_distill.teachers.ensemble import teacher_from_modules
 
 Teacher: TypeAlias = DeepEnsemble
 """A deep ensemble: ``forward(x)`` gives member outputs (batch, members, classes)."""
 
-DataLike: TypeAlias = Dataset | DataLoader | tuple[Any, Any] | ArrayDataset
-"""A torch ``Dataset`` of (x, y) pairs, a ``DataLoader`` of (x, y) batches, or an (x, y) tuple."""
-
-# Config keys that distill() / train_teacher() set themselves or that make no sense for
-# in-memory data, with the reason given when a user passes one.
-_NOT_OPTIONS = {
-    "dataset": "the data come from train_data",
-    "dataset_args": "the data come from train_data",
-    "data_dir": "the data come from train_data",
-    "download": "the data come from train_data",
-    "task": "the task follows the labels' dtype (int64: classification, float: regression)",
-    "methods": "pass method=NAME",
-    "student": "pass body=, model= and epochs= instead",
-}
-_READ_BATCH = 1024  # examples per batch when reading a Dataset into memory
-
-
 # --------------------------------------------------------------------------------------------
 # Teachers
 # --------------------------------------------------------------------------------------------
-
-
-def teacher_from_modules(modules: Sequence[nn.Module]) -> DeepEnsemble:
-    """A :class:`DeepEnsemble` teacher from M trained modules of one architecture.
-
-    Each module maps a batch x (batch, ...) to logits (batch, classes) (or, for regression, to
-    (batch, 2) Gaussian outputs). The modules are copied (stacked along a member axis), never
-    modified; the teacher is returned in eval mode.
-
-    Raises:
-        ConfigError: no modules, or two modules differ in a submodule, parameter or buffer (the
-            message names the first difference).
-    """
-    modules = list(modules)
-    if not modules:
-        raise ConfigError("teacher_from_modules needs at least one module; got none")
-    for index, module in enumerate(modules):
-        if not isinstance(module, nn.Module):
-            raise ConfigError(
-                f"member {index} is a {type(module).__name__}, not a torch.nn.Module; "
-                "pass a list of modules"
-            )
-    for index, module in enumerate(modules[1:], start=1):
-        _check_same_architecture(modules[0], module, index)
-    return DeepEnsemble(modules).eval()
-
-
-def _check_same_architecture(reference: nn.Module, other: nn.Module, index: int) -> None:
-    """Raise a ConfigError naming the first submodule, parameter or buffer where ``other``
-    (member ``index``) differs from ``reference`` (member 0)."""
-    fix = "every member must have one architecture (the same layers and sizes)"
-    for (name_a, mod_a), (name_b, mod_b) in itertools.zip_longest(
-        reference.named_modules(), other.named_modules(), fillvalue=(None, None)
-    ):
-        if name_a != name_b or type(mod_a) is not type(mod_b):
-            what_a = f"{name_a or '(root)'}: {type(mod_a).__name__}" if mod_a else "nothing"
-            what_b = f"{name_b or '(root)'}: {type(mod_b).__name__}" if mod_b else "nothing"
-            raise ConfigError(
-                f"member {index} differs from member 0 at module {what_b} "
-                f"(member 0 has {what_a}); {fix}"
-            )
-    for kind, tensors_a, tensors_b in (
-        ("parameter", reference.named_parameters(), other.named_parameters()),
-        ("buffer", reference.named_buffers(), other.named_buffers()),
-    ):
-        for (name_a, a), (name_b, b) in itertools.zip_longest(
-            tensors_a, tensors_b, fillvalue=(None, None)
-        ):
-            if name_a != name_b:
-                raise ConfigError(
-                    f"member {index} has {kind} {name_b!r} where member 0 has {name_a!r}; {fix}"
-                )
-            if a.shape != b.shape or a.dtype != b.dtype:
-                raise ConfigError(
-                    f"member {index} differs from member 0 at {kind} {name_a!r}: "
-                    f"{tuple(b.shape)} {b.dtype} vs {tuple(a.shape)} {a.dtype}; {fix}"
-                )
 
 
 def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> DeepEnsemble:
@@ -189,23 +109,18 @@ def train_teacher(
         data's mean and standard deviation. Regression targets are used as given (the command
         line standardises its tables): standardise targets far from unit scale yourself.
     """
-    config = _make_config(
+    config = config_from_options(
         {"members": members, "model": model, "epochs": epochs, "batch_size": batch_size}
         | {"seed": seed}
-        | _model_args(model, model_args),
+        | model_args_of(model, model_args),
         options,
     )
-    validate(config)
-    train, val = _train_val(train_data, val_data, config)
+    train, val = train_val(train_data, val_data, config.val_fraction, config.split_seed)
     regression = train.y.is_floating_point()
     if num_classes is None:
         num_classes = 1 if regression else int(max(train.y.max(), val.y.max())) + 1
-    data = _splits(train, val, num_classes)
-    outputs = gaussian.OUTPUTS if regression else num_classes
-    spec = ModelSpec(config.model, data.input_shape, outputs, dict(config.model_args))
-    device = torch.device(config.device)
-    with _seeded(config.seed, device):
-        ensemble, _ = train_from_config(spec, data, config, device, quiet=quiet)
+    setup = engine.prepare(config, in_memory_splits(train, val, num_classes))
+    ensemble, _ = engine.train_teacher(setup, quiet=quiet)
     return ensemble.eval()
 
 
@@ -279,183 +194,37 @@ def distill(
                 "teacher_from_modules) or a list of member modules"
             )
         teacher = teacher_from_modules(teacher)
-    base_method, perturbation = resolve_method(method)
-    section = base_method.section
+    section = resolve_method(method)[0].section
     if body is not None and (model is not None or "model_args" in options):
         raise ConfigError("pass either body= (your module) or model= / model_args=, not both")
-    config = _make_config(
+    config = config_from_options(
         {"methods": [method], "members": teacher.num_members, "epochs": epochs}
         | {"batch_size": batch_size, "seed": seed}
         | (
-            {"model": model, **_model_args(model, options.pop("model_args", None))} if model else {}
+            {"model": model, **model_args_of(model, options.pop("model_args", None))}
+            if model
+            else {}
         ),
         options,
         section=section,
     )
-    validate(config)
-    train, val = _train_val(train_data, val_data, config)
+    train, val = train_val(train_data, val_data, config.val_fraction, config.split_seed)
     device = torch.device(config.device)
     teacher.to(device).eval()
-    outputs = _teacher_outputs(teacher, train)
-    data = _splits(train, val, 1 if train.y.is_floating_point() else outputs)
-    check_task(config, data)
-    method_options = base_method.options(config)
-    with _seeded(config.seed, device):
-        if body is None:
-            spec = ModelSpec(config.model, data.input_shape, outputs, dict(config.model_args))
-            student = base_method.build(spec, config.members, method_options, data.mean, data.std)
-        else:
-            student = _student_from_body(
-                method.partition("+")[0],
-                copy.deepcopy(body).to(device),
-                feature_dim,
-                outputs,
-                config.members,
-                method_options,
-                train.x[:2].to(device),
-            )
-        student.to(device)
-        context = DistillContext(
-            data=data,
-            teacher=teacher,
-            teacher_train_outputs=predict_outputs(teacher, train.x, config.eval.batch_size, device),
-            config=config,
-            device=device,
-            quiet=quiet,
-            perturbation=perturbation,
-        )
-        base_method.train(student, context)
+    outputs = engine.teacher_output_size(teacher, train)
+    setup = engine.prepare(
+        config, in_memory_splits(train, val, 1 if train.y.is_floating_point() else outputs)
+    )
+    student, _ = engine.distill_student(
+        setup,
+        teacher,
+        method,
+        engine.teacher_train_outputs(setup, teacher),
+        body=body,
+        feature_dim=feature_dim,
+        quiet=quiet,
+    )
     return student.eval()
-
-
-def _student_from_body(
-    name: str,
-    body: nn.Module,
-    feature_dim: int | None,
-    outputs: int,
-    members: int,
-    options: dict[str, Any],
-    probe: Tensor,
-) -> nn.Module:
-    """The student of method ``name`` on the user's ``body`` (already a private copy)."""
-    if feature_dim is None:
-        body.eval()
-        try:
-            with torch.no_grad():
-                features = body(probe)
-        except Exception as exc:  # the user's module: report any failure with the input shape
-            raise ConfigError(
-                f"body cannot take inputs of shape {tuple(probe.shape)}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        if not isinstance(features, Tensor) or features.dim() != 2:
-            shape = tuple(features.shape) if isinstance(features, Tensor) else type(features)
-            raise ConfigError(
-                f"body must map x to features (batch, F); got {shape}: end it with nn.Flatten()"
-            )
-        feature_dim = features.shape[1]
-    body.train()
-    if name == "hydra":
-        heads = StackedMLPHeads(feature_dim, options["head_widths"], outputs, members)
-        return HydraStudent(body, heads)
-    base = Classifier(body, nn.Linear(feature_dim, outputs), feature_dim)
-    if name in ("kd", "latentbe"):  # LatentBE trains a BatchEnsemble of it and folds it back
-        return base
-    if name == "be":
-        return BatchEnsemble.from_model(base, members, options["init"], options["init_std"])
-    if name == "endd":
-        return PriorNetwork(base)
-    raise ConfigError(
-        f"method {name!r} has no student built from a body; pass model=NAME instead of body="
-    )
-
-
-def _teacher_outputs(teacher: DeepEnsemble, train: ArrayDataset) -> int:
-    """The teacher's output size (classes, or 2 for regression), checked against the labels."""
-    probe = train.x[:2].to(next(teacher.parameters()).device)
-    try:
-        with torch.no_grad():
-            out = teacher(probe)
-    except Exception as exc:  # the user's modules: name the input shape they could not take
-        raise ConfigError(
-            f"the teacher cannot take inputs of shape {tuple(probe.shape)}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    if out.dim() != 3:
-        raise ConfigError(
-            f"each teacher member must output (batch, outputs); the teacher gave "
-            f"{tuple(out.shape)} where (batch, members, outputs) is needed"
-        )
-    size = out.shape[-1]
-    if train.y.is_floating_point() and size != gaussian.OUTPUTS:
-        raise ConfigError(
-            f"float targets mean regression, where each member outputs (mean, raw variance): "
-            f"2 numbers; the teacher outputs {size}. Use int64 labels for classification"
-        )
-    return size
-
-
-def _model_args(model: str, model_args: dict[str, Any] | None) -> dict[str, Any]:
-    """``model_args`` when given; else the config's default for ``mlp``, the architecture's
-    own defaults (``{}``) for any other model."""
-    if model_args is not None:
-        return {"model_args": model_args}
-    return {} if model == Config.model else {"model_args": {}}
-
-
-def _sections_with(key: str) -> list[str]:
-    """The methods whose config section has ``key``."""
-    default = Config()
-    return [
-        name
-        for name in METHODS.names()
-        if key in {f.name for f in dataclasses.fields(getattr(default, METHODS.get(name).section))}
-    ]
-
-
-def _make_config(
-    values: dict[str, Any], options: dict[str, Any], section: str | None = None
-) -> Config:
-    """A validated :class:`Config` from explicit ``values``, the method's ``section`` options
-    and top-level keys in ``options``; unknown or meaningless keys raise a ConfigError."""
-    top = {f.name for f in dataclasses.fields(Config)}
-    section_keys = (
-        {f.name for f in dataclasses.fields(getattr(Config(), section))} if section else set()
-    )
-    data = dict(values)
-    section_values: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in section_keys:
-            section_values[key] = value
-        elif key in _NOT_OPTIONS:
-            raise ConfigError(f"{key!r} is not an option here: {_NOT_OPTIONS[key]}")
-        elif key in values:
-            raise ConfigError(
-                f"{key!r} cannot be set here: it is {values[key]!r}, fixed by the teacher or "
-                "by the call's own arguments"
-            )
-        elif key in top:
-            data[key] = value
-        elif section and (owners := _sections_with(key)):
-            raise ConfigError(
-                f"{key!r} is an option of {' / '.join(owners)}, not of {section}; "
-                f"{section}'s options: {', '.join(sorted(section_keys))}"
-            )
-        else:
-            known = sorted(section_keys | (top - set(_NOT_OPTIONS) - set(values)))
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            owner = f"method section {section!r} or " if section else ""
-            raise ConfigError(
-                f"unknown option {key!r}{hint} (not a key of {owner}the config; "
-                f"known: {', '.join(known)})"
-            )
-    if section_values:
-        nested = data.get(section, {})
-        if not isinstance(nested, dict):
-            raise ConfigError(f"{section} must be a mapping of its keys to values")
-        data[section] = nested | section_values
-    return build_config(data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,29 +254,24 @@ def evaluate(
     ``device``: where the model runs; default: where its parameters are.
     """
     device = _model_device(model) if device is None else torch.device(device)
-    test = _materialize(data, "data")
+    test = as_dataset(data, "data")
 
     def outputs(x: Tensor) -> Tensor:
         return predict_outputs(model, x, batch_size, device)
 
     if test.y.is_floating_point():
-        pred = _gaussian(outputs(test.x))
-        row = regression_metrics(pred, test.y)
-        if ood_data is not None:
-            row |= regression_ood_metrics(pred, _gaussian(outputs(_inputs(ood_data))))
-        return row
+        ood = None if ood_data is None else _gaussian(outputs(as_inputs(ood_data)))
+        return regression_row(_gaussian(outputs(test.x)), test.y, ood=ood)
     kind = output_kind(model)
     pred = predictive(outputs(test.x), kind)
     _check_labels(test.y, pred.probs.shape[-1], "data")
-    row = classification_metrics(pred, test.y)
+    val = None
     if val_data is not None:
-        val = _materialize(val_data, "val_data")
-        val_probs = predictive(outputs(val.x), kind).probs
-        _check_labels(val.y, val_probs.shape[-1], "val_data")
-        row |= metrics.calibrated_metrics(val_probs, val.y, pred.probs, test.y)
-    if ood_data is not None:
-        row |= ood_metrics(pred, predictive(outputs(_inputs(ood_data)), kind))
-    return row
+        labelled = as_dataset(val_data, "val_data")
+        val = (predictive(outputs(labelled.x), kind), labelled.y)
+        _check_labels(labelled.y, val[0].probs.shape[-1], "val_data")
+    ood = None if ood_data is None else predictive(outputs(as_inputs(ood_data)), kind)
+    return classification_row(pred, test.y, val=val, ood=ood)
 
 
 def mean_probs(
@@ -546,7 +310,7 @@ def uncertainty(
 
 def _predict(model, x, batch_size, device):
     device = _model_device(model) if device is None else torch.device(device)
-    return predict(model, _inputs(x), batch_size, device)
+    return predict(model, as_inputs(x), batch_size, device)
 
 
 def _gaussian(outputs: Tensor):
@@ -569,160 +333,6 @@ def _check_labels(y: Tensor, classes: int, what: str) -> None:
 def _model_device(model: nn.Module) -> torch.device:
     param = next(itertools.chain(model.parameters(), model.buffers()), None)
     return param.device if param is not None else torch.device("cpu")
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-
-
-def _train_val(
-    train_data: DataLike, val_data: DataLike | None, config: Config
-) -> tuple[ArrayDataset, ArrayDataset]:
-    """Both splits in memory; without ``val_data`` a seeded share of ``train_data``."""
-    train = _materialize(train_data, "train_data")
-    if val_data is not None:
-        val = _materialize(val_data, "val_data")
-        if val.y.is_floating_point() != train.y.is_floating_point():
-            raise DataError(
-                "train_data and val_data have different label types (one integer, one float); "
-                "use int64 labels for classification and float targets for regression"
-            )
-        if val.x.shape[1:] != train.x.shape[1:]:
-            raise DataError(
-                f"val_data inputs are {tuple(val.x.shape[1:])} but train_data inputs are "
-                f"{tuple(train.x.shape[1:])}; give both the same shape"
-            )
-        return train, val
-    if len(train) < 2:
-        raise DataError("train_data needs at least 2 examples to hold some out for validation")
-    rest, held = _carve(train.y, config.val_fraction, config.split_seed)
-    return train.subset(rest), train.subset(held)
-
-
-def _carve(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """(rest, held-out) indices: stratified by class for labels, at random for float targets;
-    at least one example on each side."""
-    if not y.is_floating_point():
-        rest, held = stratified_split(y, fraction, seed)
-        if len(held) > 0 and len(rest) > 0:
-            return rest, held
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(y), generator=generator)
-    count = min(len(y) - 1, max(1, round(len(y) * fraction)))
-    return order[count:].sort().values, order[:count].sort().values
-
-
-def _splits(train: ArrayDataset, val: ArrayDataset, num_classes: int) -> DataSplits:
-    """DataSplits of in-memory data (validation doubles as the unused test split)."""
-    regression = train.y.is_floating_point()
-    return DataSplits(
-        name="custom",
-        train=train,
-        val=val,
-        test=val,
-        num_classes=1 if regression else num_classes,
-        task="regression" if regression else "classification",
-    )
-
-
-def _materialize(data: Any, what: str) -> ArrayDataset:
-    """``data`` as in-memory tensors: float32 inputs, int64 labels or float32 targets."""
-    if isinstance(data, ArrayDataset):
-        x, y = data.x, data.y
-    elif isinstance(data, tuple | list) and len(data) == 2 and not isinstance(data, Dataset):
-        x, y = data
-    elif isinstance(data, TensorDataset) and len(data.tensors) == 2:
-        x, y = data.tensors
-    elif isinstance(data, DataLoader | Dataset):
-        x, y = _read_batches(data, what, labels=True)
-    else:
-        raise DataError(
-            f"{what} must be a torch Dataset, a DataLoader or an (x, y) tuple of tensors; "
-            f"got {type(data).__name__}"
-        )
-    return ArrayDataset(_as_inputs(x, what), _as_targets(y, what))
-
-
-def _inputs(data: Any) -> Tensor:
-    """Inputs only: a tensor or array of inputs, or any data form (labels ignored)."""
-    if isinstance(data, Tensor | np.ndarray):
-        return _as_inputs(data, "inputs")
-    if isinstance(data, ArrayDataset):
-        return data.x
-    if isinstance(data, tuple | list) and len(data) == 2 and not isinstance(data, Dataset):
-        return _as_inputs(data[0], "inputs")
-    if isinstance(data, TensorDataset):
-        return _as_inputs(data.tensors[0], "inputs")
-    if isinstance(data, DataLoader | Dataset):
-        return _as_inputs(_read_batches(data, "inputs", labels=False)[0], "inputs")
-    raise DataError(
-        f"inputs must be a tensor, a torch Dataset, a DataLoader or an (x, y) tuple; "
-        f"got {type(data).__name__}"
-    )
-
-
-def _read_batches(
-    data: Dataset | DataLoader, what: str, labels: bool
-) -> tuple[Tensor, Tensor | None]:
-    """Concatenate what a DataLoader yields (a Dataset is read in order, in batches)."""
-    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=_READ_BATCH)
-    xs: list[Tensor] = []
-    ys: list[Tensor] = []
-    for batch in loader:
-        if isinstance(batch, tuple | list) and len(batch) == 2:
-            x, y = batch
-        elif not labels and isinstance(batch, Tensor):
-            x, y = batch, None
-        else:
-            raise DataError(
-                f"{what} must yield (inputs, labels) pairs; got a batch of type "
-                f"{type(batch).__name__}" + (f" with {len(batch)} items" if _sized(batch) else "")
-            )
-        xs.append(torch.as_tensor(x))
-        if y is not None:
-            ys.append(torch.as_tensor(y).reshape(-1))
-    if not xs:
-        raise DataError(f"{what} is empty; give at least one example")
-    return torch.cat(xs), (torch.cat(ys) if ys else None)
-
-
-def _sized(value: Any) -> bool:
-    return isinstance(value, Iterable) and hasattr(value, "__len__")
-
-
-def _as_inputs(x: Any, what: str) -> Tensor:
-    x = torch.as_tensor(x)
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-    x = x.float()
-    if x.dim() == 1:
-        x = x.unsqueeze(1)
-    if x.dim() == 0:
-        raise DataError(f"{what} inputs must have an example axis, (N, ...); got a scalar")
-    return x
-
-
-def _as_targets(y: Any, what: str) -> Tensor:
-    y = torch.as_tensor(y)
-    if y.dim() == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.dim() != 1:
-        raise DataError(
-            f"{what} labels must be one per example, shape (N,); got {tuple(y.shape)} "
-            "(for one-hot labels pass y.argmax(1))"
-        )
-    return y.float() if y.is_floating_point() else y.long()
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG for a block (as the pipeline does before building a student)
-    and give the caller's RNG state back afterwards."""
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
 
 
 __all__ = [

@@ -9,9 +9,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ensemble_distill.config import Config, load_config
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
+
+if TYPE_CHECKING:
+    from ensemble_distill.config import RunConfig
 
 COMMANDS = {
     "run": (
@@ -114,9 +117,11 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     )
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
+def resolve_config(args: argparse.Namespace) -> RunConfig:
     """--config FILE, else OUT/config.yaml for steps after the first, else defaults; then
     overrides."""
+    from ensemble_distill.config import load_config  # imports torch: after parsing
+
     path = args.config
     saved = args.out / "config.yaml"
     if path is None and args.command in ("distill", "evaluate") and saved.is_file():

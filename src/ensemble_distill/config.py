@@ -1,122 +1,82 @@
 """Run configuration: typed defaults, YAML files (``yaml.safe_load``) and ``key=value`` overrides.
 
-Every key has a default here; a YAML file or an override may only set known keys, with values
-of the declared type. Nested keys use dots on the command line (``kd.temperature=2``).
+Every key has a default here or in its method's section (``methods/kd.py: KDConfig``); a YAML
+file or an override may only set known keys, with values of the declared type and range: the
+sections validate themselves (:mod:`ensemble_distill.options`), so a :class:`Config` that exists
+is valid, before any file is written. Nested keys use dots on the command line
+(``kd.temperature=2``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import torch
 import yaml
 
+from ensemble_distill.data import DATASETS, check_dataset_args
 from ensemble_distill.errors import ConfigError
+from ensemble_distill.methods import METHODS, resolve_method
+from ensemble_distill.methods.perturbations import PerturbationConfig
+from ensemble_distill.models import MODELS
+from ensemble_distill.options import (
+    InvalidValue,
+    Section,
+    at_least,
+    positive,
+    require,
+    unit_interval,
+)
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Section):
     """Optimiser of every training phase (teacher members and students)."""
 
-    name: str = "adam"  # adam | sgd
+    name: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    schedule: str = "cosine"  # cosine (to 0 over training) | constant
+    schedule: Literal["cosine", "constant"] = "cosine"  # cosine: to 0 over training
+
+    def check(self) -> None:
+        positive(self, "lr")
+        at_least(self, 0.0, "weight_decay")
+        unit_interval(self, "momentum")
 
 
 @dataclass
-class TeacherConfig:
+class TeacherConfig(Section):
     """How the deep ensemble's members are trained."""
 
     # Train all members as one computation over stacked weights (true), one after
     # another (false), or auto: stacked for fully connected members, else while
     # M x parameters <= 5e6 (teachers.train.should_vectorize).
-    vectorize: str = "auto"
+    vectorize: Literal["auto", "true", "false"] = "auto"
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(Section):
     """The student's body; null means: the same as the teacher members'."""
 
     model: str | None = None
     model_args: dict | None = None
     epochs: int | None = None
 
-
-@dataclass
-class KDConfig:
-    """Hinton KD: L = (1−α)·CE(s, y) + α·T²·KL(p̄_T ‖ σ_T(s))."""
-
-    alpha: float = 0.9
-    temperature: float = 4.0
+    def check(self) -> None:
+        if self.model is not None:
+            registered(MODELS, "model", self.model)
+        if self.epochs is not None:
+            at_least(self, 1, "epochs")
 
 
 @dataclass
-class HydraConfig:
-    """Hydra (Tran et al. 2020): shared body, M heads, two phases.
-
-    Phase 1 (the first ``phase1_fraction`` of the epochs) trains body + one head by KD on the
-    ensemble mean; phase 2 copies that head into all M and trains head m on member m.
-    """
-
-    head_widths: list[int] = field(default_factory=lambda: [100, 100])  # hidden layers per head
-    temperature: float = 1.0
-    alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
-    phase1_fraction: float = 0.5
-    # Phase 2 starts with every head a copy of the phase-1 head (the paper); false keeps the
-    # other heads at their independent random initialisation.
-    copy_head: bool = True
-
-
-@dataclass
-class EnDConfig:
-    """EnD² (Malinin et al. 2019): a Prior Network fitted to the members' probabilities."""
-
-    smoothing: float = 1e-3  # member probabilities mixed with uniform: (1−ε)π + ε/C
-    initial_temperature: float = 5.0  # annealed linearly to 1 ...
-    anneal_fraction: float = 0.5  # ... over this share of the training steps
-
-
-@dataclass
-class BEConfig:
-    """BatchEnsemble one-to-one students (Nam et al. 2021): member j learns from teacher j."""
-
-    init: str = "normal"  # r, s ~ N(1, init_std) (2021 code) | ones (2022 code)
-    init_std: float = 0.5
-    factor_lr_scale: float = 1.0  # learning rate of r, s relative to optim.lr (no weight decay)
-    alpha: float = 0.9
-    temperature: float = 4.0
-
-
-@dataclass
-class LatentBEConfig:
-    """LatentBE (Nam et al. 2022): BE trained with factors from 1 and its diversifying
-    perturbation, then folded into one plain network (mean factors)."""
-
-    init: str = "ones"
-    init_std: float = 0.5
-    factor_lr_scale: float = 1.0
-    alpha: float = 1.0  # the 2022 recipe trains on the perturbed inputs only
-    temperature: float = 1.0
-
-
-@dataclass
-class PerturbationConfig:
-    """Input perturbations of ``METHOD+NAME`` methods (Nam et al. 2021, 2022): gaussian, ods,
-    confods, diverse."""
-
-    eta: float = 1 / 255  # step size in [0, 1] pixel units; ODS steps have L2 norm eta·sqrt(D)
-    temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
-
-
-@dataclass
-class EvalConfig:
+class EvalConfig(Section):
     batch_size: int = 1024
     latency_repeats: int = 20
     # Teacher-diversity analysis (Nam et al. 2021, Fig. 3) at these step sizes η, on this many
@@ -124,15 +84,20 @@ class EvalConfig:
     diversity_etas: list[float] = field(default_factory=list)
     diversity_examples: int = 2000
 
+    def check(self) -> None:
+        at_least(self, 1, "batch_size", "latency_repeats", "diversity_examples")
+        for index, eta in enumerate(self.diversity_etas):
+            require(eta >= 0, f"diversity_etas[{index}]", "must be >= 0", eta)
+
 
 @dataclass
-class Config:
-    """Everything a run needs; saved, resolved, as ``config.yaml`` beside its results."""
+class RunConfig(Section):
+    """The run's own keys; :data:`Config` adds one section per registered method."""
 
     dataset: str = "digits"
     dataset_args: dict = field(default_factory=dict)  # e.g. csv: {path: FILE.csv, target: y}
     # classification or regression; null = the dataset's own (set it to have it checked)
-    task: str | None = None
+    task: Literal["classification", "regression"] | None = None
     data_dir: str | None = None  # folder with the data files (or DIR/<dataset>/)
     download: bool = False  # fetch missing files over HTTPS, checksums verified
     val_fraction: float = 0.1
@@ -140,7 +105,7 @@ class Config:
     seed: int = 0
     device: str = "cpu"
     # fp32, or bf16: training steps under bf16 autocast (weights and optimiser state stay fp32)
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"
     model: str = "mlp"  # architecture of each ensemble member
     model_args: dict = field(default_factory=lambda: {"widths": [256, 256]})
     members: int = 5
@@ -151,19 +116,140 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    hydra: HydraConfig = field(default_factory=HydraConfig)
-    endd: EnDConfig = field(default_factory=EnDConfig)
-    be: BEConfig = field(default_factory=BEConfig)
-    latentbe: LatentBEConfig = field(default_factory=LatentBEConfig)
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        registered(DATASETS, "dataset", self.dataset)
+        check_dataset_args(self.dataset, self.dataset_args)
+        registered(MODELS, "model", self.model)
+        at_least(self, 1, "members", "epochs", "batch_size")
+        at_least(self, 0, "seed", "split_seed")
+        fraction = self.val_fraction
+        require(0.0 < fraction < 1.0, "val_fraction", "must lie in (0, 1)", fraction)
+        for index, name in enumerate(self.methods or []):
+            try:
+                resolve_method(name)
+            except ConfigError as exc:
+                raise InvalidValue(f"methods[{index}]", f"must be a method: {exc}", name) from None
+        if self.methods is not None and len(set(self.methods)) != len(self.methods):
+            raise InvalidValue("methods", "must list each name once", self.methods)
+        check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+def registered(registry: Any, key: str, name: str) -> None:
+    """``name`` must be in ``registry`` (datasets, models)."""
+    if name not in registry:
+        raise InvalidValue(key, f"must be one of {', '.join(registry.names())}", name)
+
+
+def check_device(name: str) -> None:
+    """``cpu``, or ``cuda[:N]`` where a GPU is visible."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise InvalidValue("device", "must be cpu, cuda or cuda:N", name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is visible; use device=cpu")
+
+
+# One section per registered method (``kd``, ``hydra``, ...), of the type the method declares
+# (``DistillMethod.options_type``): a new method brings its options with it.
+Config = dataclasses.make_dataclass(
+    "Config",
+    [(m.section, m.options_type, field(default_factory=m.options_type)) for m in METHODS.values()],
+    bases=(RunConfig,),
+    namespace={
+        "__doc__": "Everything a run needs, saved resolved as ``config.yaml`` beside its "
+        "results: the run's keys (:class:`RunConfig`), then one section per method.",
+        "__module__": __name__,
+    },
+)
+
+
+# Keys the Python API's distill() / train_teacher() set themselves or that make no sense for
+# in-memory data, with the reason given when a user passes one.
+NOT_OPTIONS = {
+    "dataset": "the data come from train_data",
+    "dataset_args": "the data come from train_data",
+    "data_dir": "the data come from train_data",
+    "download": "the data come from train_data",
+    "task": "the task follows the labels' dtype (int64: classification, float: regression)",
+    "methods": "pass method=NAME",
+    "student": "pass body=, model= and epochs= instead",
+}
+
+
+def model_args_of(model: str, model_args: dict[str, Any] | None) -> dict[str, Any]:
+    """``model_args`` when given; else the config's default for ``mlp``, the architecture's
+    own defaults (``{}``) for any other model."""
+    if model_args is not None:
+        return {"model_args": model_args}
+    return {} if model == Config.model else {"model_args": {}}
+
+
+def _sections_with(key: str) -> list[str]:
+    """The methods whose config section has ``key``."""
+    default = Config()
+    return [
+        name
+        for name in METHODS.names()
+        if key in {f.name for f in dataclasses.fields(getattr(default, METHODS.get(name).section))}
+    ]
+
+
+def config_from_options(
+    values: dict[str, Any], options: dict[str, Any], section: str | None = None
+) -> RunConfig:
+    """The Python API's keyword arguments as a validated :data:`Config`: explicit ``values``,
+    then ``options`` — keys of the method's ``section`` or top-level keys; unknown keys, and
+    keys the API sets itself (:data:`NOT_OPTIONS`), raise a ConfigError naming the fix."""
+    top = {f.name for f in dataclasses.fields(Config)}
+    section_keys = (
+        {f.name for f in dataclasses.fields(getattr(Config(), section))} if section else set()
+    )
+    data = dict(values)
+    section_values: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in section_keys:
+            section_values[key] = value
+        elif key in NOT_OPTIONS:
+            raise ConfigError(f"{key!r} is not an option here: {NOT_OPTIONS[key]}")
+        elif key in values:
+            raise ConfigError(
+                f"{key!r} cannot be set here: it is {values[key]!r}, fixed by the teacher or "
+                "by the call's own arguments"
+            )
+        elif key in top:
+            data[key] = value
+        elif section and (owners := _sections_with(key)):
+            raise ConfigError(
+                f"{key!r} is an option of {' / '.join(owners)}, not of {section}; "
+                f"{section}'s options: {', '.join(sorted(section_keys))}"
+            )
+        else:
+            known = sorted(section_keys | (top - set(NOT_OPTIONS) - set(values)))
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            owner = f"method section {section!r} or " if section else ""
+            raise ConfigError(
+                f"unknown option {key!r}{hint} (not a key of {owner}the config; "
+                f"known: {', '.join(known)})"
+            )
+    if section_values:
+        nested = data.get(section, {})
+        if not isinstance(nested, dict):
+            raise ConfigError(f"{section} must be a mapping of its keys to values")
+        data[section] = nested | section_values
+    return build_config(data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Any:
     """Defaults, then the YAML file at ``path``, then ``key=value`` overrides, type-checked."""
     data: dict[str, Any] = {}
     if path is not None:
@@ -174,8 +260,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     return build_config(data)
 
 
-def build_config(data: dict[str, Any]) -> Config:
-    """A :class:`Config` from a nested mapping; unknown keys and wrong types are refused."""
+def build_config(data: dict[str, Any]) -> Any:
+    """A :data:`Config` from a nested mapping; unknown keys, wrong types and values out of
+    range are refused with a :class:`ConfigError` naming the dotted key."""
     return _build(Config, data, prefix="")
 
 
@@ -230,69 +317,20 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if name not in data:
             continue
         kind = hints[name]
-        if dataclasses.is_dataclass(kind):
+        if dataclasses.is_dataclass(kind) and isinstance(data[name], dict):
             values[name] = _build(kind, data[name], prefix=f"{prefix}{name}.")
         else:
-            values[name] = _check_type(data[name], kind, f"{prefix}{name}")
-    return cls(**values)
-
-
-def _check_type(value: Any, kind: Any, key: str) -> Any:
-    """Return ``value`` if it has type ``kind`` (ints accepted as floats), else raise."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = [option for option in typing.get_args(kind) if option is not type(None)]
-        if value is None and len(options) < len(typing.get_args(kind)):
-            return None
-        if len(options) == 1:  # X | None: X's own message names the bad item
-            return _check_type(value, options[0], key)
-        for option in options:
-            try:
-                return _check_type(value, option, key)
-            except ConfigError:
-                continue
-        raise _type_error(key, value, kind)
-    if kind is type(None):
-        if value is None:
-            return None
-        raise _type_error(key, value, kind)
-    if origin is list:
-        (item_kind,) = typing.get_args(kind)
-        if not isinstance(value, list):
-            raise _type_error(key, value, kind)
-        return [_check_type(v, item_kind, f"{key}[{i}]") for i, v in enumerate(value)]
-    if kind is dict:
-        if isinstance(value, dict):
-            return value
-        raise _type_error(key, value, kind)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str) and _is_float(value):
-        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise _type_error(key, value, kind)
-
-
-def _is_float(text: str) -> bool:
+            values[name] = data[name]
     try:
-        float(text)
-    except ValueError:
-        return False
-    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
-
-
-def _type_error(key: str, value: Any, kind: Any) -> ConfigError:
-    want = getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
-    return ConfigError(
-        f"config key {key!r} must be {want}, got {value!r} ({type(value).__name__}); fix the value"
-    )
+        return cls(**values)
+    except InvalidValue as exc:
+        raise exc.under(prefix) from None
 
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0]
 
 
-def dump_config(config: Config) -> str:
+def dump_config(config: RunConfig) -> str:
     """The resolved configuration as YAML (what ``config.yaml`` holds)."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ensemble_distill import metrics
-from ensemble_distill.data import ArrayDataset
+from ensemble_distill.data import ArrayDataset, DataSplits
 from ensemble_distill.models.gaussian import gaussian_params
 
 LOGITS = "logits"
@@ -173,3 +174,107 @@ def epoch_validator(
         }
 
     return validate
+
+
+def classification_row(
+    test: Predictive,
+    labels: Tensor,
+    *,
+    val: tuple[Predictive, Tensor] | None = None,
+    ood: Predictive | None = None,
+) -> dict[str, float]:
+    """One model's row of classification results: :func:`classification_metrics` on the test
+    split; with ``val`` (predictive, labels) the calibrated metrics (temperature fitted on
+    it); with ``ood`` the OOD detection metrics."""
+    row = classification_metrics(test, labels)
+    if val is not None:
+        row |= metrics.calibrated_metrics(val[0].probs, val[1], test.probs, labels)
+    if ood is not None:
+        row |= ood_metrics(test, ood)
+    return row
+
+
+def regression_row(
+    test: GaussianPredictive, targets: Tensor, *, ood: GaussianPredictive | None = None
+) -> dict[str, float]:
+    """One model's row of regression results (targets in original units), with shift
+    detection when ``ood`` is given."""
+    row = regression_metrics(test, targets)
+    if ood is not None:
+        row |= regression_ood_metrics(test, ood)
+    return row
+
+
+def classification_scores(
+    outputs: dict[str, dict[str, Tensor]], kinds: dict[str, str], data: DataSplits
+) -> tuple[dict[str, dict[str, Any]], list[float]]:
+    """Per model (``outputs[name][split]``, splits val, test and optionally ood; ``ensemble``
+    among them): :func:`classification_row`, the DEE and the Spearman ρ of its MI with the
+    ensemble's; and the ensemble's DE-1 … DE-M calibrated NLL curve."""
+    preds = {
+        name: {split: predictive(v, kinds[name]) for split, v in by_split.items()}
+        for name, by_split in outputs.items()
+    }
+    ensemble = preds["ensemble"]
+    # DE-1 … DE-M calibrated NLL of the teacher's members: the yardstick of DEE.
+    curve = metrics.ensemble_size_curve(
+        ensemble["val"].probs, data.val.y, ensemble["test"].probs, data.test.y
+    )
+    rows = {}
+    for name, pred in preds.items():
+        row = classification_row(
+            pred["test"], data.test.y, val=(pred["val"], data.val.y), ood=pred.get("ood")
+        )
+        row["dee"] = metrics.deep_ensemble_equivalent(curve, row["cnll"])
+        for split in ("test", "ood") if "ood" in pred else ("test",):
+            # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
+            row[f"mi_spearman_{split}"] = metrics.rank_correlation(
+                pred[split].mi, ensemble[split].mi
+            )
+        rows[name] = row
+    return rows, curve
+
+
+def regression_scores(
+    outputs: dict[str, dict[str, Tensor]], data: DataSplits
+) -> dict[str, dict[str, Any]]:
+    """Per model, in the targets' original units: :func:`regression_row` and the Spearman ρ of
+    its epistemic variance with the ensemble's (None for a single Gaussian, whose epistemic
+    variance is constant zero)."""
+    scale = (data.target_mean, data.target_std)
+    preds = {
+        name: {split: gaussian_predictive(v, *scale) for split, v in by_split.items()}
+        for name, by_split in outputs.items()
+    }
+    targets = data.test.y.double() * data.target_std + data.target_mean
+    rows = {}
+    for name, pred in preds.items():
+        row = regression_row(pred["test"], targets, ood=pred.get("ood"))
+        row["epistemic_spearman_test"] = metrics.rank_correlation(
+            pred["test"].epistemic, preds["ensemble"]["test"].epistemic
+        )
+        rows[name] = row
+    return rows
+
+
+def input_grid(data: DataSplits, points: int = 400) -> Tensor:
+    """(points, 1) evenly spaced inputs over every split's range plus a 10 % margin."""
+    x = torch.cat([data.train.x, data.test.x, *(d.x for d in data.ood.values())])
+    low, high = float(x.min()), float(x.max())
+    margin = 0.1 * (high - low)
+    return torch.linspace(low - margin, high + margin, points).unsqueeze(1)
+
+
+def cost_metrics(
+    model: nn.Module, x: Tensor, repeats: int, device: torch.device | str
+) -> dict[str, float]:
+    """Parameters and milliseconds per example at batch 1 and batch 256 (median of
+    ``repeats``)."""
+    model.eval()
+    return {
+        "params": metrics.count_parameters(model),
+        "latency_ms_b1": 1e3
+        * metrics.latency_per_example(model, x[:1].to(device), repeats=repeats),
+        "latency_ms_b256": 1e3
+        * metrics.latency_per_example(model, x[:256].to(device), repeats=repeats),
+    }

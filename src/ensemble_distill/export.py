@@ -214,7 +214,7 @@ def check_format(fmt: str) -> None:
 
 def load_for_export(student_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The saved student (CPU, eval mode) and its manifest; a one-line error otherwise."""
-    from ensemble_distill.pipeline import load_student  # heavy imports
+    from ensemble_distill.engine import load_student  # heavy imports
 
     student_dir = Path(student_dir)
     if not (student_dir / MANIFEST).is_file() and (student_dir / "students").is_dir():

@@ -39,6 +39,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def values(self) -> list[T]:
+        """The registered objects, in the order of :meth:`names`."""
+        return [self._entries[name] for name in self.names()]
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ensemble_distill import distributed
-from ensemble_distill.config import OptimConfig
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.models.gaussian import gaussian_params
 from ensemble_distill.resume import Position, Progress, load_progress, save_progress
+
+if TYPE_CHECKING:
+    from ensemble_distill.config import OptimConfig
 
 
 def supervised_loss(outputs: Tensor, targets: Tensor) -> Tensor:

@@ -12,22 +12,73 @@
 A loader is called as ``loader(data_dir, download, split_seed, val_fraction, **dataset_args)``;
 the keyword-only parameters of its signature are the dataset_args it accepts (required when
 they have no default). Anything else is refused with a :class:`ConfigError`.
+
+An image dataset's OOD set is another dataset's official test set: its *OOD partner*, declared
+in :data:`OOD_PARTNERS` next to the registrations (the partner's test-set reader is registered
+in :data:`OOD_TEST_SETS`); it is omitted with a warning when the partner's files are not found.
+
+Every split (test and validation carving) goes through :func:`holdout_split`. The user's own
+in-memory data become :class:`DataSplits` through :mod:`ensemble_distill.data.adapters`
+(``as_dataset``, ``as_inputs``, ``train_val``, ``in_memory_splits``).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ensemble_distill.data.base import ArrayDataset, DataSplits, stratified_split
+from ensemble_distill.data.adapters import (
+    DataLike,
+    as_dataset,
+    as_inputs,
+    in_memory_splits,
+    train_val,
+)
+from ensemble_distill.data.base import (
+    ArrayDataset,
+    DataSplits,
+    holdout_split,
+    stratified_split,
+    torch_permutations,
+)
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.registry import Registry
 
 # A loader takes (data_dir, download, split_seed, val_fraction, **dataset_args) -> DataSplits.
 Loader = Callable[..., DataSplits]
 DATASETS: Registry[Loader] = Registry("dataset")
+
+# A test-set reader takes (data_dir, download) -> {name: test set}, or {} (with a warning) when
+# the files are not found; only DIR/<name>/ (and system folders) are searched, never DIR itself.
+TestSetReader = Callable[[Path | None, bool], dict[str, ArrayDataset]]
+OOD_TEST_SETS: Registry[TestSetReader] = Registry("OOD test set")
+
+# Each image dataset's OOD partner: the dataset whose official test set is its OOD set.
+OOD_PARTNERS: dict[str, str] = {
+    "mnist": "fashion-mnist",
+    "fashion-mnist": "mnist",
+    "cifar10": "svhn",
+    "cifar100": "svhn",
+    "svhn": "cifar10",
+}
+
+
+def ood_test_sets(name: str, data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
+    """Dataset ``name``'s OOD sets: ``{partner: the partner's test set}`` (see
+    :data:`OOD_PARTNERS`), or ``{}`` when it has no partner or the partner's files are not found
+    (then a warning says where they were looked for)."""
+    partner = OOD_PARTNERS.get(name)
+    if partner is None:
+        return {}
+    return OOD_TEST_SETS.get(partner)(data_dir, download)
+
+
+def _ood(name: str, data_dir: Path | None, download: bool) -> Callable[[], dict[str, ArrayDataset]]:
+    """``ood_test_sets`` for a loader to call once its own files are read."""
+    return functools.partial(ood_test_sets, name, data_dir, download)
 
 
 @DATASETS.register("digits")
@@ -41,35 +92,68 @@ def _digits(data_dir: Path | None, download: bool, split_seed: int, val_fraction
 def _mnist(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
     from ensemble_distill.data.idx import load_idx_splits
 
-    return load_idx_splits("mnist", data_dir, download, split_seed, val_fraction)
+    ood = _ood("mnist", data_dir, download)
+    return load_idx_splits("mnist", data_dir, download, split_seed, val_fraction, ood=ood)
+
+
+@OOD_TEST_SETS.register("mnist")
+def _mnist_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
+    from ensemble_distill.data.idx import load_ood_test
+
+    return load_ood_test("mnist", data_dir, download)
 
 
 @DATASETS.register("fashion-mnist")
 def _fashion_mnist(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
     from ensemble_distill.data.idx import load_idx_splits
 
-    return load_idx_splits("fashion-mnist", data_dir, download, split_seed, val_fraction)
+    ood = _ood("fashion-mnist", data_dir, download)
+    return load_idx_splits("fashion-mnist", data_dir, download, split_seed, val_fraction, ood=ood)
+
+
+@OOD_TEST_SETS.register("fashion-mnist")
+def _fashion_mnist_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
+    from ensemble_distill.data.idx import load_ood_test
+
+    return load_ood_test("fashion-mnist", data_dir, download)
 
 
 @DATASETS.register("cifar10")
 def _cifar10(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
     from ensemble_distill.data.cifar import load_cifar_splits
 
-    return load_cifar_splits("cifar10", data_dir, download, split_seed, val_fraction)
+    ood = _ood("cifar10", data_dir, download)
+    return load_cifar_splits("cifar10", data_dir, download, split_seed, val_fraction, ood=ood)
+
+
+@OOD_TEST_SETS.register("cifar10")
+def _cifar10_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
+    from ensemble_distill.data.cifar import load_ood_test
+
+    return load_ood_test(data_dir, download)
 
 
 @DATASETS.register("cifar100")
 def _cifar100(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
     from ensemble_distill.data.cifar import load_cifar_splits
 
-    return load_cifar_splits("cifar100", data_dir, download, split_seed, val_fraction)
+    ood = _ood("cifar100", data_dir, download)
+    return load_cifar_splits("cifar100", data_dir, download, split_seed, val_fraction, ood=ood)
 
 
 @DATASETS.register("svhn")
 def _svhn(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
     from ensemble_distill.data.svhn import load_svhn_splits
 
-    return load_svhn_splits(data_dir, download, split_seed, val_fraction)
+    ood = _ood("svhn", data_dir, download)
+    return load_svhn_splits(data_dir, download, split_seed, val_fraction, ood=ood)
+
+
+@OOD_TEST_SETS.register("svhn")
+def _svhn_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
+    from ensemble_distill.data.svhn import load_ood_test
+
+    return load_ood_test(data_dir, download)
 
 
 @DATASETS.register("toy-gap")
@@ -173,10 +257,20 @@ def create_dataset(
 
 __all__ = [
     "DATASETS",
+    "OOD_PARTNERS",
+    "OOD_TEST_SETS",
     "ArrayDataset",
+    "DataLike",
     "DataSplits",
+    "as_dataset",
+    "as_inputs",
     "check_dataset_args",
     "create_dataset",
     "dataset_args_of",
+    "holdout_split",
+    "in_memory_splits",
+    "ood_test_sets",
     "stratified_split",
+    "torch_permutations",
+    "train_val",
 ]

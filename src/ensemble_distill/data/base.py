@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -108,19 +110,69 @@ def _channel_reduce(x: Tensor, fn) -> list[float]:
     return [float(v) for v in fn(x.double(), dim=dims)]
 
 
-def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Split indices into (rest, held_out) with ``fraction`` of every class held out.
+Permutation = Callable[[int], Tensor | np.ndarray]
+"""``n -> a random permutation of 0..n-1``; successive calls continue one random stream."""
 
-    Deterministic for a given seed, independent of the global RNG.
+
+def torch_permutations(seed: int) -> Permutation:
+    """Permutations drawn from one ``torch.Generator`` seeded with ``seed``.
+
+    The image loaders' and the in-memory adapters' source; the regression loaders draw from a
+    NumPy ``Generator`` instead (pass ``rng.permutation``). The two streams differ for the same
+    seed, so each loader keeps the source it was published with: its splits stay the same.
+    Neither touches the global RNG.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return lambda n: torch.randperm(n, generator=generator)
+
+
+def holdout_split(
+    size: int,
+    fraction: float,
+    permutation: Permutation,
+    *,
+    strata: Tensor | None = None,
+    min_rest: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Positions ``0..size-1`` split at random into sorted (rest, held_out) int64 index tensors.
+
+    The one split helper of every loader (test and validation carving) and of the in-memory
+    adapters. Deterministic for a given permutation source, independent of the global RNG.
+
+    Args:
+        size: number of examples.
+        fraction: share held out, in (0, 1).
+        permutation: the random source, e.g. ``torch_permutations(seed)`` or a NumPy
+            ``Generator``'s ``rng.permutation``.
+        strata: (size,) integer labels: split stratified — each class in ascending order
+            draws its own permutation and holds out ``round(n_c * fraction)`` of its ``n_c``
+            examples (none when the class is that small). Without: one permutation of all
+            positions and ``round(size * fraction)`` held out, at least one and at most
+            ``size - min_rest``.
+        min_rest: examples the unstratified split always leaves in ``rest``.
     """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"split fraction must lie in (0, 1); got {fraction}")
-    generator = torch.Generator().manual_seed(seed)
+    if strata is None:
+        order = torch.as_tensor(permutation(size))
+        n_held = min(size - min_rest, max(1, round(size * fraction)))
+        return order[n_held:].sort().values, order[:n_held].sort().values
+    if strata.shape != (size,):
+        raise ValueError(f"strata must have shape ({size},); got {tuple(strata.shape)}")
     rest, held = [], []
-    for c in torch.unique(labels):
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
+    for c in torch.unique(strata):
+        idx = torch.nonzero(strata == c).flatten()
+        idx = idx[torch.as_tensor(permutation(len(idx)))]
         n_held = round(len(idx) * fraction)
         held.append(idx[:n_held])
         rest.append(idx[n_held:])
     return torch.cat(rest).sort().values, torch.cat(held).sort().values
+
+
+def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Split indices into (rest, held_out) with ``fraction`` of every class held out.
+
+    :func:`holdout_split` stratified by ``labels`` with ``torch_permutations(seed)``.
+    Deterministic for a given seed, independent of the global RNG.
+    """
+    return holdout_split(len(labels), fraction, torch_permutations(seed), strata=labels)

@@ -12,6 +12,7 @@ import logging
 import pickle
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ensemble_distill.data import svhn
-from ensemble_distill.data.base import ArrayDataset, DataSplits, stratified_split
+from ensemble_distill.data.base import (
+    ArrayDataset,
+    DataSplits,
+    holdout_split,
+    torch_permutations,
+)
 from ensemble_distill.data.download import check_md5, locate_ood, require
 from ensemble_distill.errors import DataError
 
@@ -83,30 +88,42 @@ LAYOUTS: dict[str, CifarLayout] = {
 
 
 def load_cifar_splits(
-    name: str, data_dir: Path | None, download: bool, split_seed: int, val_fraction: float
+    name: str,
+    data_dir: Path | None,
+    download: bool,
+    split_seed: int,
+    val_fraction: float,
+    *,
+    ood: Callable[[], dict[str, ArrayDataset]],
 ) -> DataSplits:
     """Official train set split (stratified, seeded) into train / validation; official test set.
 
-    Images are (N, 3, 32, 32) float32 in [0, 1], labels (N,) int64. OOD: SVHN's test set,
-    omitted with a warning when ``test_32x32.mat`` is not found.
+    Images are (N, 3, 32, 32) float32 in [0, 1], labels (N,) int64.
+
+    Args:
+        ood: called once the dataset's own files are read; gives its OOD sets (the registry's
+            :func:`~ensemble_distill.data.ood_test_sets`: SVHN's test set, omitted with a
+            warning when ``test_32x32.mat`` is not found).
     """
     layout = LAYOUTS[name]
     archive = require(name, _md5s(layout), BASE_URL, data_dir, download) / layout.archive
     batches = read_batches(archive, layout, [*layout.train_members, layout.test_member])
     train = _concat([batches[m] for m in layout.train_members])
-    rest, held = stratified_split(train.y, val_fraction, split_seed)
+    rest, held = holdout_split(
+        len(train), val_fraction, torch_permutations(split_seed), strata=train.y
+    )
     return DataSplits(
         name=name,
         train=train.subset(rest),
         val=train.subset(held),
         test=batches[layout.test_member],
         num_classes=layout.num_classes,
-        ood=svhn.load_ood_test(data_dir, download),
+        ood=ood(),
     )
 
 
 def load_ood_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
-    """``{"cifar10": CIFAR-10 test set}`` (the OOD set of SVHN), or ``{}`` when not found."""
+    """``{"cifar10": CIFAR-10 test set}`` (an OOD set of others), or ``{}`` when not found."""
     layout = LAYOUTS["cifar10"]
     folder = locate_ood(layout.name, _md5s(layout), BASE_URL, data_dir, download)
     if folder is None:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ensemble_distill.data.base import ArrayDataset, DataSplits, stratified_split
+from ensemble_distill.data.base import ArrayDataset, DataSplits, holdout_split, torch_permutations
 
 TEST_FRACTION = 0.2
 NUM_PATCHES = 500
@@ -24,8 +24,10 @@ def load_digits_splits(split_seed: int, val_fraction: float) -> DataSplits:
     x = torch.from_numpy(digits.images / 16.0).float().unsqueeze(1)  # (1797, 1, 8, 8)
     y = torch.from_numpy(digits.target).long()
     full = ArrayDataset(x, y)
-    rest, test = stratified_split(y, TEST_FRACTION, split_seed)
-    train, val = stratified_split(y[rest], val_fraction, split_seed + 1)
+    rest, test = holdout_split(len(y), TEST_FRACTION, torch_permutations(split_seed), strata=y)
+    train, val = holdout_split(
+        len(rest), val_fraction, torch_permutations(split_seed + 1), strata=y[rest]
+    )
     return DataSplits(
         name="digits",
         train=full.subset(rest[train]),

@@ -1,6 +1,7 @@
 """MNIST and Fashion-MNIST from the canonical idx ``.gz`` files.
 
-Each is the OOD set of the other (only its two t10k files are needed for that).
+Each is the OOD set of the other (declared in the dataset registry; only its two t10k files
+are needed for that).
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ import logging
 import math
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ensemble_distill.data.base import ArrayDataset, DataSplits, stratified_split
+from ensemble_distill.data.base import (
+    ArrayDataset,
+    DataSplits,
+    holdout_split,
+    torch_permutations,
+)
 from ensemble_distill.data.download import (
     checksum_error,
     locate_ood,
@@ -96,16 +102,25 @@ SOURCES: dict[str, IdxSource] = {
         (Path("/usr/share/datasets/fashion-mnist"),),
     ),
 }
-OOD_OF = {"mnist": "fashion-mnist", "fashion-mnist": "mnist"}
 
 
 def load_idx_splits(
-    name: str, data_dir: Path | None, download: bool, split_seed: int, val_fraction: float
+    name: str,
+    data_dir: Path | None,
+    download: bool,
+    split_seed: int,
+    val_fraction: float,
+    *,
+    ood: Callable[[], dict[str, ArrayDataset]],
 ) -> DataSplits:
     """Official train set split (stratified, seeded) into train / validation; official test set.
 
-    Images are (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64. OOD: the other dataset's
-    test images, omitted with a warning when its t10k files are not found.
+    Images are (N, 1, 28, 28) float32 in [0, 1], labels (N,) int64.
+
+    Args:
+        ood: called once the dataset's own files are read; gives its OOD sets (the registry's
+            :func:`~ensemble_distill.data.ood_test_sets`: the other dataset's test images,
+            omitted with a warning when its t10k files are not found).
     """
     source = SOURCES[name]
     files = [TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
@@ -113,25 +128,28 @@ def load_idx_splits(
     folder = require(name, md5s, source.base_url, data_dir, download, extra=source.system_dirs)
     logger.info("loading %s from %s", name, folder)
     train = read_pair(folder, source, TRAIN_IMAGES, TRAIN_LABELS)
-    rest, held = stratified_split(train.y, val_fraction, split_seed)
+    rest, held = holdout_split(
+        len(train), val_fraction, torch_permutations(split_seed), strata=train.y
+    )
     return DataSplits(
         name=name,
         train=train.subset(rest),
         val=train.subset(held),
         test=read_pair(folder, source, TEST_IMAGES, TEST_LABELS),
         num_classes=NUM_CLASSES,
-        ood=_ood_sets(OOD_OF[name], data_dir, download),
+        ood=ood(),
     )
 
 
-def _ood_sets(other: str, data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
-    """``{other: its test set}``, or ``{}`` when its t10k files are not found."""
-    source = SOURCES[other]
+def load_ood_test(name: str, data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
+    """``{name: its test set}`` (an OOD set of others), or ``{}`` when its t10k files are not
+    found."""
+    source = SOURCES[name]
     files = _download_md5s(source, [TEST_IMAGES, TEST_LABELS])
-    folder = locate_ood(other, files, source.base_url, data_dir, download, extra=source.system_dirs)
+    folder = locate_ood(name, files, source.base_url, data_dir, download, extra=source.system_dirs)
     if folder is None:
         return {}
-    return {other: read_pair(folder, source, TEST_IMAGES, TEST_LABELS)}
+    return {name: read_pair(folder, source, TEST_IMAGES, TEST_LABELS)}
 
 
 def _download_md5s(source: IdxSource, files: list[str]) -> dict[str, str]:

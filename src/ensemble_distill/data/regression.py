@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ensemble_distill.data.base import ArrayDataset, DataSplits
+from ensemble_distill.data.base import ArrayDataset, DataSplits, holdout_split
 from ensemble_distill.errors import DataError
 
 TEST_FRACTION = 0.2
@@ -86,10 +86,12 @@ def load_toy_gap_splits(split_seed: int, val_fraction: float) -> DataSplits:
     """
     train_seq, test_seq, gap_seq, split_seq = np.random.SeedSequence(split_seed).spawn(4)
     pool_x, pool_y = _toy_set(TOY_TRAIN, np.random.default_rng(train_seq), in_gap=False)
-    train, val = _carve(TOY_TRAIN, val_fraction, np.random.default_rng(split_seq))
+    train, val = holdout_split(
+        TOY_TRAIN, val_fraction, np.random.default_rng(split_seq).permutation
+    )
     parts = {
-        "train": (pool_x[train], pool_y[train]),
-        "val": (pool_x[val], pool_y[val]),
+        "train": (pool_x[train.numpy()], pool_y[train.numpy()]),
+        "val": (pool_x[val.numpy()], pool_y[val.numpy()]),
         "test": _toy_set(TOY_TEST, np.random.default_rng(test_seq), in_gap=False),
     }
     ood = {"gap": _toy_set(TOY_GAP, np.random.default_rng(gap_seq), in_gap=True)}
@@ -390,20 +392,14 @@ def _shift_mask(values: np.ndarray, name: str, feature: str) -> np.ndarray:
 def _carve_indices(
     index: np.ndarray, fraction: float, rng: np.random.Generator, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``index`` (n,) split into (rest, held_out) with ``fraction`` held out (at least one)."""
-    rest, held = _carve(len(index), fraction, rng)
+    """``index`` (n,) split into (rest, held_out) with ``fraction`` held out (at least one).
+
+    :func:`holdout_split` drawing from ``rng``: NumPy's stream, which these splits were made with.
+    """
+    rest, held = holdout_split(len(index), fraction, rng.permutation)
     if len(rest) == 0:
         raise DataError(f"{name}: too few rows to split off {fraction:.0%}; give more rows")
-    return index[rest], index[held]
-
-
-def _carve(count: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Positions 0..count-1 split at random into sorted (rest, held_out) index arrays."""
-    if not 0.0 < fraction < 1.0:
-        raise DataError(f"split fraction must lie in (0, 1); got {fraction}")
-    order = rng.permutation(count)
-    n_held = min(count, max(1, round(count * fraction)))
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
+    return index[rest.numpy()], index[held.numpy()]
 
 
 def standardised_splits(name: str, parts: Parts, ood: Parts, *, scale_inputs: bool) -> DataSplits:

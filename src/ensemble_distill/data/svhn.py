@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ensemble_distill.data.base import ArrayDataset, DataSplits, stratified_split
+from ensemble_distill.data.base import (
+    ArrayDataset,
+    DataSplits,
+    holdout_split,
+    torch_permutations,
+)
 from ensemble_distill.data.download import check_md5, locate_ood, require
 from ensemble_distill.errors import DataError
 
@@ -28,30 +34,39 @@ NUM_CLASSES = 10
 
 
 def load_svhn_splits(
-    data_dir: Path | None, download: bool, split_seed: int, val_fraction: float
+    data_dir: Path | None,
+    download: bool,
+    split_seed: int,
+    val_fraction: float,
+    *,
+    ood: Callable[[], dict[str, ArrayDataset]],
 ) -> DataSplits:
     """Official train set split (stratified, seeded) into train / validation; official test set.
 
-    Images are (N, 3, 32, 32) float32 in [0, 1], labels (N,) int64 (digit 0 is label 0). OOD:
-    CIFAR-10's test set, omitted with a warning when its archive is not found.
-    """
-    from ensemble_distill.data import cifar  # here, not at the top: cifar imports this module
+    Images are (N, 3, 32, 32) float32 in [0, 1], labels (N,) int64 (digit 0 is label 0).
 
+    Args:
+        ood: called once the dataset's own files are read; gives its OOD sets (the registry's
+            :func:`~ensemble_distill.data.ood_test_sets`: CIFAR-10's test set, omitted with a
+            warning when its archive is not found).
+    """
     folder = require("svhn", MD5, BASE_URL, data_dir, download)
     train = read_mat(folder / TRAIN_FILE)
-    rest, held = stratified_split(train.y, val_fraction, split_seed)
+    rest, held = holdout_split(
+        len(train), val_fraction, torch_permutations(split_seed), strata=train.y
+    )
     return DataSplits(
         name="svhn",
         train=train.subset(rest),
         val=train.subset(held),
         test=read_mat(folder / TEST_FILE),
         num_classes=NUM_CLASSES,
-        ood=cifar.load_ood_test(data_dir, download),
+        ood=ood(),
     )
 
 
 def load_ood_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]:
-    """``{"svhn": SVHN test set}`` (the OOD set of CIFAR), or ``{}`` when not found."""
+    """``{"svhn": SVHN test set}`` (an OOD set of others), or ``{}`` when not found."""
     folder = locate_ood("svhn", {TEST_FILE: MD5[TEST_FILE]}, BASE_URL, data_dir, download)
     return {"svhn": read_mat(folder / TEST_FILE)} if folder is not None else {}
 

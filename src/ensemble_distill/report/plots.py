@@ -31,6 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import GaussianPredictive
+from ensemble_distill.methods import METHODS
 from ensemble_distill.report.rundir import History, RunDir
 from ensemble_distill.report.table import REGRESSION, task_of
 
@@ -51,15 +52,10 @@ STYLE = {
     "figure.facecolor": "white",
 }
 DPI = 110
-# Okabe–Ito colours (safe for colour-blind readers), keyed by method name.
-BASE_COLORS = {
-    "ensemble": "#000000",
-    "member": "#8c8c8c",
-    "kd": "#E69F00",
-    "hydra": "#0072B2",
-    "endd": "#009E73",
-    "be": "#D55E00",
-    "latentbe": "#CC79A7",
+# Okabe–Ito colours (safe for colour-blind readers): the baselines' here, each method's its own
+# (``DistillMethod.color``).
+BASE_COLORS = {"ensemble": "#000000", "member": "#8c8c8c"} | {
+    method.section: method.color for method in METHODS.values()
 }
 # Methods not listed above get one of these, chosen by a stable hash of the name.
 EXTRA_COLORS = ("#56B4E9", "#882255", "#999933", "#44AA99", "#AA4499", "#332288")

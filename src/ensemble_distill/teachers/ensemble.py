@@ -9,12 +9,14 @@ when the members are a plain layer stack, else with ``torch.func.vmap`` over
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.models.stacked import grouped_forward, grouped_leaves
 
 
@@ -102,3 +104,60 @@ def _set_tensor(module: nn.Module, dotted: str, value: Tensor) -> None:
         owner._parameters[leaf] = value
     else:
         owner._buffers[leaf] = value
+
+
+def check_same_architecture(reference: nn.Module, other: nn.Module, index: int) -> None:
+    """Raise a ConfigError naming the first submodule, parameter or buffer where ``other``
+    (member ``index``) differs from ``reference`` (member 0)."""
+    fix = "every member must have one architecture (the same layers and sizes)"
+    for (name_a, mod_a), (name_b, mod_b) in itertools.zip_longest(
+        reference.named_modules(), other.named_modules(), fillvalue=(None, None)
+    ):
+        if name_a != name_b or type(mod_a) is not type(mod_b):
+            what_a = f"{name_a or '(root)'}: {type(mod_a).__name__}" if mod_a else "nothing"
+            what_b = f"{name_b or '(root)'}: {type(mod_b).__name__}" if mod_b else "nothing"
+            raise ConfigError(
+                f"member {index} differs from member 0 at module {what_b} "
+                f"(member 0 has {what_a}); {fix}"
+            )
+    for kind, tensors_a, tensors_b in (
+        ("parameter", reference.named_parameters(), other.named_parameters()),
+        ("buffer", reference.named_buffers(), other.named_buffers()),
+    ):
+        for (name_a, a), (name_b, b) in itertools.zip_longest(
+            tensors_a, tensors_b, fillvalue=(None, None)
+        ):
+            if name_a != name_b:
+                raise ConfigError(
+                    f"member {index} has {kind} {name_b!r} where member 0 has {name_a!r}; {fix}"
+                )
+            if a.shape != b.shape or a.dtype != b.dtype:
+                raise ConfigError(
+                    f"member {index} differs from member 0 at {kind} {name_a!r}: "
+                    f"{tuple(b.shape)} {b.dtype} vs {tuple(a.shape)} {a.dtype}; {fix}"
+                )
+
+
+def teacher_from_modules(modules: Sequence[nn.Module]) -> DeepEnsemble:
+    """A :class:`DeepEnsemble` teacher from M trained modules of one architecture.
+
+    Each module maps a batch x (batch, ...) to logits (batch, classes) (or, for regression, to
+    (batch, 2) Gaussian outputs). The modules are copied (stacked along a member axis), never
+    modified; the teacher is returned in eval mode.
+
+    Raises:
+        ConfigError: no modules, or two modules differ in a submodule, parameter or buffer (the
+            message names the first difference).
+    """
+    modules = list(modules)
+    if not modules:
+        raise ConfigError("teacher_from_modules needs at least one module; got none")
+    for index, module in enumerate(modules):
+        if not isinstance(module, nn.Module):
+            raise ConfigError(
+                f"member {index} is a {type(module).__name__}, not a torch.nn.Module; "
+                "pass a list of modules"
+            )
+    for index, module in enumerate(modules[1:], start=1):
+        check_same_architecture(modules[0], module, index)
+    return DeepEnsemble(modules).eval()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ensemble_distill import distributed
 from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
-from ensemble_distill.config import Config, OptimConfig
 from ensemble_distill.data import DataSplits
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import epoch_validator
@@ -20,6 +19,9 @@ from ensemble_distill.models.stacked import grouped_leaves
 from ensemble_distill.resume import Progress
 from ensemble_distill.teachers.ensemble import DeepEnsemble
 from ensemble_distill.training import fit, supervised_loss
+
+if TYPE_CHECKING:
+    from ensemble_distill.config import OptimConfig, RunConfig
 
 # Stacked members of a plain fully connected stack (grouped layers, no convolution) beat a loop
 # at every size measured (benchmarks/performance.py, teacher table: 1.1-2.8x for MLPs on digits
@@ -134,7 +136,7 @@ def train_deep_ensemble(
 
 
 def train_from_config(
-    spec: ModelSpec, data: DataSplits, config: Config, device: torch.device | str, **kwargs: Any
+    spec: ModelSpec, data: DataSplits, config: RunConfig, device: torch.device | str, **kwargs: Any
 ) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
     """:func:`train_deep_ensemble` with the config's members, seed, epochs, batch size,
     optimiser, vectorisation and precision; ``kwargs`` as there (quiet, progress files)."""

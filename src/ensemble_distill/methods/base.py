@@ -1,4 +1,11 @@
-"""What every distillation method gets, and what it must provide."""
+"""What every distillation method gets, and what it must provide.
+
+A method (:class:`DistillMethod`) owns everything about itself: its options section (a typed
+:class:`~ensemble_distill.options.Section` that validates itself), the student it builds
+around a body, how it trains that student, the tasks it supports and its colour in reports.
+The engine (:mod:`ensemble_distill.engine`) calls these; nothing else dispatches on a method's
+name.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +14,29 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ensemble_distill import distributed
-from ensemble_distill.config import Config
 from ensemble_distill.data import DataSplits
-from ensemble_distill.distill.perturbations import Perturbation, PerturbationState
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
-from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.methods.losses import (
+    hydra_loss,
+    hydra_regression_loss,
+    kd_loss,
+    kd_regression_loss,
+)
+from ensemble_distill.methods.perturbations import Perturbation, PerturbationState
+from ensemble_distill.models import Classifier, ModelSpec, create_model
+from ensemble_distill.options import Section, positive, unit_interval
 from ensemble_distill.resume import Progress
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.training import fit, supervised_loss
+
+if TYPE_CHECKING:
+    from ensemble_distill.config import RunConfig
 
 
 @dataclass
@@ -63,7 +79,7 @@ class DistillContext:
     data: DataSplits
     teacher: DeepEnsemble
     teacher_train_outputs: Tensor
-    config: Config
+    config: RunConfig
     device: torch.device
     quiet: bool = False
     perturbation: Perturbation | None = None
@@ -148,32 +164,96 @@ def label_loss(student: nn.Module, batch: Batch, distill_outputs: Tensor) -> Ten
     return supervised_loss(outputs, batch.y[:, None].expand(outputs.shape[:2]))
 
 
+def distillation_loss(
+    student: nn.Module,
+    batch: Batch,
+    outputs: Tensor,
+    options: DistillOptions,
+    *,
+    one_to_one: bool,
+    regression: bool,
+) -> Tensor:
+    """The objective of KD, Hydra and BatchEnsemble: α·D + (1 − α)·(1/M) Σ_j ℓ(S_j(x), y).
+
+    D is the distillation term on ``batch.x_distill``, where ``outputs`` = ``student(x̃)``:
+
+    * ``one_to_one=False`` (Hinton et al. 2015): T²·KL(p̄_T ‖ σ_T(s)) to the members' mean
+      probabilities (:func:`kd_loss`); for regression the KL to the moment-matched ensemble
+      Gaussian (:func:`kd_regression_loss`).
+    * ``one_to_one=True`` (Hydra, BatchEnsemble): (1/M) Σ_m T²·KL(σ_T(z_m) ‖ σ_T(s_m)), student
+      member m against teacher m (:func:`hydra_loss`; Gaussians: :func:`hydra_regression_loss`).
+
+    The label term ℓ (cross-entropy, or Gaussian NLL) is on the clean inputs
+    (:func:`label_loss`).
+    """
+    teacher = batch.teacher_outputs
+    if one_to_one:
+        distill = (
+            hydra_regression_loss(outputs, teacher)
+            if regression
+            else hydra_loss(outputs, teacher, temperature=options.temperature)
+        )
+    elif regression:
+        distill = kd_regression_loss(outputs, teacher)
+    else:  # kd_loss with α = 1 is the distillation term alone; the label term follows
+        distill = kd_loss(outputs, teacher, batch.y, alpha=1.0, temperature=options.temperature)
+    return options.alpha * distill + (1.0 - options.alpha) * label_loss(student, batch, outputs)
+
+
+@dataclass
+class DistillOptions(Section):
+    """The options every KD-style objective shares (:func:`distillation_loss`): the weight α
+    of the distillation term against the labels' and the softmax temperature T."""
+
+    alpha: float = 0.9
+    temperature: float = 4.0
+
+    def check(self) -> None:
+        unit_interval(self, "alpha")
+        positive(self, "temperature")
+
+
 class DistillMethod(abc.ABC):
     """A student type and how to train it; registered by name in ``METHODS``.
 
     Attributes:
-        section: the config section the method reads (``kd``, ``hydra``, ...).
+        section: the method's name and its config section (``kd``, ``hydra``, ...).
+        options_type: the section's dataclass; the run's config holds one instance.
         tasks: the tasks it supports (``classification``, ``regression``).
+        color: its colour in every report figure.
+        trains_members: whether the student trains as M members (Hydra's heads, BatchEnsemble):
+            what the ``diverse`` perturbation probes.
     """
 
-    section: str
-    tasks: tuple[str, ...] = ("classification",)
+    section: ClassVar[str]
+    options_type: ClassVar[type[Section]]
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    color: ClassVar[str]
+    trains_members: ClassVar[bool] = False
 
-    def options(self, config: Config) -> dict[str, Any]:
-        """The method's config section as a dict (saved in the student's manifest)."""
-        return dataclasses.asdict(getattr(config, self.section))
+    def options(self, config: RunConfig) -> Any:
+        """The method's section of ``config``."""
+        return getattr(config, self.section)
 
     def build(
         self,
         spec: ModelSpec,
         members: int,
-        options: dict[str, Any],
+        options: Any,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> nn.Module:
-        """The untrained student; by default the body with a linear head."""
-        return create_model(spec, mean, std)
+        """The untrained student on the registered architecture ``spec`` (inputs normalised
+        with ``mean`` and ``std``)."""
+        return self.student(create_model(spec, mean, std), members, options)
+
+    def student(self, base: Classifier, members: int, options: Any) -> nn.Module:
+        """The untrained student built around ``base`` — a body with a linear head, from a
+        registered architecture or the user's own body; by default ``base`` itself."""
+        return base
 
     @abc.abstractmethod
-    def train(self, student: nn.Module, context: DistillContext) -> list[dict[str, Any]]:
-        """Train ``student`` in place; return its per-epoch history."""
+    def train(
+        self, student: nn.Module, context: DistillContext, options: Any
+    ) -> list[dict[str, Any]]:
+        """Train ``student`` in place with ``options`` (its section); return its history."""

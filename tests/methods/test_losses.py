@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ensemble_distill.distill.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
+from ensemble_distill.methods.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
 
 STUDENT = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
 TEACHER = torch.tensor([[[1.5, 1.0, 0.0], [0.5, 2.5, -0.5]], [[0.0, 0.0, 2.0], [1.0, -2.0, 4.0]]])

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.distributions import Dirichlet, Normal, kl_divergence
 
-from ensemble_distill.distill.losses import (
+from ensemble_distill.methods.losses import (
     dirichlet_nll,
     gaussian_kl,
     hydra_loss,

@@ -5,8 +5,8 @@ import dataclasses
 import torch
 
 from ensemble_distill.config import build_config
-from ensemble_distill.distill import METHODS, PERTURBATIONS, DistillContext
 from ensemble_distill.evaluation import output_kind, predict, predict_outputs
+from ensemble_distill.methods import METHODS, PERTURBATIONS, DistillContext
 from ensemble_distill.models import ModelSpec
 from ensemble_distill.teachers import train_deep_ensemble
 
@@ -27,7 +27,7 @@ def train_student(name, context):
     student = method.build(
         SPEC, 3, method.options(context.config), context.data.mean, context.data.std
     )
-    history = method.train(student, context)
+    history = method.train(student, context, method.options(context.config))
     return student, history
 
 

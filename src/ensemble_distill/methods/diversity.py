@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ensemble_distill.distill.perturbations import PERTURBATIONS, PerturbationState
 from ensemble_distill.evaluation import predict_outputs, predictive
+from ensemble_distill.methods.perturbations import PERTURBATIONS, PerturbationState
 from ensemble_distill.metrics import diversity_by_confidence
 from ensemble_distill.teachers import DeepEnsemble
 

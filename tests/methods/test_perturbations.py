@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from ensemble_distill.distill import METHODS, PERTURBATIONS, resolve_method
-from ensemble_distill.distill.perturbations import PerturbationState, ods_direction
 from ensemble_distill.errors import ConfigError
+from ensemble_distill.methods import METHODS, PERTURBATIONS, resolve_method
+from ensemble_distill.methods.perturbations import PerturbationState, ods_direction
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble
 

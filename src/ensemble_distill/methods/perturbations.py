@@ -29,8 +29,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ensemble_distill.options import Section, at_least, positive
 from ensemble_distill.registry import Registry
 from ensemble_distill.teachers import DeepEnsemble
+
+
+@dataclass
+class PerturbationConfig(Section):
+    """Options of every ``METHOD+NAME`` perturbation (config section ``perturbation``)."""
+
+    eta: float = 1 / 255  # step size in [0, 1] pixel units; ODS steps have L2 norm eta·sqrt(D)
+    temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
+
+    def check(self) -> None:
+        at_least(self, 0.0, "eta")
+        positive(self, "temperature")
 
 
 @dataclass
@@ -48,6 +61,8 @@ class PerturbationState:
 Perturbation = Callable[[Tensor, PerturbationState], Tensor]
 # Perturbations that never read the teacher's class probabilities: the ones regression allows.
 PROBABILITY_FREE = ("gaussian",)
+# Perturbations that probe the student's members: only for methods that train members.
+NEEDS_STUDENT_MEMBERS = ("diverse",)
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
 
 

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import norm
 from torch.distributions import Normal, kl_divergence
 
-from ensemble_distill.distill.losses import (
+from ensemble_distill.methods.losses import (
     gaussian_kl,
     hydra_regression_loss,
     kd_regression_loss,

@@ -4,9 +4,9 @@ import torch
 
 from ensemble_distill.config import build_config
 from ensemble_distill.data import create_dataset
-from ensemble_distill.distill import METHODS, DistillContext
-from ensemble_distill.distill.losses import hydra_regression_loss, kd_regression_loss
 from ensemble_distill.evaluation import gaussian_predictive, predict_outputs
+from ensemble_distill.methods import METHODS, DistillContext
+from ensemble_distill.methods.losses import hydra_regression_loss, kd_regression_loss
 from ensemble_distill.models import ModelSpec
 from ensemble_distill.teachers import train_deep_ensemble
 
@@ -26,7 +26,7 @@ def make_context(**overrides):
 def train_student(name, context):
     method = METHODS.get(name)
     student = method.build(SPEC, 3, method.options(context.config))
-    history = method.train(student, context)
+    history = method.train(student, context, method.options(context.config))
     return student, history
 
 

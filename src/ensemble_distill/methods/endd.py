@@ -7,16 +7,33 @@ their spread (not only their mean) is learnt.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ensemble_distill.distill.base import DistillContext, DistillMethod
-from ensemble_distill.distill.losses import dirichlet_nll
 from ensemble_distill.evaluation import DIRICHLET
-from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.methods.base import DistillContext, DistillMethod
+from ensemble_distill.methods.losses import dirichlet_nll
+from ensemble_distill.models import Classifier
+from ensemble_distill.options import Section, require
+
+
+@dataclass
+class EnDConfig(Section):
+    """EnD² (Malinin et al. 2019): a Prior Network fitted to the members' probabilities."""
+
+    smoothing: float = 1e-3  # member probabilities mixed with uniform: (1−ε)π + ε/C
+    initial_temperature: float = 5.0  # annealed linearly to 1 ...
+    anneal_fraction: float = 0.5  # ... over this share of the training steps
+
+    def check(self) -> None:
+        require(0.0 <= self.smoothing < 1.0, "smoothing", "must lie in [0, 1)", self.smoothing)
+        t0 = self.initial_temperature
+        require(t0 >= 1.0, "initial_temperature", "must be >= 1", t0)
+        fraction = self.anneal_fraction
+        require(0.0 < fraction <= 1.0, "anneal_fraction", "must lie in (0, 1]", fraction)
 
 
 class PriorNetwork(nn.Module):
@@ -40,22 +57,18 @@ class EnsembleDistributionDistillation(DistillMethod):
     T falls linearly from ``initial_temperature`` to 1 over ``anneal_fraction`` of the steps."""
 
     section = "endd"
+    options_type = EnDConfig
+    color = "#009E73"
 
-    def build(
-        self,
-        spec: ModelSpec,
-        members: int,
-        options: dict[str, Any],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> PriorNetwork:
-        return PriorNetwork(create_model(spec, mean, std))
+    def student(self, base: Classifier, members: int, options: EnDConfig) -> PriorNetwork:
+        return PriorNetwork(base)
 
-    def train(self, student: PriorNetwork, context: DistillContext) -> list[dict[str, Any]]:
-        options = self.options(context.config)
+    def train(
+        self, student: PriorNetwork, context: DistillContext, options: EnDConfig
+    ) -> list[dict[str, Any]]:
         steps_per_epoch = -(-len(context.data.train) // context.config.batch_size)
-        anneal_steps = max(1, round(options["anneal_fraction"] * context.epochs * steps_per_epoch))
-        start_temperature = options["initial_temperature"]
+        anneal_steps = max(1, round(options.anneal_fraction * context.epochs * steps_per_epoch))
+        start_temperature = options.initial_temperature
         temperature = start_temperature
 
         def set_temperature(step: int) -> None:  # the global step survives a resume
@@ -68,7 +81,7 @@ class EnsembleDistributionDistillation(DistillMethod):
             student.train()
             member_probs = torch.softmax(batch.teacher_outputs / temperature, dim=-1)
             log_alpha = student(batch.x_distill) / temperature
-            return dirichlet_nll(log_alpha, member_probs, smoothing=options["smoothing"])
+            return dirichlet_nll(log_alpha, member_probs, smoothing=options.smoothing)
 
         return context.fit(
             student,

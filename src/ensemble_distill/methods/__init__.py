@@ -1,6 +1,5 @@
-"""Distillation: students, their losses and the registry of methods (``METHODS.get("kd")``).
-
-Methods:
+"""Distillation methods: students, their losses and options, and the registry of methods
+(``METHODS.get("kd")``). Each method lives in one file, found by its paper's name:
 
 - ``kd``: Hinton et al. 2015, one network on the ensemble mean (:mod:`.kd`).
 - ``hydra``: Tran et al. 2020, shared body + M heads, head m imitates member m (:mod:`.hydra`).
@@ -10,15 +9,17 @@ Methods:
 - ``latentbe``: Nam et al. 2022, BE folded into one network with mean factors.
 
 Any method can be trained on perturbed inputs (:mod:`.perturbations`): ``hydra+confods``.
+Adding a method: one file with its options section, student and training (a
+:class:`DistillMethod`), and one ``METHODS.register`` line here (see docs/architecture.md).
 """
 
-from ensemble_distill.distill.base import DistillContext, DistillMethod
-from ensemble_distill.distill.batchensemble import BatchEnsembleDistillation, LatentBE
-from ensemble_distill.distill.endd import EnsembleDistributionDistillation, PriorNetwork
-from ensemble_distill.distill.hydra import Hydra, HydraStudent
-from ensemble_distill.distill.kd import KnowledgeDistillation
-from ensemble_distill.distill.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
-from ensemble_distill.distill.perturbations import PERTURBATIONS, Perturbation
+from ensemble_distill.methods.base import DistillContext, DistillMethod, distillation_loss
+from ensemble_distill.methods.batchensemble import BatchEnsembleDistillation, LatentBE
+from ensemble_distill.methods.endd import EnsembleDistributionDistillation, PriorNetwork
+from ensemble_distill.methods.hydra import Hydra, HydraStudent
+from ensemble_distill.methods.kd import KnowledgeDistillation
+from ensemble_distill.methods.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
+from ensemble_distill.methods.perturbations import PERTURBATIONS, Perturbation
 from ensemble_distill.registry import Registry
 
 METHODS: Registry[DistillMethod] = Registry("method")
@@ -47,6 +48,7 @@ __all__ = [
     "HydraStudent",
     "PriorNetwork",
     "dirichlet_nll",
+    "distillation_loss",
     "ensemble_log_probs",
     "hydra_loss",
     "kd_loss",

@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
-from ensemble_distill.distill.base import DistillContext, DistillMethod, label_loss
-from ensemble_distill.distill.losses import (
-    hydra_loss,
-    hydra_regression_loss,
-    kd_loss,
-    kd_regression_loss,
+from ensemble_distill.methods.base import (
+    DistillContext,
+    DistillMethod,
+    DistillOptions,
+    distillation_loss,
 )
-from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.models import Classifier
 from ensemble_distill.models.heads import StackedMLPHeads
+from ensemble_distill.options import require, unit_interval
+
+
+@dataclass
+class HydraConfig(DistillOptions):
+    """Hydra (Tran et al. 2020): shared body, M heads, two phases.
+
+    Phase 1 (the first ``phase1_fraction`` of the epochs) trains body + one head by KD on the
+    ensemble mean; phase 2 copies that head into all M and trains head m on member m.
+    """
+
+    head_widths: list[int] = field(default_factory=lambda: [100, 100])  # hidden layers per head
+    temperature: float = 1.0
+    alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
+    phase1_fraction: float = 0.5
+    # Phase 2 starts with every head a copy of the phase-1 head (the paper); false keeps the
+    # other heads at their independent random initialisation.
+    copy_head: bool = True
+
+    def check(self) -> None:
+        super().check()
+        unit_interval(self, "phase1_fraction")
+        for index, width in enumerate(self.head_widths):
+            require(width >= 1, f"head_widths[{index}]", "must be >= 1", width)
 
 
 class HydraStudent(nn.Module):
@@ -54,48 +77,38 @@ class Hydra(DistillMethod):
     (:func:`hydra_regression_loss`); the temperature is unused."""
 
     section = "hydra"
+    options_type = HydraConfig
     tasks = ("classification", "regression")
+    color = "#0072B2"
+    trains_members = True
 
-    def build(
-        self,
-        spec: ModelSpec,
-        members: int,
-        options: dict[str, Any],
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> HydraStudent:
-        base = create_model(spec, mean, std)
-        heads = StackedMLPHeads(base.feature_dim, options["head_widths"], spec.num_classes, members)
+    def student(self, base: Classifier, members: int, options: HydraConfig) -> HydraStudent:
+        """The body of ``base`` with M MLP heads (``base``'s linear head is dropped)."""
+        outputs = base.head.out_features
+        heads = StackedMLPHeads(base.feature_dim, options.head_widths, outputs, members)
         return HydraStudent(base.body, heads)
 
-    def train(self, student: HydraStudent, context: DistillContext) -> list[dict[str, Any]]:
-        options = self.options(context.config)
-        alpha, temperature = options["alpha"], options["temperature"]
-        phase1 = round(context.epochs * options["phase1_fraction"])
-
+    def train(
+        self, student: HydraStudent, context: DistillContext, options: HydraConfig
+    ) -> list[dict[str, Any]]:
+        phase1 = round(context.epochs * options.phase1_fraction)
         first_head = FirstHead(student)
 
         def phase1_loss(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
             outputs = first_head(batch.x_distill)[:, 0]
-            if context.regression:
-                distill = kd_regression_loss(outputs, batch.teacher_outputs)
-            else:
-                distill = kd_loss(
-                    outputs, batch.teacher_outputs, batch.y, alpha=1.0, temperature=temperature
-                )
-            return alpha * distill + (1.0 - alpha) * label_loss(first_head, batch, outputs)
+            return distillation_loss(
+                first_head, batch, outputs, options, one_to_one=False, regression=context.regression
+            )
 
         def phase2_loss(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
             outputs = student(batch.x_distill)  # (batch, members, classes)
-            if context.regression:
-                distill = hydra_regression_loss(outputs, batch.teacher_outputs)
-            else:
-                distill = hydra_loss(outputs, batch.teacher_outputs, temperature=temperature)
-            return alpha * distill + (1.0 - alpha) * label_loss(student, batch, outputs)
+            return distillation_loss(
+                student, batch, outputs, options, one_to_one=True, regression=context.regression
+            )
 
         history = []
         if phase1 > 0:
@@ -103,7 +116,7 @@ class Hydra(DistillMethod):
                 first_head, student.parameters(), phase1_loss, desc="hydra phase 1", epochs=phase1
             )
             history += [{"phase": 1, **row} for row in rows]
-        if options["copy_head"]:
+        if options.copy_head:
             student.heads.copy_head(0)
         rows = context.fit(
             student,

@@ -1,6 +1,6 @@
 import torch
 
-from ensemble_distill.distill.diversity import diversity_analysis, perturbed_inputs
+from ensemble_distill.methods.diversity import diversity_analysis, perturbed_inputs
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble
 

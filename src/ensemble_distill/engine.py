@@ -1,0 +1,321 @@
+"""The one engine under both faces: the command line (:mod:`.pipeline`) and the Python API
+(:mod:`.api`). It turns a validated config and in-memory data into trained teachers and
+students, and saves and loads students.
+
+Both faces call the same functions, so a student is trained the same way from either: for the
+same data, config and seed, the weights are bit-identical. The one seeding rule: every
+training phase (the teacher, each student) runs under :func:`seeded` with the config's seed —
+torch's global RNG seeded for the block and given back afterwards.
+
+What the faces add: :mod:`.pipeline` the output folder, resume, fingerprints, evaluation
+files and the report; :mod:`.api` the adapters from the user's modules and data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ensemble_distill import distributed
+from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
+from ensemble_distill.data import ArrayDataset, DataSplits, create_dataset
+from ensemble_distill.errors import CheckpointError, ConfigError
+from ensemble_distill.evaluation import predict_outputs
+from ensemble_distill.methods import METHODS, DistillContext, resolve_method
+from ensemble_distill.methods.perturbations import (
+    NEEDS_STUDENT_MEMBERS,
+    PERTURBATIONS,
+    PROBABILITY_FREE,
+)
+from ensemble_distill.models import Classifier, ModelSpec, create_model, gaussian
+from ensemble_distill.teachers import DeepEnsemble
+from ensemble_distill.teachers.train import train_from_config
+
+if TYPE_CHECKING:
+    from ensemble_distill.config import RunConfig
+
+DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
+
+
+@dataclass
+class Setup:
+    """A validated configuration with its data and architectures, before anything is written.
+
+    Attributes:
+        teacher_spec, student_spec: the members' and the students' architectures; their
+            outputs are the classes, or (μ, raw variance) for regression (``models.gaussian``).
+    """
+
+    config: RunConfig
+    data: DataSplits
+    teacher_spec: ModelSpec
+    student_spec: ModelSpec
+    device: torch.device
+
+
+def prepare(config: RunConfig, data: DataSplits | None = None) -> Setup:
+    """The data (loaded from the config when not given) checked against the config, the task's
+    default methods, and both architectures built once, so that every bad value is refused
+    before any file is written or any training starts."""
+    data = data if data is not None else load_data(config)
+    if config.methods is None:
+        config = dataclasses.replace(config, methods=DEFAULT_METHODS[data.task])
+    check_task(config, data)
+    outputs = gaussian.OUTPUTS if data.task == "regression" else data.num_classes
+    student_args = config.student.model_args
+    teacher_spec = ModelSpec(config.model, data.input_shape, outputs, dict(config.model_args))
+    student_spec = ModelSpec(
+        config.student.model or config.model,
+        data.input_shape,
+        outputs,
+        dict(student_args if student_args is not None else config.model_args),
+    )
+    for spec in (teacher_spec, student_spec):
+        check_buildable(spec)
+    device = distributed.local_device(torch.device(config.device))
+    return Setup(config, data, teacher_spec, student_spec, device)
+
+
+def load_data(config: RunConfig) -> DataSplits:
+    """The configured dataset; under DDP rank 0 loads it first, so that a download happens
+    once (per shared ``data_dir``) and the other ranks read the downloaded files."""
+    main = distributed.is_main()
+    if not main:
+        distributed.barrier()
+    try:
+        return create_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            download=config.download,
+            split_seed=config.split_seed,
+            val_fraction=config.val_fraction,
+            **config.dataset_args,
+        )
+    finally:  # also when it failed: the others then load and fail alike instead of waiting
+        if main:
+            distributed.barrier()
+
+
+def check_task(config: RunConfig, data: DataSplits) -> None:
+    """The dataset's task must be the configured one, and every method must support it."""
+    if config.task is not None and config.task != data.task:
+        raise ConfigError(
+            f"task is {config.task!r} but dataset {config.dataset!r} is a {data.task} dataset; "
+            "fix task or dataset"
+        )
+    for name in config.methods:
+        method, _ = resolve_method(name)
+        perturbation = name.partition("+")[2]
+        if perturbation in NEEDS_STUDENT_MEMBERS and not method.trains_members:
+            members = ", ".join(m.section for m in METHODS.values() if m.trains_members)
+            raise ConfigError(
+                f"method {name!r}: +{perturbation} probes the student's members; use it with "
+                f"a method whose student trains as members: {members}"
+            )
+        regression_ok = data.task != "regression" or perturbation in ("", *PROBABILITY_FREE)
+        if data.task not in method.tasks or not regression_ok:
+            raise ConfigError(
+                f"method {name!r} does not support {data.task}; "
+                f"{data.task} methods are {supported_methods(data.task)}"
+            )
+    if data.task == "regression" and config.eval.diversity_etas:
+        raise ConfigError("eval.diversity_etas is for classification; set it to [] for regression")
+
+
+def supported_methods(task: str) -> str:
+    """The method names a task allows, for error messages."""
+    names = ", ".join(name for name in METHODS.names() if task in METHODS.get(name).tasks)
+    allowed = PROBABILITY_FREE if task == "regression" else PERTURBATIONS.names()
+    return f"{names}, each optionally +{' / +'.join(allowed)}"
+
+
+def check_buildable(spec: ModelSpec) -> None:
+    """Build ``spec`` on the meta device (no memory, no random draws): bad ``model_args`` are
+    refused now rather than once training starts."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        create_model(spec)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG for a block and give the caller's RNG state back afterwards."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def train_teacher(
+    setup: Setup, *, quiet: bool = True, **progress: Any
+) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
+    """Train the deep ensemble of ``setup`` (see :func:`~ensemble_distill.teachers.train.
+    train_deep_ensemble`; ``progress``: its ``progress_dir`` and ``progress_settings``)."""
+    with seeded(setup.config.seed, setup.device):
+        return train_from_config(
+            setup.teacher_spec, setup.data, setup.config, setup.device, quiet=quiet, **progress
+        )
+
+
+def teacher_train_outputs(setup: Setup, teacher: DeepEnsemble) -> Tensor:
+    """(N_train, members, outputs) teacher outputs on the clean training inputs: computed once
+    and shared by every student that distils on them."""
+    if teacher.num_members != setup.config.members:
+        raise ConfigError(
+            f"the saved teacher has {teacher.num_members} members but the config "
+            f"says members={setup.config.members}; retrain the teacher or fix members"
+        )
+    x = setup.data.train.x
+    return predict_outputs(teacher, x, setup.config.eval.batch_size, setup.device)
+
+
+def teacher_output_size(teacher: DeepEnsemble, train: ArrayDataset) -> int:
+    """The teacher's output size (classes, or 2 for regression), checked against the labels."""
+    probe = train.x[:2].to(next(teacher.parameters()).device)
+    try:
+        with torch.no_grad():
+            out = teacher(probe)
+    except Exception as exc:  # the user's modules: name the input shape they could not take
+        raise ConfigError(
+            f"the teacher cannot take inputs of shape {tuple(probe.shape)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if out.dim() != 3:
+        raise ConfigError(
+            f"each teacher member must output (batch, outputs); the teacher gave "
+            f"{tuple(out.shape)} where (batch, members, outputs) is needed"
+        )
+    size = out.shape[-1]
+    if train.y.is_floating_point() and size != gaussian.OUTPUTS:
+        raise ConfigError(
+            f"float targets mean regression, where each member outputs (mean, raw variance): "
+            f"2 numbers; the teacher outputs {size}. Use int64 labels for classification"
+        )
+    return size
+
+
+def distill_student(
+    setup: Setup,
+    teacher: DeepEnsemble,
+    name: str,
+    train_outputs: Tensor,
+    *,
+    body: nn.Module | None = None,
+    feature_dim: int | None = None,
+    quiet: bool = True,
+    progress_dir: Path | None = None,
+    progress_settings: dict[str, Any] | None = None,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Build and train the student of method ``name`` (``METHOD[+PERTURBATION]``).
+
+    Args:
+        train_outputs: :func:`teacher_train_outputs`.
+        body: the user's body (copied, never changed) in place of ``setup.student_spec``.
+        feature_dim: the body's feature size; default: found by one forward pass.
+        progress_dir, progress_settings: per-epoch progress files to resume from.
+
+    Returns:
+        The trained student (on the setup's device) and its per-epoch history.
+    """
+    config, data = setup.config, setup.data
+    method, perturbation = resolve_method(name)
+    options = method.options(config)
+    with seeded(config.seed, setup.device):
+        if body is None:
+            student = method.build(setup.student_spec, config.members, options, data.mean, data.std)
+        else:
+            student = method.student(
+                base_from_body(body, setup, feature_dim), config.members, options
+            )
+        student.to(setup.device)
+        context = DistillContext(
+            data=data,
+            teacher=teacher,
+            teacher_train_outputs=train_outputs,
+            config=config,
+            device=setup.device,
+            quiet=quiet,
+            perturbation=perturbation,
+            progress_dir=progress_dir,
+            progress_settings=progress_settings or {},
+        )
+        context.bind_student(student)  # for perturbations that probe it (``diverse``)
+        history = method.train(student, context, options)
+    return student, history
+
+
+def base_from_body(body: nn.Module, setup: Setup, feature_dim: int | None) -> Classifier:
+    """A private copy of the user's ``body`` with a linear head of the task's outputs."""
+    body = copy.deepcopy(body).to(setup.device)
+    if feature_dim is None:
+        probe = setup.data.train.x[:2].to(setup.device)
+        body.eval()
+        try:
+            with torch.no_grad():
+                features = body(probe)
+        except Exception as exc:  # the user's module: report any failure with the input shape
+            raise ConfigError(
+                f"body cannot take inputs of shape {tuple(probe.shape)}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(features, Tensor) or features.dim() != 2:
+            shape = tuple(features.shape) if isinstance(features, Tensor) else type(features)
+            raise ConfigError(
+                f"body must map x to features (batch, F); got {shape}: end it with nn.Flatten()"
+            )
+        feature_dim = features.shape[1]
+    body.train()
+    head = nn.Linear(feature_dim, setup.student_spec.num_classes).to(setup.device)
+    return Classifier(body, head, feature_dim)
+
+
+def student_manifest(setup: Setup, name: str) -> dict[str, Any]:
+    """What :func:`load_student` needs to rebuild the student of method ``name``."""
+    method, perturbation = resolve_method(name)
+    options = dataclasses.asdict(method.options(setup.config))
+    if perturbation is not None:
+        options["perturbation"] = dataclasses.asdict(setup.config.perturbation)
+    manifest = {
+        "kind": "student",
+        "method": name,
+        "model": setup.student_spec.to_dict(),
+        "members": setup.config.members,
+        "options": options,
+        "dataset": setup.data.name,
+        "task": setup.data.task,
+    }
+    if setup.data.task == "regression":  # the student predicts standardised targets
+        manifest |= {"target_mean": setup.data.target_mean, "target_std": setup.data.target_std}
+    return manifest
+
+
+def save_student(directory: Path, student: nn.Module, manifest: dict[str, Any]) -> None:
+    """Weights, then the manifest (written last: a student with a manifest is finished)."""
+    save_checkpoint(directory, student.state_dict(), manifest)
+
+
+def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild a saved student from its manifest and verified weights, in eval mode."""
+    state, manifest = load_checkpoint(directory)
+    if manifest.get("kind") != "student":
+        raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r}, not a student")
+    try:
+        method, _ = resolve_method(manifest["method"])
+        saved = dict(manifest["options"])
+        fields = {f.name for f in dataclasses.fields(method.options_type)}
+        options = method.options_type(**{k: v for k, v in saved.items() if k in fields})
+        student = method.build(
+            ModelSpec.from_dict(manifest["model"]), int(manifest["members"]), options
+        )
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{directory}/manifest.json lacks a valid {exc} entry") from None
+    check_shapes(student.state_dict(), state, directory)
+    student.load_state_dict(state)
+    return student.to(device).eval()
