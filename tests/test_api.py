@@ -26,6 +26,7 @@ from ensemble_distill import (
 from ensemble_distill import metrics as metric_fns
 from ensemble_distill.config import build_config
 from ensemble_distill.data import ArrayDataset, DataSplits
+from ensemble_distill.engine import Setup, load_student
 from ensemble_distill.errors import ConfigError, DataError
 from ensemble_distill.evaluation import (
     classification_metrics,
@@ -38,7 +39,6 @@ from ensemble_distill.evaluation import (
 )
 from ensemble_distill.methods import METHODS
 from ensemble_distill.models import ModelSpec
-from ensemble_distill.engine import Setup, load_student
 from ensemble_distill.pipeline import distill_all
 from ensemble_distill.teachers import save_teacher
 from ensemble_distill.teachers.train import train_deep_ensemble

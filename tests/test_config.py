@@ -60,3 +60,17 @@ def test_exponent_floats_without_a_dot_are_floats():
     assert config.optim.lr == 1e-3 and config.perturbation.eta == 0.04
     with pytest.raises(ConfigError, match="must be float"):
         load_config(None, ["optim.lr=nan"])
+
+
+def test_student_recipe_keys_resolve_against_the_run_keys():
+    config = build_config(
+        {"epochs": 8, "optim": {"lr": 1e-3}, "student": {"epochs_multiple": 2.5, "lr": 3e-3}}
+    )
+    assert config.student_epochs() == 20
+    assert config.student_optim().lr == 3e-3
+    assert config.student_optim().schedule == config.optim.schedule  # not set: the run's
+    # An absolute number of epochs wins over the multiple.
+    assert build_config({"epochs": 8, "student": {"epochs": 3}}).student_epochs() == 3
+    assert build_config({"epochs": 8, "student": {"epochs_multiple": 0.01}}).student_epochs() == 1
+    with pytest.raises(ConfigError, match=r"'student\.epochs_multiple' must be > 0"):
+        build_config({"student": {"epochs_multiple": 0}})

@@ -26,8 +26,8 @@ from torch import nn
 from ensemble_distill.cli import main
 from ensemble_distill.config import OptimConfig, load_config
 from ensemble_distill.data import ArrayDataset, DataSplits
-from ensemble_distill.models import ModelSpec
 from ensemble_distill.engine import prepare
+from ensemble_distill.models import ModelSpec
 from ensemble_distill.pipeline import evaluate_run
 from ensemble_distill.teachers.train import train_deep_ensemble
 from ensemble_distill.training import fit

@@ -20,7 +20,7 @@ def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
     argv = ["distill", "--out", str(out), "--quiet", "members=2", "epochs=2", "batch_size=32"]
     argv += [f"model_args={{widths: {WIDTHS}}}", f"methods=[{','.join(METHODS)}]"]
-    argv += ["hydra.head_widths=[8]", "perturbation.eta=0.02"]
+    argv += ["hydra.head_widths=[8]", "perturbation.eta=0.02", "student.epochs=2"]
     assert cli.main(["train-teacher", *argv[1:]]) == 0
     assert cli.main(argv) == 0
     return out

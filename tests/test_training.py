@@ -30,3 +30,16 @@ def test_supervised_loss_is_gaussian_nll_for_float_targets():
     mean, var = gaussian_params(members)
     expected = F.gaussian_nll_loss(mean, y[:, None].expand_as(mean), var, full=True)
     torch.testing.assert_close(supervised_loss(members, y[:, None].expand_as(mean)), expected)
+
+
+def test_one_cycle_warms_up_linearly_then_follows_a_cosine_to_zero():
+    import math
+
+    from ensemble_distill.training import one_cycle
+
+    assert [one_cycle(s, warmup=4, total=20) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    for step in range(4, 20):
+        done = (step - 4) / 16
+        assert one_cycle(step, 4, 20) == pytest.approx(0.5 * (1 + math.cos(math.pi * done)))
+    assert one_cycle(20, 4, 20) == pytest.approx(0.0)
+    assert one_cycle(0, 0, 10) == 1.0  # no warm-up: a plain cosine

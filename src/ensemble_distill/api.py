@@ -168,8 +168,10 @@ def distill(
         model: without ``body``, a registered architecture name (default ``mlp``; arguments
             ``model_args=``, defaults as in :func:`train_teacher`), built as the command line
             builds students: normalising its inputs with the training data's mean and std.
-        epochs, batch_size, seed: as the config keys (the student's epochs; every method's
-            phases share them, e.g. Hydra's phase 1 takes ``phase1_fraction`` of them).
+        epochs: the student's epochs (``student.epochs``); every method's phases share them,
+            e.g. Hydra's phase 1 takes ``phase1_fraction`` of them. Distillation is patient:
+            see docs/results/recipes.md for what more epochs buy.
+        batch_size, seed: as the config keys.
         quiet: hide the progress bars.
         options: the method's config section, e.g. ``temperature=2``, ``alpha=0.5``,
             ``head_widths=[64]`` for Hydra (see ``config.py``), and top-level config keys, e.g.
@@ -199,7 +201,7 @@ def distill(
         raise ConfigError("pass either body= (your module) or model= / model_args=, not both")
     config = config_from_options(
         {"methods": [method], "members": teacher.num_members, "epochs": epochs}
-        | {"batch_size": batch_size, "seed": seed}
+        | {"student": {"epochs": epochs}, "batch_size": batch_size, "seed": seed}
         | (
             {"model": model, **model_args_of(model, options.pop("model_args", None))}
             if model

@@ -42,12 +42,16 @@ class OptimConfig(Section):
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    schedule: Literal["cosine", "constant"] = "cosine"  # cosine: to 0 over training
+    # cosine: to 0 over training; onecycle: linear warm-up over warmup_fraction, then cosine
+    schedule: Literal["cosine", "constant", "onecycle"] = "cosine"
+    warmup_fraction: float = 0.1  # onecycle only
 
     def check(self) -> None:
         positive(self, "lr")
         at_least(self, 0.0, "weight_decay")
         unit_interval(self, "momentum")
+        fraction = self.warmup_fraction
+        require(0.0 <= fraction < 1.0, "warmup_fraction", "must lie in [0, 1)", fraction)
 
 
 @dataclass
@@ -62,17 +66,26 @@ class TeacherConfig(Section):
 
 @dataclass
 class StudentConfig(Section):
-    """The student's body; null means: the same as the teacher members'."""
+    """The students' body and training budget; null means: as the teacher members'."""
 
     model: str | None = None
     model_args: dict | None = None
-    epochs: int | None = None
+    epochs: int | None = None  # student epochs; null: epochs_multiple × the teacher's epochs
+    epochs_multiple: float = 1.0
+    lr: float | None = None  # in place of optim.lr (and weight_decay, schedule) for students
+    weight_decay: float | None = None
+    schedule: Literal["cosine", "constant", "onecycle"] | None = None
 
     def check(self) -> None:
         if self.model is not None:
             registered(MODELS, "model", self.model)
         if self.epochs is not None:
             at_least(self, 1, "epochs")
+        positive(self, "epochs_multiple")
+        if self.lr is not None:
+            positive(self, "lr")
+        if self.weight_decay is not None:
+            at_least(self, 0.0, "weight_decay")
 
 
 @dataclass
@@ -124,7 +137,9 @@ class RunConfig(Section):
         check_dataset_args(self.dataset, self.dataset_args)
         registered(MODELS, "model", self.model)
         at_least(self, 1, "members", "epochs", "batch_size")
-        at_least(self, 0, "seed", "split_seed")
+        for key in ("seed", "split_seed"):  # members are seeded seed·1000 + m: keep it in range
+            value = getattr(self, key)
+            require(0 <= value < 2**32, key, "must lie in [0, 2**32)", value)
         fraction = self.val_fraction
         require(0.0 < fraction < 1.0, "val_fraction", "must lie in (0, 1)", fraction)
         for index, name in enumerate(self.methods or []):
@@ -138,6 +153,18 @@ class RunConfig(Section):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def student_epochs(self) -> int:
+        """``student.epochs``, else ``student.epochs_multiple`` × ``epochs`` (at least 1)."""
+        if self.student.epochs is not None:
+            return self.student.epochs
+        return max(1, round(self.student.epochs_multiple * self.epochs))
+
+    def student_optim(self) -> OptimConfig:
+        """``optim`` with the student's own ``lr``, ``weight_decay`` and ``schedule`` where set."""
+        keys = ("lr", "weight_decay", "schedule")
+        own = {key: getattr(self.student, key) for key in keys}
+        return dataclasses.replace(self.optim, **{k: v for k, v in own.items() if v is not None})
 
 
 def registered(registry: Any, key: str, name: str) -> None:

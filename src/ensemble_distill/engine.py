@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,9 @@ from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_chec
 from ensemble_distill.data import ArrayDataset, DataSplits, create_dataset
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import predict_outputs
-from ensemble_distill.methods import METHODS, DistillContext, resolve_method
+from ensemble_distill.methods import METHODS, DistillContext, input_names, resolve_method
 from ensemble_distill.methods.perturbations import (
+    NEEDS_IMAGES,
     NEEDS_STUDENT_MEMBERS,
     PERTURBATIONS,
     PROBABILITY_FREE,
@@ -78,8 +80,10 @@ def prepare(config: RunConfig, data: DataSplits | None = None) -> Setup:
         outputs,
         dict(student_args if student_args is not None else config.model_args),
     )
-    for spec in (teacher_spec, student_spec):
-        check_buildable(spec)
+    check_buildable(teacher_spec, "model_args")
+    check_buildable(
+        student_spec, "student.model_args" if student_args is not None else "model_args"
+    )
     device = distributed.local_device(torch.device(config.device))
     return Setup(config, data, teacher_spec, student_spec, device)
 
@@ -113,14 +117,27 @@ def check_task(config: RunConfig, data: DataSplits) -> None:
         )
     for name in config.methods:
         method, _ = resolve_method(name)
-        perturbation = name.partition("+")[2]
-        if perturbation in NEEDS_STUDENT_MEMBERS and not method.trains_members:
+        inputs = input_names(name)
+        if set(inputs) & set(NEEDS_STUDENT_MEMBERS):
             members = ", ".join(m.section for m in METHODS.values() if m.trains_members)
+            if not method.trains_members:
+                raise ConfigError(
+                    f"method {name!r}: +diverse probes the student's members; use it with "
+                    f"a method whose student trains as members: {members}"
+                )
+            if config.members < 2:
+                raise ConfigError(
+                    f"method {name!r} uses +diverse, which compares two members; set members "
+                    "to at least 2"
+                )
+        if set(inputs) & set(NEEDS_IMAGES) and len(data.input_shape) != 3:
             raise ConfigError(
-                f"method {name!r}: +{perturbation} probes the student's members; use it with "
-                f"a method whose student trains as members: {members}"
+                f"method {name!r}: +augment needs images (channels, height, width); dataset "
+                f"{data.name!r} has inputs of shape {data.input_shape}: use +mixup instead"
             )
-        regression_ok = data.task != "regression" or perturbation in ("", *PROBABILITY_FREE)
+        if len(set(inputs)) != len(inputs):
+            raise ConfigError(f"method {name!r} names an input twice; name each once")
+        regression_ok = data.task != "regression" or set(inputs) <= set(PROBABILITY_FREE)
         if data.task not in method.tasks or not regression_ok:
             raise ConfigError(
                 f"method {name!r} does not support {data.task}; "
@@ -137,11 +154,22 @@ def supported_methods(task: str) -> str:
     return f"{names}, each optionally +{' / +'.join(allowed)}"
 
 
-def check_buildable(spec: ModelSpec) -> None:
-    """Build ``spec`` on the meta device (no memory, no random draws): bad ``model_args`` are
-    refused now rather than once training starts."""
-    with torch.device("meta"), torch.random.fork_rng(devices=[]):
-        create_model(spec)
+def check_buildable(spec: ModelSpec, key: str) -> None:
+    """Build ``spec`` on the meta device (no memory, no random draws): arguments (config key
+    ``key``) that cannot build it, or build a layer without weights, are refused now rather
+    than once training starts."""
+    fix = f"fix {key} (model {spec.name!r}, arguments {spec.kwargs})"
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-size layers are reported below instead
+            model = create_model(spec)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the architecture's own complaint, e.g. a negative width
+        raise ConfigError(f"cannot build the model: {type(exc).__name__}: {exc}; {fix}") from None
+    empty = [name for name, p in model.named_parameters() if p.numel() == 0]
+    if empty:
+        raise ConfigError(f"the model has a layer without weights ({empty[0]}); {fix}")
 
 
 @contextlib.contextmanager

@@ -209,14 +209,16 @@ def classification_scores(
     outputs: dict[str, dict[str, Tensor]], kinds: dict[str, str], data: DataSplits
 ) -> tuple[dict[str, dict[str, Any]], list[float]]:
     """Per model (``outputs[name][split]``, splits val, test and optionally ood; ``ensemble``
-    among them): :func:`classification_row`, the DEE and the Spearman ρ of its MI with the
-    ensemble's; and the ensemble's DE-1 … DE-M calibrated NLL curve."""
+    among them): :func:`classification_row`, the DEE (``dee``; ``dee_note``: "extrapolated"
+    below one member, "capped" at M, or None, see :func:`~ensemble_distill.metrics.
+    deep_ensemble_equivalent`) and the Spearman ρ of its MI with the ensemble's; and the
+    ensemble's DE-1 … DE-M calibrated NLL curve, made monotone (the one DEE reads)."""
     preds = {
         name: {split: predictive(v, kinds[name]) for split, v in by_split.items()}
         for name, by_split in outputs.items()
     }
     ensemble = preds["ensemble"]
-    # DE-1 … DE-M calibrated NLL of the teacher's members: the yardstick of DEE.
+    # DE-1 … DE-M calibrated NLL of the teacher's members (monotone): the yardstick of DEE.
     curve = metrics.ensemble_size_curve(
         ensemble["val"].probs, data.val.y, ensemble["test"].probs, data.test.y
     )
@@ -226,6 +228,7 @@ def classification_scores(
             pred["test"], data.test.y, val=(pred["val"], data.val.y), ood=pred.get("ood")
         )
         row["dee"] = metrics.deep_ensemble_equivalent(curve, row["cnll"])
+        row["dee_note"] = metrics.dee_note(curve, row["cnll"])
         for split in ("test", "ood") if "ood" in pred else ("test",):
             # Spearman ρ of per-example MI with the ensemble's (None where MI is constant).
             row[f"mi_spearman_{split}"] = metrics.rank_correlation(

@@ -6,6 +6,7 @@ steps the optimiser and schedule, and records one history row per epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -83,12 +84,29 @@ def autocast(optimizer: torch.optim.Optimizer, precision: str) -> torch.autocast
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int):
-    """Per-step learning-rate schedule: cosine decay to 0, or constant."""
+    """Per-step learning-rate schedule: cosine decay to 0, constant, or one cycle: a linear
+    warm-up over ``warmup_fraction`` of the steps, then cosine decay to 0."""
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    raise ConfigError(f"unknown schedule {config.schedule!r}; use optim.schedule=cosine|constant")
+    if config.schedule == "onecycle":
+        factor = functools.partial(
+            one_cycle, warmup=round(config.warmup_fraction * total_steps), total=total_steps
+        )
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    raise ConfigError(
+        f"unknown schedule {config.schedule!r}; use optim.schedule=cosine|constant|onecycle"
+    )
+
+
+def one_cycle(step: int, warmup: int, total: int) -> float:
+    """The one-cycle learning-rate factor at ``step``: (step + 1)/warmup while warming up,
+    then ½·(1 + cos(π·t)) with t the share of the remaining steps done."""
+    if step < warmup:
+        return (step + 1) / warmup
+    done = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
 
 def index_batches(

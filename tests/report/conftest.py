@@ -84,6 +84,7 @@ def fake_results(tensors: dict[str, torch.Tensor], kinds: dict[str, str]) -> dic
         )
         row |= ood_metrics(pred[name, "test"], pred[name, "ood"])
         row["dee"] = metrics.deep_ensemble_equivalent(results["ensemble_size_cnll"], row["cnll"])
+        row["dee_note"] = metrics.dee_note(results["ensemble_size_cnll"], row["cnll"])
         for split in ("test", "ood"):
             row[f"mi_spearman_{split}"] = metrics.rank_correlation(
                 pred[name, split].mi, pred["ensemble", split].mi

@@ -1,5 +1,6 @@
 """build_report and compare_runs: self-contained HTML, markdown with PNGs, byte-equal rebuilds."""
 
+import json
 import re
 import shutil
 
@@ -55,6 +56,14 @@ def test_markdown_links_the_pngs_relatively(built):
     assert len(links) == len(list((run / "report").iterdir()))
     assert all(link.startswith("report/") and (run / link).is_file() for link in links)
     assert "OOD AUROC (entropy) ↑" in text and "NLL (nats) ↓" in text
+
+
+def test_report_marks_a_dee_extrapolated_below_one_member(built):
+    run, html_path, md_path = built
+    kd = json.loads((run / "results.json").read_text())["methods"]["kd"]
+    assert kd["dee_note"] == "extrapolated" and kd["dee"] < 1  # the fixture's seed 0
+    for text in (md_path.read_text(), html_path.read_text()):
+        assert f"{kd['dee']:.2f}†" in text and "DEE†: worse than one member" in text
 
 
 def test_rebuilding_reproduces_every_file_byte_for_byte(built):

@@ -70,6 +70,25 @@ def test_dee_shows_curve_and_a_bar_per_student(run):
     assert len(figure.axes[1].patches) == len(STUDENTS)
 
 
+def test_dee_below_one_is_drawn_on_the_extension_and_hatched(run):
+    methods = run.results["methods"]
+    assert methods["kd"]["dee_note"] == "extrapolated" and methods["kd"]["dee"] < 1  # seed 0
+    figure = plots.dee_figure(run.results)
+    left, right = figure.axes
+    extension = [line for line in left.lines if line.get_label() == "a + b/k (k < 1)"]
+    assert len(extension) == 1 and min(extension[0].get_xdata()) < methods["kd"]["dee"]
+    hatched = {p.get_hatch() for p, n in zip(right.patches, STUDENTS, strict=True) if n == "kd"}
+    assert hatched == {"//"}
+    assert left.get_xlim()[0] < methods["kd"]["dee"]  # the point is inside the panel
+    assert plots.figure_png(figure).startswith(b"\x89PNG")
+
+
+def test_dee_figure_survives_a_dee_of_zero(run):
+    results = {**run.results, "methods": {**run.results["methods"]}}
+    results["methods"]["kd"] = {**results["methods"]["kd"], "dee": 0.0}
+    assert_drawn(plots.dee_figure(results), 2)
+
+
 def test_training_has_nll_panel_and_a_loss_panel_per_model(run):
     figure = plots.training_figure(run.histories)
     assert_drawn(figure, 1 + 1 + len(STUDENTS))  # NLL, teacher, students

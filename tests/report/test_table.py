@@ -83,3 +83,32 @@ def test_compare_rows_mark_the_best_student_within_each_run():
     assert rows["hydra"] == [("0.9500", True), ("n/a", False)]
     assert rows["latentbe"] == [("n/a", False), ("0.8500", True)]
     assert list(rows)[:2] == ["ensemble", "member"]
+
+
+DEE_METHODS = {
+    "ensemble": {"dee": 4.0, "dee_note": None},
+    "member": {"dee": 0.8, "dee_note": "extrapolated"},
+    "kd": {"dee": 0.62, "dee_note": "extrapolated"},  # worse than one member
+    "hydra": {"dee": 4.0, "dee_note": "capped"},  # better than the full ensemble
+    "endd": {"dee": 2.5, "dee_note": None},
+    "be": {"dee": None},
+}
+
+
+def test_dee_off_the_curve_is_marked_and_explained():
+    rows = dict(table_rows(DEE_METHODS, [DEE]))
+    assert rows["kd"] == [("0.62†", False)]
+    assert rows["member"] == [("0.80†", False)]
+    assert rows["hydra"] == [("≥ 4.00", True)]  # still best: ranked by its value
+    assert rows["endd"] == [("2.50", False)] and rows["ensemble"] == [("4.00", False)]
+    assert rows["be"] == [("n/a", False)]
+    text = results_markdown({"dataset": "tiny", "members": 4, "ood": None, "methods": DEE_METHODS})
+    assert "| kd |" in text and "0.62†" in text and "**≥ 4.00**" in text
+    assert "DEE†: worse than one member's cNLL" in text and "a + b/k" in text
+
+
+def test_dee_rows_without_a_note_read_as_before():
+    # results.json written before dee_note existed
+    rows = dict(table_rows({"kd": {"dee": 1.0}, "hydra": {"dee": 2.0}}, [DEE]))
+    assert rows == {"kd": [("1.00", False)], "hydra": [("2.00", True)]}
+    assert dict(compare_rows([{"methods": DEE_METHODS}], DEE))["kd"] == [("0.62†", False)]

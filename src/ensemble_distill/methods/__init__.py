@@ -19,7 +19,7 @@ from ensemble_distill.methods.endd import EnsembleDistributionDistillation, Prio
 from ensemble_distill.methods.hydra import Hydra, HydraStudent
 from ensemble_distill.methods.kd import KnowledgeDistillation
 from ensemble_distill.methods.losses import dirichlet_nll, ensemble_log_probs, hydra_loss, kd_loss
-from ensemble_distill.methods.perturbations import PERTURBATIONS, Perturbation
+from ensemble_distill.methods.perturbations import PERTURBATIONS, Perturbation, chain
 from ensemble_distill.registry import Registry
 
 METHODS: Registry[DistillMethod] = Registry("method")
@@ -31,13 +31,23 @@ METHODS.register("latentbe")(LatentBE())
 
 
 def resolve_method(name: str) -> tuple[DistillMethod, Perturbation | None]:
-    """``"hydra"`` → (Hydra, None); ``"be+confods"`` → (BatchEnsemble, ConfODS).
+    """``"hydra"`` → (Hydra, None); ``"be+confods"`` → (BatchEnsemble, ConfODS);
+    ``"be+mixup+confods"`` → (BatchEnsemble, mixup then ConfODS); ``"latentbe"`` →
+    (LatentBE, its default input ``diverse``).
 
     Raises:
-        ConfigError: an unknown method or perturbation name (listing the known ones).
+        ConfigError: an unknown method or input name (listing the known ones).
     """
-    base, plus, perturbation = name.partition("+")
-    return METHODS.get(base), PERTURBATIONS.get(perturbation) if plus else None
+    method = METHODS.get(name.split("+")[0])
+    inputs = input_names(name)
+    return method, chain([PERTURBATIONS.get(i) for i in inputs]) if inputs else None
+
+
+def input_names(name: str) -> list[str]:
+    """The distillation inputs of a method name, left to right: ``"be+mixup+confods"`` →
+    [mixup, confods]; without any, the method's own default (LatentBE: [diverse])."""
+    base, *inputs = name.split("+")
+    return inputs or list(METHODS.get(base).default_inputs)
 
 
 __all__ = [
@@ -51,6 +61,7 @@ __all__ = [
     "distillation_loss",
     "ensemble_log_probs",
     "hydra_loss",
+    "input_names",
     "kd_loss",
     "resolve_method",
 ]

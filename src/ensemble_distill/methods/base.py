@@ -36,7 +36,7 @@ from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.training import fit, supervised_loss
 
 if TYPE_CHECKING:
-    from ensemble_distill.config import RunConfig
+    from ensemble_distill.config import OptimConfig, RunConfig
 
 
 @dataclass
@@ -97,6 +97,8 @@ class DistillContext:
             # Under DDP each rank perturbs its own shard: with its own noise (rank 0's as alone).
             torch.Generator().manual_seed(distributed.perturbation_seed(self.config.seed)),
             clip=bool(self.data.train.x.min() >= 0 and self.data.train.x.max() <= 1),
+            mixup_alpha=self.config.perturbation.mixup_alpha,
+            max_shift=self.config.perturbation.max_shift,
         )
 
     def bind_student(self, student: nn.Module) -> None:
@@ -132,7 +134,7 @@ class DistillContext:
             num_examples=len(self.data.train),
             epochs=epochs,
             batch_size=self.config.batch_size,
-            optim=self.config.optim,
+            optim=self.optim,
             seeds=[self.config.seed],
             desc=desc,
             quiet=self.quiet,
@@ -150,8 +152,15 @@ class DistillContext:
 
     @property
     def epochs(self) -> int:
-        """Student epochs: ``student.epochs``, else the teacher's ``epochs``."""
-        return self.config.student.epochs or self.config.epochs
+        """Student epochs: ``student.epochs``, else ``student.epochs_multiple`` × the teacher's
+        ``epochs`` (rounded), else the teacher's."""
+        return self.config.student_epochs()
+
+    @property
+    def optim(self) -> OptimConfig:
+        """The students' optimiser: ``optim`` with any ``student.lr`` / ``weight_decay`` /
+        ``schedule`` in its place."""
+        return self.config.student_optim()
 
 
 def label_loss(student: nn.Module, batch: Batch, distill_outputs: Tensor) -> Tensor:
@@ -223,6 +232,7 @@ class DistillMethod(abc.ABC):
         color: its colour in every report figure.
         trains_members: whether the student trains as M members (Hydra's heads, BatchEnsemble):
             what the ``diverse`` perturbation probes.
+        default_inputs: the distillation inputs used when the method's name gives none.
     """
 
     section: ClassVar[str]
@@ -230,6 +240,7 @@ class DistillMethod(abc.ABC):
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     color: ClassVar[str]
     trains_members: ClassVar[bool] = False
+    default_inputs: ClassVar[tuple[str, ...]] = ()
 
     def options(self, config: RunConfig) -> Any:
         """The method's section of ``config``."""

@@ -9,7 +9,6 @@ members into one plain network with the mean factors.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -21,7 +20,6 @@ from ensemble_distill.methods.base import (
     DistillOptions,
     distillation_loss,
 )
-from ensemble_distill.methods.perturbations import PERTURBATIONS
 from ensemble_distill.models import Classifier
 from ensemble_distill.models.batchensemble import (
     BatchEnsemble,
@@ -75,7 +73,7 @@ def train_one_to_one(
         {
             "params": factor_parameters(student),
             "weight_decay": 0.0,
-            "lr": context.config.optim.lr * options.factor_lr_scale,
+            "lr": context.optim.lr * options.factor_lr_scale,
         },
     ]
     return context.fit(student, groups, loss_fn, desc=desc, epochs=context.epochs)
@@ -106,6 +104,7 @@ class LatentBE(DistillMethod):
     options_type = LatentBEConfig
     color = "#CC79A7"
     trains_members = True
+    default_inputs = ("diverse",)
 
     def train(
         self, student: nn.Module, context: DistillContext, options: LatentBEConfig
@@ -113,8 +112,6 @@ class LatentBE(DistillMethod):
         ensemble = BatchEnsemble.from_model(
             student, context.teacher.num_members, options.init, options.init_std
         )
-        if context.perturbation is None:
-            context = dataclasses.replace(context, perturbation=PERTURBATIONS.get("diverse"))
         context.bind_student(ensemble)
         history = train_one_to_one(ensemble, context, options, desc="latentbe")
         student.load_state_dict(fold_latent_be(ensemble).state_dict())

@@ -1,10 +1,23 @@
-"""Input perturbations that make teachers disagree, for distillation (Nam et al. 2021, 2022).
+"""Distillation inputs: where the student meets the teachers, beyond the clean training set.
 
-A perturbation maps clean inputs x (batch, ...) in [0, 1] to x̃ = clip(x + δ, 0, 1), computed
-per batch and detached (inputs that are not pixels, such as a regression table's standardised
-features, are not clipped). The same x̃ goes to every teacher and every student member; methods
-keep the cross-entropy term on the clean x. Registered by name in ``PERTURBATIONS`` and
-combined with any student as ``METHOD+PERTURBATION`` (``be+confods``, ``hydra+ods``, ...).
+Each maps clean inputs x (batch, ...) in [0, 1] to new inputs x̃ (batch, ...), computed per
+batch and detached; the teachers run live on x̃ as one stacked computation, and the same x̃ goes
+to every student member; methods keep the label term on the clean x. Registered by name in
+``PERTURBATIONS`` and combined with any student as ``METHOD+NAME``, chained left to right:
+``hydra+mixup``, ``be+confods``, ``be+mixup+confods`` (mixup, then a ConfODS step).
+
+Views of the data (Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and
+consistent": function matching on varied views):
+
+- ``augment``: a random view of each image: shifted by up to ``max_shift`` pixels (zero
+  padding, a random crop back to size), and for 3-channel (natural) images flipped left-right
+  with probability ½. Images only.
+- ``mixup``: x̃ = λ·x + (1 − λ)·x[π], λ ~ Beta(a, a) per example (a = ``mixup_alpha``), π a
+  random pairing within the batch (Zhang et al. 2018); labelled by the teachers only.
+
+Perturbations that make teachers disagree (Nam et al. 2021, 2022), x̃ = clip(x + δ, 0, 1)
+(inputs that are not pixels, such as a regression table's standardised features, are not
+clipped):
 
 - ``gaussian``: δ = η·N(0, I) (expected L2 norm ≈ η·√D, that of an ODS step).
 - ``ods``: Output Diversified Sampling (Tashiro et al. 2020) as used by Nam et al. 2021: one
@@ -25,6 +38,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,10 +54,12 @@ class PerturbationConfig(Section):
 
     eta: float = 1 / 255  # step size in [0, 1] pixel units; ODS steps have L2 norm eta·sqrt(D)
     temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
+    mixup_alpha: float = 1.0  # mixup: λ ~ Beta(a, a); 1 = uniform
+    max_shift: int = 2  # augment: largest shift in pixels
 
     def check(self) -> None:
-        at_least(self, 0.0, "eta")
-        positive(self, "temperature")
+        at_least(self, 0.0, "eta", "max_shift")
+        positive(self, "temperature", "mixup_alpha")
 
 
 @dataclass
@@ -56,11 +72,15 @@ class PerturbationState:
     generator: torch.Generator
     student: nn.Module | None = None  # (batch, members, classes) student, for ``diverse``
     clip: bool = True  # keep x̃ in [0, 1]: true for pixel inputs, false for other features
+    mixup_alpha: float = 1.0
+    max_shift: int = 2
 
 
 Perturbation = Callable[[Tensor, PerturbationState], Tensor]
-# Perturbations that never read the teacher's class probabilities: the ones regression allows.
-PROBABILITY_FREE = ("gaussian",)
+# Inputs that never read the teacher's class probabilities: the ones regression allows.
+PROBABILITY_FREE = ("gaussian", "mixup")
+# Inputs that need images (batch, channels, height, width).
+NEEDS_IMAGES = ("augment",)
 # Perturbations that probe the student's members: only for methods that train members.
 NEEDS_STUDENT_MEMBERS = ("diverse",)
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
@@ -76,6 +96,54 @@ def per_example_unit(g: Tensor) -> Tensor:
     """g / ‖g‖₂ per example (rows of a (batch, ...) tensor); zero rows stay zero."""
     norms = g.flatten(1).norm(dim=1).clamp_min(1e-12)
     return g / norms.view(-1, *([1] * (g.dim() - 1)))
+
+
+def chain(perturbations: list[Perturbation]) -> Perturbation:
+    """The perturbations applied one after another, left to right."""
+    if len(perturbations) == 1:
+        return perturbations[0]
+
+    def chained(x: Tensor, state: PerturbationState) -> Tensor:
+        for perturbation in perturbations:
+            x = perturbation(x, state)
+        return x
+
+    return chained
+
+
+@PERTURBATIONS.register("augment")
+def augment(x: Tensor, state: PerturbationState) -> Tensor:
+    """Random shifts of up to ``state.max_shift`` pixels (zero fill); left-right flips of
+    3-channel images with probability ½. Each example draws its own."""
+    batch, _, height, width = x.shape
+    shift = state.max_shift
+    padded = F.pad(x, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (2, batch), generator=state.generator)
+    rows = (offsets[0].view(-1, 1) + torch.arange(height)).to(x.device)  # (batch, height)
+    cols = (offsets[1].view(-1, 1) + torch.arange(width)).to(x.device)  # (batch, width)
+    index = torch.arange(batch, device=x.device).view(-1, 1, 1)
+    views = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]
+    views = views.permute(0, 3, 1, 2)  # (batch, channels, height, width)
+    if x.shape[1] == 3:
+        flip = (torch.rand(batch, generator=state.generator) < 0.5).to(x.device)
+        views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
+    return views.contiguous().detach()
+
+
+@PERTURBATIONS.register("mixup")
+def mixup(x: Tensor, state: PerturbationState) -> Tensor:
+    """λ·x + (1 − λ)·x[π], λ ~ Beta(a, a) per example, π a random pairing in the batch."""
+    lam = _beta(state.mixup_alpha, x.shape[0], state.generator).to(x.device, x.dtype)
+    partner = torch.randperm(x.shape[0], generator=state.generator).to(x.device)
+    lam = lam.view(-1, *([1] * (x.dim() - 1)))
+    return (lam * x + (1.0 - lam) * x[partner]).detach()
+
+
+def _beta(a: float, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` draws of Beta(a, a), seeded from ``generator`` (torch's Beta sampler takes no
+    generator, and the perturbation's stream is what a resume restores)."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.from_numpy(np.random.default_rng(seed).beta(a, a, count)).float()
 
 
 @PERTURBATIONS.register("gaussian")

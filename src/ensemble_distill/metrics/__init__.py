@@ -9,7 +9,8 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
   predictive / expected entropy, mutual information, pairwise-KL diversity.
 - :mod:`.dirichlet`: closed-form mean, expected entropy and MI of a Dirichlet (Prior Network).
 - :mod:`.agreement`: rank correlation of a student's uncertainty with the ensemble's.
-- :mod:`.calibration`: temperature scaling (cNLL, cECE, cBS) and the deep-ensemble equivalent.
+- :mod:`.calibration`: temperature scaling (cNLL, cECE, cBS) and the deep-ensemble equivalent
+  (DEE, below 1 when worse than one member; ``dee_note`` flags values off the DE-k curve).
 - :mod:`.diversity`: members' pairwise-KL diversity per bin of confidence.
 - :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
 - :mod:`.regression`: Gaussian ensembles' mixture moments (aleatoric / epistemic), RMSE,
@@ -19,10 +20,14 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 
 from ensemble_distill.metrics.agreement import rank_correlation
 from ensemble_distill.metrics.calibration import (
+    DEE_CAPPED,
+    DEE_EXTRAPOLATED,
     calibrated_metrics,
+    dee_note,
     deep_ensemble_equivalent,
     ensemble_size_curve,
     fit_temperature,
+    monotone_curve,
     temperature_scale,
 )
 from ensemble_distill.metrics.classification import (
@@ -57,6 +62,8 @@ from ensemble_distill.metrics.regression import (
 )
 
 __all__ = [
+    "DEE_CAPPED",
+    "DEE_EXTRAPOLATED",
     "ReliabilityBins",
     "accuracy",
     "brier",
@@ -64,6 +71,7 @@ __all__ = [
     "calibrated_metrics",
     "calibration_curve",
     "count_parameters",
+    "dee_note",
     "deep_ensemble_equivalent",
     "dirichlet_expected_entropy",
     "dirichlet_mean",
@@ -79,6 +87,7 @@ __all__ = [
     "latency_per_example",
     "mean_probs",
     "mixture_moments",
+    "monotone_curve",
     "mutual_information",
     "nll",
     "ood_aupr",

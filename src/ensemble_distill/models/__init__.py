@@ -54,7 +54,7 @@ def create_model(
     except TypeError as exc:
         raise ConfigError(
             f"bad arguments {spec.kwargs} for model {spec.name!r} ({exc}); "
-            "fix model_args in the config"
+            "fix model_args (or student.model_args) in the config"
         ) from None
     normalize = Normalize(mean, std, input_dims=len(spec.input_shape))
     return Classifier(

@@ -25,6 +25,7 @@ from ensemble_distill.report import plots
 from ensemble_distill.report.rundir import RunDir, load_results, load_run
 from ensemble_distill.report.table import (
     BASELINES,
+    DEE_FOOTNOTE,
     REFERENCE,
     REGRESSION,
     REGRESSION_NOTE,
@@ -62,7 +63,8 @@ TABLE_NOTE = (
     "alone; neither is ranked. **Bold**: the best student per column (↑ higher is better, "
     "↓ lower is better). cNLL, cECE, cBrier: after temperature scaling fitted on the "
     "validation split; DEE: the deep-ensemble size with the same cNLL; BS (TFP) = Brier − 1; "
-    "ρ: Spearman correlation of per-example MI with the ensemble's (n/a for a constant MI)."
+    "ρ: Spearman correlation of per-example MI with the ensemble's (n/a for a constant MI). "
+    + DEE_FOOTNOTE
 )
 REGRESSION_TABLE_NOTE = (
     "Test split. `ensemble` (first row) is the reference and `member` its first member "
@@ -250,8 +252,10 @@ FIGURES = (
         "dee",
         "Deep-ensemble equivalent",
         "Calibrated test NLL of deep ensembles of 1 … M members and each student's cNLL: its "
-        "DEE is where its line meets the curve (1 when the line lies above the whole curve, "
-        "M when below it).",
+        "DEE is where its line meets the curve. The curve is the monotone (isotonic) fit of the "
+        "per-size means that DEE uses. A line above the whole curve meets its dashed "
+        "extension a + b/k below one member (DEE < 1, hatched bar); one below it gets M, a "
+        "lower bound (hatched bar).",
         lambda run: plots.dee_figure(run.results),
     ),
     FigureSpec(
@@ -419,6 +423,7 @@ def compare_runs(run_dirs: Sequence[Path], out: Path) -> tuple[Path, Path]:
         Note(
             "One table per metric (test split), a column per run. `ensemble` is each run's "
             "reference; **bold**: the best student within each run."
+            + ("" if regression else " " + DEE_FOOTNOTE)
             + (" Metrics in each run's original target units." if regression else "")
         )
     ]

@@ -33,7 +33,7 @@ from ensemble_distill import metrics
 from ensemble_distill.evaluation import GaussianPredictive
 from ensemble_distill.methods import METHODS
 from ensemble_distill.report.rundir import History, RunDir
-from ensemble_distill.report.table import REGRESSION, task_of
+from ensemble_distill.report.table import NOTE_MARKS, REGRESSION, task_of
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -651,27 +651,44 @@ def _cost_legend(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Line2D]:
 
 @styled
 def dee_figure(results: Mapping[str, Any]) -> Figure | None:
-    """Left: calibrated NLL of DE-1 … DE-M with each student's cNLL (its DEE is where they
-    meet); right: DEE per student as bars. None without the DE-k curve."""
+    """Left: calibrated NLL of DE-1 … DE-M (results.json's monotone curve, the one DEE
+    reads) with each student's cNLL (its DEE is where they meet; below one member, on the
+    dashed a + b/k extension); right: DEE per student as bars, hatched where extrapolated
+    below 1 or capped at M. None without the DE-k curve."""
     curve = results.get("ensemble_size_cnll")
     if not curve:
         return None
     methods = results["methods"]
     students = [n for n in methods if n not in ("ensemble", "member")]
+    flagged = {
+        n: methods[n].get("dee_note") in (metrics.DEE_EXTRAPOLATED, metrics.DEE_CAPPED)
+        for n in students
+    }
     figure = _new_figure(10, 3.6)
     left, right = figure.subplots(1, 2, width_ratios=(1.2, 1))
     sizes = np.arange(1, len(curve) + 1)
     left.plot(sizes, curve, color="black", marker="o", label="DE-k (deep ensemble of k)")
+    below = [
+        methods[n]["dee"]
+        for n in students
+        if methods[n].get("dee") is not None and methods[n]["dee"] < 1
+    ]
+    if below and len(curve) > 1 and curve[1] < curve[0]:
+        # The extrapolation DEE uses below one member: cNLL(k) = a + b/k through DE-1, DE-2.
+        b, a = 2 * (curve[0] - curve[1]), 2 * curve[1] - curve[0]
+        k = np.linspace(max(0.8 * min(below), 0.05), 1, 50)
+        left.plot(k, a + b / k, color="black", ls="--", lw=1, label="a + b/k (k < 1)")
     for name in students:
         row, style = methods[name], method_style(name)
-        if row.get("cnll") is None:
+        if row.get("cnll") is None or row.get("dee") is None:
             continue
+        dee = f"{row['dee']:.2f}"  # marked as in the tables: 0.62† below 1, ≥ M capped
         left.axhline(
             row["cnll"],
             color=style.color,
             ls=style.linestyle,
             lw=1.2,
-            label=f"{name} (DEE {row['dee']:.2f})",
+            label=f"{name} (DEE {NOTE_MARKS.get(row.get('dee_note'), '{}').format(dee)})",
         )
         left.plot(row["dee"], row["cnll"], marker=style.marker, color=style.color, ms=7)
     left.set(
@@ -682,7 +699,10 @@ def dee_figure(results: Mapping[str, Any]) -> Figure | None:
     )
     left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     values = [methods[n].get("dee") or 0.0 for n in students]
-    right.bar(students, values, color=[method_style(n).color for n in students])
+    bars = right.bar(students, values, color=[method_style(n).color for n in students])
+    for bar, name in zip(bars, students, strict=True):
+        if flagged[name]:  # extrapolated below 1 (0.62† in the legend) or capped at M (≥ M)
+            bar.set_hatch("//")
     for level, text, style in (
         (len(curve), f"full ensemble ({len(curve)})", "--"),
         (1, "one member (1)", ":"),

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ensemble_distill.metrics.calibration import DEE_CAPPED, DEE_EXTRAPOLATED
+
 REFERENCE = "ensemble"
 BASELINES = (REFERENCE, "member")
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -27,6 +29,8 @@ class Column:
     (e.g. mean MI, which should match the ensemble's rather than be large or small).
     ``nominal``, when set, is the ideal value instead (e.g. 0.9 for the coverage of a 90 %
     interval): the value closest to it is best, whatever ``better`` says.
+    ``note_key``, when set, names a results key whose value (one of :data:`NOTE_MARKS`) marks
+    the cell, e.g. a DEE extrapolated below one member.
     """
 
     key: str
@@ -34,6 +38,16 @@ class Column:
     fmt: str
     better: int = 0
     nominal: float | None = None
+    note_key: str | None = None
+
+
+# How a flagged cell reads (``{}``: the formatted value), and the footnote that explains it.
+NOTE_MARKS = {DEE_EXTRAPOLATED: "{}†", DEE_CAPPED: "≥ {}"}
+DEE_FOOTNOTE = (
+    "DEE†: worse than one member's cNLL, so below 1 by the ensemble-size law "
+    "cNLL(k) = a + b/k through DE-1 and DE-2 (DEE = b / (cNLL − a)); ≥ M: better than the "
+    "full ensemble, M is a lower bound."
+)
 
 
 ACC = Column("acc", "ACC (fraction) ↑", "{:.4f}", +1)
@@ -45,7 +59,7 @@ CNLL = Column("cnll", "cNLL (nats) ↓", "{:.4f}", -1)
 CECE = Column("cece", "cECE ↓", "{:.4f}", -1)
 CBRIER = Column("cbrier", "cBrier ↓", "{:.4f}", -1)
 TEMPERATURE = Column("temperature", "T (fitted on val; 1 = unchanged)", "{:.3f}")
-DEE = Column("dee", "DEE (members) ↑", "{:.2f}", +1)
+DEE = Column("dee", "DEE (members) ↑", "{:.2f}", +1, note_key="dee_note")
 MI = Column("mi", "MU (mean MI, nats)", "{:.3g}")
 ENTROPY = Column("entropy", "mean entropy (nats)", "{:.3g}")
 RHO_TEST = Column("mi_spearman_test", "MI Spearman ρ vs ensemble, test ↑", "{:.3f}", +1)
@@ -194,7 +208,7 @@ def best_students(methods: Mapping[str, Mapping[str, Any]], column: Column) -> s
     """The students with the best value in ``column`` as displayed (all of them on a tie).
 
     Empty when the column has no direction, no student has a value, or every student ties
-    (e.g. all DEEs clamped at 1): marking them all would single nobody out. With a
+    (e.g. every DEE at M): marking them all would single nobody out. With a
     ``nominal`` value the student closest to it is best.
     """
     if not column.better and column.nominal is None:
@@ -220,6 +234,14 @@ def format_value(value: Any, column: Column) -> str:
     return "n/a" if value is None else column.fmt.format(value)
 
 
+def cell_text(row: Mapping[str, Any], column: Column) -> str:
+    """The cell text of ``row`` in ``column``, marked per :data:`NOTE_MARKS` when its
+    ``note_key`` says so (e.g. ``0.62†`` for a DEE extrapolated below one member)."""
+    text = format_value(row.get(column.key), column)
+    note = row.get(column.note_key) if column.note_key and text != "n/a" else None
+    return NOTE_MARKS[note].format(text) if note in NOTE_MARKS else text
+
+
 def table_rows(
     methods: Mapping[str, Mapping[str, Any]], columns: Sequence[Column]
 ) -> list[tuple[str, list[Cell]]]:
@@ -228,7 +250,7 @@ def table_rows(
     return [
         (
             name,
-            [(format_value(methods[name].get(c.key), c), name in best[c.key]) for c in columns],
+            [(cell_text(methods[name], c), name in best[c.key]) for c in columns],
         )
         for name in ordered_names(methods)
     ]
@@ -245,7 +267,7 @@ def compare_rows(runs: Sequence[Mapping[str, Any]], column: Column) -> list[tupl
         (
             name,
             [
-                (format_value(results["methods"].get(name, {}).get(column.key), column), name in b)
+                (cell_text(results["methods"].get(name, {}), column), name in b)
                 for results, b in zip(runs, best, strict=True)
             ],
         )
@@ -283,7 +305,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"Test split; OOD set: {ood or 'none'}. BS (TFP) = Brier − 1, the form of the Hydra "
         "paper's table. cNLL: NLL after temperature scaling fitted on the validation split; "
         "DEE: the deep-ensemble size with the same cNLL. `ensemble` (first row) is the "
-        "reference and `member` its first member alone; **bold**: the best student per column.",
+        "reference and `member` its first member alone; **bold**: the best student per column. "
+        + DEE_FOOTNOTE,
         "",
         markdown_table(results["methods"], COLUMNS),
     ]

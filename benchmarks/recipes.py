@@ -1,0 +1,341 @@
+"""Distillation recipes on MNIST (M = 10, MLP 400-400): are the students worth more than one
+member? Writes docs/results/recipes.{json,md} and docs/img/recipes.png.
+
+    python benchmarks/recipes.py --data-dir ../shared/data --seeds 0 1 2
+    python benchmarks/recipes.py --data-dir ../shared/data --seeds 0 1 2 --tabulate-only
+
+Per seed, the teacher of configs/mnist.yaml (members=10, epochs=8) is trained once into
+RUNS/seed<k>/teacher; every recipe (VARIANTS) is a run folder RUNS/seed<k>/<recipe> that starts
+from a copy of it and distils and evaluates its students (the pipeline's resume keeps what is
+finished, so the command can be stopped and rerun). Settings are chosen per method on
+*validation* cNLL (temperature fitted and scored on the validation split); test numbers are
+read once, for the chosen and for every recipe, beside the ensemble's DE-1 … DE-M curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from safetensors import safe_open
+from seeds import mean_std, write_page
+
+from ensemble_distill import metrics
+from ensemble_distill.checkpoint import read_manifest
+from ensemble_distill.config import load_config
+from ensemble_distill.engine import load_student, prepare
+from ensemble_distill.evaluation import predictive
+from ensemble_distill.methods import input_names
+from ensemble_distill.pipeline import run
+from ensemble_distill.report.machine import machine_info, machine_line
+from ensemble_distill.teachers import load_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ["members=10", "epochs=8", "eval.latency_repeats=3"]
+# --quick: the same study on digits in seconds (a smoke test; its numbers mean nothing).
+QUICK = ["dataset=digits", "members=3", "epochs=2", "model_args={widths: [32]}"]
+FUNCTION_MATCHING = ["kd.alpha=1", "kd.temperature=1", "student.schedule=onecycle"]
+# recipe -> (methods, overrides). "today": the defaults before this study (KD α = 0.9 at T = 4
+# plus labels, cosine, student epochs = the teacher's, cached outputs on clean inputs), spelt
+# out so that the recipe stays itself whatever the defaults become.
+TODAY = ["kd.alpha=0.9", "kd.temperature=4", "student.schedule=cosine"]
+VARIANTS = {
+    "today": (["kd", "hydra", "endd"], [*TODAY, "student.epochs_multiple=1"]),
+    **{
+        f"fm-clean-{k}x": (
+            ["kd", "hydra", "endd"],
+            [*FUNCTION_MATCHING, f"student.epochs_multiple={k}"],
+        )
+        for k in (1, 3, 6)
+    },
+    "fm-mixup-3x": (["kd+mixup", "hydra+mixup"], [*FUNCTION_MATCHING, "student.epochs_multiple=3"]),
+}
+
+
+def config_for(data_dir: str, seed: int, overrides: list[str], methods: list[str]):
+    methods_arg = f"methods=[{','.join(methods)}]"
+    items = [*BASE, f"data_dir={data_dir}", f"seed={seed}", methods_arg, *overrides]
+    return load_config(ROOT / "configs" / "mnist.yaml", items)
+
+
+def use_quick_settings() -> None:
+    """--quick: every config of the study on digits, tiny (see QUICK)."""
+    BASE[:] = [*BASE, *QUICK]
+
+
+def run_seed(data_dir: str, seed: int, runs: Path) -> None:
+    """The teacher once, then every recipe from a copy of it (resumable)."""
+    folder = runs / f"seed{seed}"
+    teacher_run = folder / "teacher"
+    start = time.perf_counter()
+    run(config_for(data_dir, seed, [], ["kd"]), teacher_run, steps=("teacher",), quiet=True)
+    print(f"seed {seed}: teacher ready ({time.perf_counter() - start:.0f} s)", flush=True)
+    for name, (methods, overrides) in VARIANTS.items():
+        out = folder / name
+        if not (out / "teacher").is_dir():
+            shutil.copytree(teacher_run / "teacher", out / "teacher")
+        start = time.perf_counter()
+        config = config_for(data_dir, seed, overrides, methods)
+        run(config, out, steps=("distill", "evaluate"), quiet=True)
+        print(f"seed {seed}: {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def val_cnll(run_dir: Path, model: str) -> float:
+    """Calibrated NLL on the validation split (temperature fitted on it): the selection score."""
+    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
+        kind = f.metadata()[model]
+        probs = predictive(f.get_tensor(f"{model}/val"), kind).probs
+        labels = f.get_tensor("labels/val")
+    return metrics.calibrated_metrics(probs, labels, probs, labels)["cnll"]
+
+
+def training_flops(run_dir: Path, name: str, config, setup, teacher_fwd: int) -> float:
+    """Training FLOPs of a student: 3 × its forward FLOPs (forward + backward) per example and
+    epoch, plus the live teachers' forward where its inputs are not the cached clean ones."""
+    student = load_student(run_dir / "students" / name)
+    x = setup.data.train.x[:64]
+    per_example = 3 * metrics.forward_flops(student, x)
+    if input_names(name):
+        per_example += teacher_fwd
+    return float(per_example * len(setup.data.train) * config.student_epochs())
+
+
+def collect(data_dir: str, seed: int, runs: Path) -> dict:
+    """Every recipe's rows (test metrics, validation cNLL, training cost) for one seed."""
+    folder = runs / f"seed{seed}"
+    teacher_manifest = read_manifest(folder / "teacher" / "teacher")
+    config = config_for(data_dir, seed, [], ["kd"])
+    setup = prepare(config)
+    teacher, _ = load_teacher(folder / "teacher" / "teacher")
+    teacher_fwd = metrics.forward_flops(teacher, setup.data.train.x[:64])
+    record = {
+        "teacher": {
+            "train_seconds": teacher_manifest["train_seconds"],
+            "train_flops": float(3 * teacher_fwd * len(setup.data.train) * config.epochs),
+        },
+        "recipes": {},
+    }
+    for recipe, (methods, overrides) in VARIANTS.items():
+        run_dir = folder / recipe
+        results = json.loads((run_dir / "results.json").read_text())
+        recipe_config = config_for(data_dir, seed, overrides, methods)
+        record["curve"] = results["ensemble_size_cnll"]
+        rows = {}
+        for name, row in results["methods"].items():
+            rows[name] = {
+                k: row.get(k) for k in ("acc", "cnll", "dee", "ood_auroc", "ood_auroc_mi")
+            }
+            rows[name]["val_cnll"] = val_cnll(run_dir, name)
+            if name not in ("ensemble", "member"):
+                manifest = read_manifest(run_dir / "students" / name)
+                rows[name]["train_seconds"] = manifest["train_seconds"]
+                rows[name]["train_flops"] = training_flops(
+                    run_dir, name, recipe_config, setup, teacher_fwd
+                )
+        record["recipes"][recipe] = rows
+    return record
+
+
+def tabulate(per_seed: dict[int, dict]) -> dict:
+    """Mean ± std over seeds per recipe and model, and the choice on validation cNLL."""
+    seeds = sorted(per_seed)
+    first = per_seed[seeds[0]]
+    keys = ("acc", "cnll", "dee", "ood_auroc", "ood_auroc_mi", "val_cnll")
+    keys += ("train_seconds", "train_flops")
+    table = {}
+    for recipe, rows in first["recipes"].items():
+        for name in rows:
+            label = name if name in ("ensemble", "member") else f"{name} [{recipe}]"
+            if name in ("ensemble", "member") and label in table:
+                continue
+            table[label] = {
+                key: mean_std([per_seed[s]["recipes"][recipe][name].get(key) for s in seeds])
+                for key in keys
+            }
+            table[label] |= {"recipe": recipe, "method": name.split("+")[0]}
+    curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first["curve"]))]
+    teacher = {
+        key: mean_std([per_seed[s]["teacher"][key] for s in seeds]) for key in first["teacher"]
+    }
+    chosen = {}
+    for label, row in table.items():
+        method = row["method"]
+        if method in ("ensemble", "member"):
+            continue
+        best = chosen.get(method)
+        if best is None or row["val_cnll"][0] < table[best]["val_cnll"][0]:
+            chosen[method] = label
+    return {"seeds": seeds, "rows": table, "curve": curve, "teacher": teacher, "chosen": chosen}
+
+
+def floors(summary: dict) -> list[str]:
+    """The issue's MNIST floors, checked on the chosen students (test split, mean over seeds)."""
+    rows, chosen = summary["rows"], summary["chosen"]
+    ensemble = rows["ensemble"]
+    picked = [rows[label] for label in chosen.values()]
+    best = min(picked, key=lambda r: r["cnll"][0])
+    teacher_s, teacher_f = (
+        summary["teacher"]["train_seconds"][0],
+        summary["teacher"]["train_flops"][0],
+    )
+    lines = [
+        _check("every chosen student's DEE ≥ 2", all(r["dee"][0] >= 2 for r in picked)),
+        _check(
+            f"best chosen cNLL {best['cnll'][0]:.4f} ≤ 1.02 × ensemble {ensemble['cnll'][0]:.4f}",
+            best["cnll"][0] <= 1.02 * ensemble["cnll"][0],
+        ),
+        _check(
+            f"its accuracy {best['acc'][0]:.4f} ≥ ensemble − 0.001 ({ensemble['acc'][0]:.4f})",
+            best["acc"][0] >= ensemble["acc"][0] - 0.001,
+        ),
+        _check(
+            "chosen students' training compute ≤ 2 × the teacher's (seconds and FLOPs)",
+            all(
+                r["train_seconds"][0] <= 2 * teacher_s and r["train_flops"][0] <= 2 * teacher_f
+                for r in picked
+            ),
+        ),
+    ]
+    return lines
+
+
+def _check(text: str, ok: bool) -> str:
+    return f"- {'met' if ok else '**not met**'}: {text}"
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Test cNLL against training compute (seconds, FLOPs), DE-k as horizontal lines."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
+    markers |= {"fm-mixup-3x": "^"}
+    colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
+    for ax, key, unit in zip(
+        axes, ("train_seconds", "train_flops"), ("seconds", "FLOPs"), strict=True
+    ):
+        for k, value in enumerate(summary["curve"], start=1):
+            if k in (1, 2, 4, len(summary["curve"])):
+                ax.axhline(value[0], color="0.6", lw=0.8, ls=":")
+                ax.text(
+                    ax.get_xlim()[0], value[0], f" DE-{k}", va="bottom", fontsize=7, color="0.4"
+                )
+        for label, row in summary["rows"].items():
+            if row["method"] in ("ensemble", "member"):
+                continue
+            ax.plot(
+                row[key][0],
+                row["cnll"][0],
+                marker=markers.get(row["recipe"], "x"),
+                color=colors.get(row["method"], "0.3"),
+                ls="none",
+                ms=7,
+                label=label,
+            )
+        ax.axvline(summary["teacher"][key][0], color="black", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"student training compute ({unit}); dashed: the teacher's (all members)")
+    axes[0].set_ylabel("test cNLL (mean over seeds)")
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def markdown(record: dict) -> str:
+    summary = record["summary"]
+    seeds = summary["seeds"]
+
+    def c(value, fmt=".4f"):
+        return "n/a" if value is None else f"{format(value[0], fmt)} ± {format(value[1], fmt)}"
+
+    lines = [
+        "# Distillation recipes on MNIST (M = 10): students against one member",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine_line']}; {record['date']}. Seeds: {', '.join(map(str, seeds))} "
+        "(mean ± sample std).",
+        "",
+        "Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP 400-400, Adam, cosine). "
+        "Recipes: `today` = the defaults before this study (KD α = 0.9, T = 4, plus labels; "
+        "cosine; student epochs = teacher epochs; cached teacher outputs on clean inputs); "
+        "`fm-*` = function matching (KD α = 1, T = 1; Hydra's defaults already are), one-cycle "
+        "schedule (10 % warm-up), student epochs 1× / 3× / 6× the teacher's, on clean inputs "
+        "(cached) or mixup inputs (teachers live, Beta(1, 1)). EnD² keeps its own loss "
+        "(temperature annealed from 5) in every recipe.",
+        "",
+        "| model [recipe] | val cNLL (choice) | test ACC | test cNLL | DEE | OOD AUROC (entropy) "
+        "| OOD AUROC (MI) | train s | train GFLOPs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    chosen = set(summary["chosen"].values())
+    for label, row in summary["rows"].items():
+        mark = " **(chosen)**" if label in chosen else ""
+        flops = row["train_flops"]
+        gflops = None if flops is None else (flops[0] / 1e9, flops[1] / 1e9)
+        lines.append(
+            f"| {label}{mark} | {c(row['val_cnll'])} | {c(row['acc'])} | {c(row['cnll'])} | "
+            f"{c(row['dee'], '.2f')} | {c(row['ood_auroc'])} | {c(row['ood_auroc_mi'])} | "
+            f"{c(row['train_seconds'], '.0f')} | {c(gflops, '.0f')} |"
+        )
+    teacher = summary["teacher"]
+    lines += [
+        "",
+        f"Teacher training (all 10 members): {c(teacher['train_seconds'], '.0f')} s, "
+        f"{teacher['train_flops'][0] / 1e9:.0f} GFLOPs. DE-k test cNLL: "
+        + ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(summary["curve"], start=1))
+        + ".",
+        "",
+        "![cNLL against training compute](../img/recipes.png)",
+        "",
+        "## Floors (issue: MNIST M = 10, test split, mean over 3 seeds)",
+        "",
+        *record["floors"],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _finished(folder: Path) -> bool:
+    return all((folder / recipe / "results.json").is_file() for recipe in VARIANTS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "recipes")
+    parser.add_argument("--tabulate-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="digits, tiny: a smoke test")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "recipes")
+    args = parser.parse_args()
+    if args.quick:
+        use_quick_settings()
+    if not args.tabulate_only:
+        for seed in args.seeds:
+            run_seed(args.data_dir, seed, args.runs)
+    done = [s for s in args.seeds if _finished(args.runs / f"seed{s}")]
+    per_seed = {seed: collect(args.data_dir, seed, args.runs) for seed in done}
+    summary = tabulate(per_seed)
+    plot(summary, args.doc.parent.parent / "img" / f"{args.doc.name}.png")
+    record = {
+        "command": "python benchmarks/recipes.py --data-dir DIR --seeds "
+        + " ".join(map(str, args.seeds))
+        + (" --quick" if args.quick else ""),
+        "machine": (info := machine_info()),
+        "machine_line": machine_line(info),
+        "date": time.strftime("%Y-%m-%d"),
+        "per_seed": per_seed,
+        "summary": summary,
+    }
+    record["floors"] = floors(summary)
+    write_page(args.doc, record, markdown)
+
+
+if __name__ == "__main__":
+    main()

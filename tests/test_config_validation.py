@@ -1,0 +1,212 @@
+"""Every bad value of every config key is refused: one line on stderr, exit 2, OUT not created.
+
+The config's leaf keys are enumerated from the dataclasses (``Config`` and its sections), so a
+key added later without a bad value in :data:`BAD` fails :func:`test_every_key_has_a_bad_value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator
+
+import pytest
+
+from ensemble_distill import cli, pipeline
+from ensemble_distill.config import Config, OptimConfig, build_config, load_config
+from ensemble_distill.errors import ConfigError
+from ensemble_distill.methods.endd import EnDConfig
+from ensemble_distill.methods.hydra import HydraConfig
+from ensemble_distill.methods.kd import KDConfig
+from ensemble_distill.options import InvalidValue
+
+HUGE = 10**20  # past any torch seed (torch.manual_seed takes < 2**64; members use seed*1000+m)
+
+
+# Dotted key -> bad values, each a `key=value` override (or `(override, text)` where the error
+# names the offending value rather than the key). Wrong type, out of range or unknown choice.
+BAD: dict[str, list] = {
+    "dataset": ["dataset=nope", "dataset=5"],
+    "dataset_args": ["dataset_args={x: 1}", "dataset_args=[1]"],
+    "task": ["task=bogus", "task=1"],
+    "data_dir": ["data_dir=5", "data_dir=[a]"],  # any string is a valid folder
+    "download": ["download=maybe", "download=1"],  # any bool is valid
+    "val_fraction": ["val_fraction=1", "val_fraction=0", "val_fraction=x"],
+    "split_seed": [
+        "split_seed=-1",
+        f"split_seed={HUGE}",
+    ],
+    "seed": [
+        "seed=-1",
+        "seed=1.5",
+        f"seed={HUGE}",
+    ],
+    "device": ["device=tpu", "device=cpu:abc", "device=5"],
+    "precision": ["precision=fp8"],
+    "model": ["model=nope"],
+    "model_args": [
+        "model_args={nope: 1}",
+        "model_args=[1]",
+        "model_args={widths: 3}",
+        "model_args={widths: [-1]}",
+        "model_args={widths: [0]}",
+    ],
+    "members": ["members=0", "members=three", "members=true"],
+    "epochs": ["epochs=0", "epochs=2.5"],
+    "batch_size": ["batch_size=0"],
+    "methods": ["methods=[nope]", "methods=[kd,kd]", "methods=[kd+nope]", "methods=kd"],
+    "optim.name": ["optim.name=bogus"],
+    "optim.lr": ["optim.lr=0", "optim.lr=nan", "optim.lr=x"],
+    "optim.weight_decay": ["optim.weight_decay=-1"],
+    "optim.momentum": ["optim.momentum=2", "optim.momentum=-0.1"],
+    "optim.schedule": ["optim.schedule=bogus"],
+    "optim.warmup_fraction": ["optim.warmup_fraction=1", "optim.warmup_fraction=-0.1"],
+    "teacher.vectorize": ["teacher.vectorize=maybe"],
+    "student.model": ["student.model=nope", "student.model=5"],
+    "student.model_args": [
+        ("student.model_args={nope: 1}", "{'nope': 1}"),
+        "student.model_args=[1]",
+        "student.model_args={widths: [-1]}",
+        "student.model_args={widths: [0]}",
+    ],
+    "student.epochs": ["student.epochs=0", "student.epochs=x"],
+    "student.epochs_multiple": ["student.epochs_multiple=0", "student.epochs_multiple=x"],
+    "student.lr": ["student.lr=0", "student.lr=x"],
+    "student.weight_decay": ["student.weight_decay=-1"],
+    "student.schedule": ["student.schedule=bogus"],
+    "perturbation.eta": ["perturbation.eta=-1"],
+    "perturbation.temperature": ["perturbation.temperature=0"],
+    "perturbation.mixup_alpha": ["perturbation.mixup_alpha=0"],
+    "perturbation.max_shift": ["perturbation.max_shift=-1", "perturbation.max_shift=1.5"],
+    "eval.batch_size": ["eval.batch_size=0"],
+    "eval.latency_repeats": ["eval.latency_repeats=0"],
+    "eval.diversity_etas": [
+        "eval.diversity_etas=[-1]",
+        "eval.diversity_etas=[.nan]",
+        "eval.diversity_etas=0.1",
+    ],
+    "eval.diversity_examples": ["eval.diversity_examples=0"],
+    "kd.alpha": ["kd.alpha=2", "kd.alpha=-0.1"],
+    "kd.temperature": ["kd.temperature=0"],
+    "hydra.head_widths": ["hydra.head_widths=[0]", "hydra.head_widths=[1.5]"],
+    "hydra.temperature": ["hydra.temperature=0"],
+    "hydra.alpha": ["hydra.alpha=2"],
+    "hydra.phase1_fraction": ["hydra.phase1_fraction=1.5", "hydra.phase1_fraction=-0.5"],
+    "hydra.copy_head": ["hydra.copy_head=maybe"],
+    "endd.smoothing": ["endd.smoothing=1", "endd.smoothing=-0.1"],
+    "endd.initial_temperature": ["endd.initial_temperature=0.5"],
+    "endd.anneal_fraction": ["endd.anneal_fraction=0", "endd.anneal_fraction=1.5"],
+    "be.init": ["be.init=bogus"],
+    "be.init_std": ["be.init_std=-1"],
+    "be.factor_lr_scale": ["be.factor_lr_scale=0"],
+    "be.alpha": ["be.alpha=2"],
+    "be.temperature": ["be.temperature=0"],
+    "latentbe.init": ["latentbe.init=bogus"],
+    "latentbe.init_std": ["latentbe.init_std=-1"],
+    "latentbe.factor_lr_scale": ["latentbe.factor_lr_scale=0"],
+    "latentbe.alpha": ["latentbe.alpha=2"],
+    "latentbe.temperature": ["latentbe.temperature=0"],
+}
+
+
+def leaf_keys(cls: type = Config, prefix: str = "") -> Iterator[str]:
+    """The dotted keys of every non-section field of ``cls``, sections recursed into."""
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        kind = hints[item.name]
+        if dataclasses.is_dataclass(kind):
+            yield from leaf_keys(kind, f"{prefix}{item.name}.")
+        else:
+            yield prefix + item.name
+
+
+def cases() -> Iterator:
+    """(key, override, text the error must contain) for every entry of :data:`BAD`."""
+    for key, values in BAD.items():
+        for value in values:
+            marks = ()
+            if isinstance(value, type(pytest.param(None))):
+                (value,), marks = value.values, value.marks
+            override, text = value if isinstance(value, tuple) else (value, key)
+            yield pytest.param(key, override, text, marks=marks, id=override)
+
+
+def test_every_key_has_a_bad_value():
+    keys = list(leaf_keys())
+    assert len(keys) == len(set(keys))
+    missing = sorted(set(keys) - set(BAD))
+    assert not missing, f"config keys without a bad value in BAD: {', '.join(missing)}"
+    stale = sorted(set(BAD) - set(keys))
+    assert not stale, f"BAD lists keys the config no longer has: {', '.join(stale)}"
+    for key, values in BAD.items():
+        assert values, f"BAD[{key!r}] is empty"
+
+
+@pytest.mark.parametrize(("key", "override", "text"), list(cases()))
+def test_a_bad_value_is_one_line_exit_2_and_writes_nothing(
+    key, override, text, tmp_path, capsys, monkeypatch
+):
+    assert override.partition("=")[0] == key  # the table entry sets its own key
+    out = tmp_path / "out"
+    start_output = pipeline.start_output
+
+    def accepted(*args, **kwargs):  # validation is over: stop here instead of training
+        start_output(*args, **kwargs)
+        pytest.fail(f"{override!r} was accepted: the run started writing {out}")
+
+    monkeypatch.setattr(pipeline, "start_output", accepted)
+    code = cli.main(["run", "--out", str(out), "--quiet", override])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and err.endswith("\n"), err
+    assert lines[0].startswith("ensemble-distill: error: "), err
+    assert text in lines[0], f"the error does not name {text!r}: {lines[0]}"
+    assert not out.exists()
+
+
+def test_a_section_built_in_python_validates_itself():
+    with pytest.raises(ConfigError, match="'alpha' must lie in"):
+        KDConfig(alpha=2)
+    with pytest.raises(ConfigError, match=r"'temperature' must be float, got 'hot' \(str\)"):
+        KDConfig(temperature="hot")
+    with pytest.raises(InvalidValue, match=r"'head_widths\[1\]' must be >= 1"):
+        HydraConfig(head_widths=[4, 0])
+    with pytest.raises(ConfigError, match="'copy_head' must be bool"):
+        HydraConfig(copy_head=1)
+    with pytest.raises(ConfigError, match="'initial_temperature' must be >= 1"):
+        EnDConfig(initial_temperature=0.5)
+    with pytest.raises(ConfigError, match="'members' must be int"):
+        Config(members=True)  # a bool is not an int to a config
+
+
+def test_build_config_names_the_dotted_key():
+    with pytest.raises(InvalidValue, match=r"'kd\.alpha' must lie in") as caught:
+        build_config({"kd": {"alpha": 2}})
+    assert caught.value.key == "kd.alpha" and caught.value.value == 2.0
+    with pytest.raises(ConfigError, match=r"'eval.diversity_etas\[1\]' must be >= 0"):
+        build_config({"eval": {"diversity_etas": [0.1, -1]}})
+
+
+def test_ints_are_accepted_as_floats():
+    options = KDConfig(alpha=1, temperature=2)
+    assert options.alpha == 1.0 and isinstance(options.alpha, float)
+    assert isinstance(options.temperature, float)
+    config = build_config({"optim": {"lr": 1}, "val_fraction": "2e-1"})
+    assert config.optim.lr == 1.0 and isinstance(config.optim.lr, float)
+    assert config.val_fraction == 0.2
+
+
+def test_a_yaml_boolean_is_accepted_as_the_choice_true_or_false():
+    assert load_config(None, ["teacher.vectorize=true"]).teacher.vectorize == "true"
+    assert load_config(None, ["teacher.vectorize=false"]).teacher.vectorize == "false"
+    assert build_config({"teacher": {"vectorize": True}}).teacher.vectorize == "true"
+
+
+def test_a_choice_error_lists_the_choices():
+    with pytest.raises(ConfigError, match="'name' must be one of adam, sgd, got 'bogus'"):
+        OptimConfig(name="bogus")
+    with pytest.raises(ConfigError, match=r"'optim\.schedule' must be one of cosine, constant"):
+        build_config({"optim": {"schedule": "linear"}})
+    with pytest.raises(ConfigError, match="'task' must be one of classification, regression"):
+        build_config({"task": "ranking"})
