@@ -197,6 +197,7 @@ def test_model_path_builds_the_same_student_as_the_pipeline(splits, tmp_path):
             "model_args": {"widths": [8]},
             "methods": ["hydra"],
             "hydra": {"head_widths": [6]},
+            "student": {"epochs": 2},  # distill(epochs=2) sets the student's epochs
         }
     )
     spec = ModelSpec("mlp", splits.input_shape, splits.num_classes, {"widths": [8]})

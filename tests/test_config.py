@@ -68,7 +68,9 @@ def test_student_recipe_keys_resolve_against_the_run_keys():
     )
     assert config.student_epochs() == 20
     assert config.student_optim().lr == 3e-3
-    assert config.student_optim().schedule == config.optim.schedule  # not set: the run's
+    assert config.student_optim().schedule == "onecycle"  # the students' own default
+    no_own = build_config({"student": {"schedule": None}})
+    assert no_own.student_optim().schedule == no_own.optim.schedule  # null: the run's
     # An absolute number of epochs wins over the multiple.
     assert build_config({"epochs": 8, "student": {"epochs": 3}}).student_epochs() == 3
     assert build_config({"epochs": 8, "student": {"epochs_multiple": 0.01}}).student_epochs() == 1

@@ -12,10 +12,15 @@ from ensemble_distill.teachers import train_deep_ensemble
 
 SPEC = ModelSpec("mlp", (1,), 2, {"widths": [32]})
 
+# Students train as long as the teacher, on its schedule: these tests count epochs and phases.
+ONE_TO_ONE_BUDGET = {"student": {"epochs_multiple": 1, "schedule": None}}
+
 
 def make_context(**overrides):
     data = create_dataset("toy-gap")
-    config = build_config({"members": 3, "epochs": 30, "batch_size": 64, **overrides})
+    config = build_config(
+        {"members": 3, "epochs": 30, "batch_size": 64, **ONE_TO_ONE_BUDGET, **overrides}
+    )
     teacher, _ = train_deep_ensemble(
         SPEC, data, members=3, seed=0, epochs=30, batch_size=64, optim=config.optim, quiet=True
     )

@@ -12,9 +12,14 @@ from ensemble_distill.teachers import train_deep_ensemble
 
 SPEC = ModelSpec("mlp", (1, 4, 4), 3, {"widths": [16]})
 
+# Students train as long as the teacher, on its schedule: these tests count epochs and phases.
+ONE_TO_ONE_BUDGET = {"student": {"epochs_multiple": 1, "schedule": None}}
+
 
 def make_context(splits, **overrides):
-    config = build_config({"members": 3, "epochs": 4, "batch_size": 16, **overrides})
+    config = build_config(
+        {"members": 3, "epochs": 4, "batch_size": 16, **ONE_TO_ONE_BUDGET, **overrides}
+    )
     teacher, _ = train_deep_ensemble(
         SPEC, splits, members=3, seed=0, epochs=4, batch_size=16, optim=config.optim, quiet=True
     )

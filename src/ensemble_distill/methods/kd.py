@@ -21,10 +21,14 @@ from ensemble_distill.methods.base import (
 
 @dataclass
 class KDConfig(DistillOptions):
-    """Hinton KD: L = (1−α)·CE(s, y) + α·T²·KL(p̄_T ‖ σ_T(s))."""
+    """Hinton KD: L = (1−α)·CE(s, y) + α·T²·KL(p̄_T ‖ σ_T(s)).
 
-    alpha: float = 0.9
-    temperature: float = 4.0
+    The defaults are pure function matching (α = 1, T = 1: the KL to the members' mean
+    probabilities, no labels), which with a patient schedule reaches the ensemble's calibrated
+    NLL on MNIST where α = 0.9 at T = 4 stays at one member's (docs/results/recipes.md)."""
+
+    alpha: float = 1.0
+    temperature: float = 1.0
 
 
 class KnowledgeDistillation(DistillMethod):
