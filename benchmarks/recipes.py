@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -96,6 +97,14 @@ def val_cnll(run_dir: Path, model: str) -> float:
     return metrics.calibrated_metrics(probs, labels, probs, labels)["cnll"]
 
 
+def ensemble_curve(run_dir: Path) -> list[float]:
+    """The teacher's DE-1 … DE-M calibrated test NLL from a run's saved member outputs."""
+    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
+        val, test = f.get_tensor("ensemble/val"), f.get_tensor("ensemble/test")
+        y_val, y_test = f.get_tensor("labels/val"), f.get_tensor("labels/test")
+    return metrics.ensemble_size_curve(predictive(val).probs, y_val, predictive(test).probs, y_test)
+
+
 def training_flops(run_dir: Path, name: str, config, setup, teacher_fwd: int) -> float:
     """Training FLOPs of a student: 3 × its forward FLOPs (forward + backward) per example and
     epoch, plus the live teachers' forward where its inputs are not the cached clean ones."""
@@ -121,17 +130,20 @@ def collect(data_dir: str, seed: int, runs: Path) -> dict:
             "train_flops": float(3 * teacher_fwd * len(setup.data.train) * config.epochs),
         },
         "recipes": {},
+        # DE-1 … DE-M and every DEE are recomputed here with today's metric code, whichever
+        # version wrote the runs (the teacher, hence the curve, is the same in every recipe).
+        "curve": ensemble_curve(folder / "today"),
     }
+    curve = record["curve"]
     for recipe, (methods, overrides) in VARIANTS.items():
         run_dir = folder / recipe
         results = json.loads((run_dir / "results.json").read_text())
         recipe_config = config_for(data_dir, seed, overrides, methods)
-        record["curve"] = results["ensemble_size_cnll"]
         rows = {}
         for name, row in results["methods"].items():
-            rows[name] = {
-                k: row.get(k) for k in ("acc", "cnll", "dee", "ood_auroc", "ood_auroc_mi")
-            }
+            rows[name] = {k: row.get(k) for k in ("acc", "cnll", "ood_auroc", "ood_auroc_mi")}
+            rows[name]["dee"] = metrics.deep_ensemble_equivalent(curve, row["cnll"])
+            rows[name]["dee_note"] = metrics.dee_note(curve, row["cnll"])
             rows[name]["val_cnll"] = val_cnll(run_dir, name)
             if name not in ("ensemble", "member"):
                 manifest = read_manifest(run_dir / "students" / name)
@@ -159,7 +171,9 @@ def tabulate(per_seed: dict[int, dict]) -> dict:
                 key: mean_std([per_seed[s]["recipes"][recipe][name].get(key) for s in seeds])
                 for key in keys
             }
+            notes = {per_seed[s]["recipes"][recipe][name].get("dee_note") for s in seeds}
             table[label] |= {"recipe": recipe, "method": name.split("+")[0]}
+            table[label]["dee_notes"] = sorted(note for note in notes if note)
     curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first["curve"]))]
     teacher = {
         key: mean_std([per_seed[s]["teacher"][key] for s in seeds]) for key in first["teacher"]
@@ -212,18 +226,22 @@ def _check(text: str, ok: bool) -> str:
 
 def plot(summary: dict, path: Path) -> None:
     """Test cNLL against training compute (seconds, FLOPs), DE-k as horizontal lines."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
     markers |= {"fm-mixup-3x": "^"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
-    for ax, key, unit in zip(
-        axes, ("train_seconds", "train_flops"), ("seconds", "FLOPs"), strict=True
-    ):
+    for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
         for k, value in enumerate(summary["curve"], start=1):
             if k in (1, 2, 4, len(summary["curve"])):
                 ax.axhline(value[0], color="0.6", lw=0.8, ls=":")
-                ax.text(
-                    ax.get_xlim()[0], value[0], f" DE-{k}", va="bottom", fontsize=7, color="0.4"
+                ax.annotate(
+                    f"DE-{k}",
+                    (1.0, value[0]),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(2, -3),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color="0.35",
                 )
         for label, row in summary["rows"].items():
             if row["method"] in ("ensemble", "member"):
@@ -239,12 +257,19 @@ def plot(summary: dict, path: Path) -> None:
             )
         ax.axvline(summary["teacher"][key][0], color="black", lw=0.8, ls="--")
         ax.set_xscale("log")
-        ax.set_xlabel(f"student training compute ({unit}); dashed: the teacher's (all members)")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(f"student training ({unit}); dashed: the teacher's")
     axes[0].set_ylabel("test cNLL (mean over seeds)")
-    axes[1].legend(fontsize=7, loc="upper right")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def dee_marks(row: dict) -> str:
+    """† where some seed's DEE was extrapolated below DE-1, ≥ where capped at M."""
+    marks = {"extrapolated": "†", "capped": " (≥)"}
+    return "".join(marks[note] for note in row.get("dee_notes", []) if note in marks)
 
 
 def markdown(record: dict) -> str:
@@ -258,8 +283,11 @@ def markdown(record: dict) -> str:
         "# Distillation recipes on MNIST (M = 10): students against one member",
         "",
         f"Command: `{record['command']}`  ",
-        f"Machine: {record['machine_line']}; {record['date']}. Seeds: {', '.join(map(str, seeds))} "
-        "(mean ± sample std).",
+        f"Machine: {record['machine_line']}. Seeds: {', '.join(map(str, seeds))} "
+        "(mean ± sample std). Seconds were measured while other jobs shared the 2 cores at "
+        "times (the teacher took 72–138 s for the same work): read them as rough; FLOPs are "
+        "exact counts (FlopCounterMode; training = 3 × forward, plus the teachers' forward "
+        "for live inputs).",
         "",
         "Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP 400-400, Adam, cosine). "
         "Recipes: `today` = the defaults before this study (KD α = 0.9, T = 4, plus labels; "
@@ -280,7 +308,8 @@ def markdown(record: dict) -> str:
         gflops = None if flops is None else (flops[0] / 1e9, flops[1] / 1e9)
         lines.append(
             f"| {label}{mark} | {c(row['val_cnll'])} | {c(row['acc'])} | {c(row['cnll'])} | "
-            f"{c(row['dee'], '.2f')} | {c(row['ood_auroc'])} | {c(row['ood_auroc_mi'])} | "
+            f"{c(row['dee'], '.2f')}{dee_marks(row)} | {c(row['ood_auroc'])} | "
+            f"{c(row['ood_auroc_mi'])} | "
             f"{c(row['train_seconds'], '.0f')} | {c(gflops, '.0f')} |"
         )
     teacher = summary["teacher"]
@@ -290,6 +319,9 @@ def markdown(record: dict) -> str:
         f"{teacher['train_flops'][0] / 1e9:.0f} GFLOPs. DE-k test cNLL: "
         + ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(summary["curve"], start=1))
         + ".",
+        "",
+        "†: DEE below 1 in some seed, extrapolated by the ensemble-size law cNLL(k) = a + b/k "
+        "through DE-1 and DE-2 (docs/methods.md); (≥): capped at M, a lower bound.",
         "",
         "![cNLL against training compute](../img/recipes.png)",
         "",
