@@ -81,11 +81,12 @@ def prepare(config: RunConfig, data: DataSplits | None = None) -> Setup:
         dict(student_args if student_args is not None else config.model_args),
     )
     check_buildable(teacher_spec, "model_args")
-    if student_args is None and config.student.model not in (None, config.model):
-        student_key = "student.model_args (null: the members' model_args are used)"
-    else:
-        student_key = "model_args" if student_args is None else "student.model_args"
-    check_buildable(student_spec, student_key)
+    if student_spec != teacher_spec:  # the default student is the members' architecture
+        if student_args is None:
+            student_key = "student.model_args (null: the members' model_args are used)"
+        else:
+            student_key = "student.model_args"
+        check_buildable(student_spec, student_key)
     device = distributed.local_device(torch.device(config.device))
     return Setup(config, data, teacher_spec, student_spec, device)
 
