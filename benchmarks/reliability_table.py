@@ -4,7 +4,10 @@ and record what a user sees; writes docs/reliability.{json,md}.
     python benchmarks/reliability_table.py
 
 Each case runs in a fresh temporary folder. A case passes when it exits with code 2 (CLI) or
-raises our own error type (API) with a one-line message and no traceback.
+raises our own error type (API) with a one-line message and no traceback; a case whose input is
+valid (its expected exit code is 0) must succeed. The output-folder cases also check what OUT
+holds afterwards (nothing lost, nothing partial): a broken check is appended to the message as
+``[BROKEN: …]`` and fails the case.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import itertools
 import json
 import os
 import pickle
+import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +30,7 @@ from unittest import mock
 
 import torch
 
-from ensemble_distill import metrics
+from ensemble_distill import distill, evaluate, metrics, teacher_from_modules, train_teacher
 from ensemble_distill.cli import main
 from ensemble_distill.data import ArrayDataset, DataSplits
 from ensemble_distill.data.download import download
@@ -33,6 +39,7 @@ from ensemble_distill.report.machine import machine_info, machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["members=2", "epochs=1", "model_args={widths: [8]}", "eval.latency_repeats=1"]
+BROKEN = " [BROKEN: "
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -73,7 +80,7 @@ def pickle_payload(work: Path) -> tuple[int, str]:
 
     (out / "students" / "kd" / "model.safetensors").write_bytes(pickle.dumps(Payload()))
     code, message = cli("evaluate", "--out", str(out), "--quiet")
-    return code, message + ("" if not marker.exists() else " [PAYLOAD RAN]")
+    return code, message + ("" if not marker.exists() else f"{BROKEN}the payload ran]")
 
 
 def damaged_progress(work: Path) -> tuple[int, str]:
@@ -103,6 +110,148 @@ def full_disk(work: Path) -> tuple[int, str]:
         return cli("run", "--out", str(work / "run"), "--quiet", *TINY)
 
 
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (a missing root: nothing)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def unchanged(root: Path, before: dict[str, bytes]) -> str:
+    """'' when ``root`` holds exactly ``before``; else a [BROKEN: …] note naming the change."""
+    after = snapshot(root)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return f"{BROKEN}changed {', '.join(changed)}]" if changed else ""
+
+
+USER_FILES = {"photos/2024/.IMG_0001.jpg.tmp": b"photo", "progress/mine.txt": b"notes"}
+
+
+def folder_with_user_files(work: Path) -> Path:
+    out = work / "mine"
+    for name, data in USER_FILES.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    return out
+
+
+def user_files_refused_run(work: Path) -> tuple[int, str]:
+    out = folder_with_user_files(work)
+    before = snapshot(out)
+    code, message = cli("run", "--out", str(out), "--force", "--quiet", *TINY, "optim.name=bogus")
+    return code, message + unchanged(out, before)
+
+
+def user_files_forced_run(work: Path) -> tuple[int, str]:
+    out = folder_with_user_files(work)
+    code, message = cli("run", "--out", str(out), "--force", "--quiet", *TINY, "methods=[kd]")
+    lost = [name for name, data in USER_FILES.items() if not (out / name).is_file()]
+    seen = message or f"finished; kept {', '.join(USER_FILES)}"
+    return code, seen + (f"{BROKEN}removed {', '.join(lost)}]" if lost else "")
+
+
+def refused_run_changes_nothing(work: Path) -> tuple[int, str]:
+    out = finished_run(work)
+    before = snapshot(out)
+    code, message = cli("run", "--out", str(out), "--quiet", *TINY, "methods=[kd]", "split_seed=1")
+    return code, message + unchanged(out, before)
+
+
+def evaluate_other_settings(work: Path) -> tuple[int, str]:
+    out = finished_run(work)
+    before = snapshot(out)
+    code, message = cli("evaluate", "--out", str(out), "--quiet", "split_seed=1")
+    return code, message + unchanged(out, before)
+
+
+def two_runs_at_once(work: Path) -> tuple[int, str]:
+    """A second run into an OUT that a first (another process) is using."""
+    out = work / "run"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ensemble_distill", "run", "--out", str(out), "--quiet", *TINY],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not (out / "run.log").exists() and first.poll() is None:  # the lock comes first
+            time.sleep(0.05)
+        code, message = cli("run", "--out", str(out), "--quiet", *TINY, "seed=1")
+    finally:
+        first.wait()
+    return code, message + ("" if first.returncode == 0 else f"{BROKEN}the first run failed]")
+
+
+def new_out_refused_step(work: Path) -> tuple[int, str]:
+    out = work / "new"
+    code, message = cli("distill", "--out", str(out), "--quiet", *TINY)
+    return code, message + (f"{BROKEN}{out} was created]" if out.exists() else "")
+
+
+def failed_run_in_a_subprocess(work: Path) -> tuple[int, str]:
+    """The CLI as a user runs it (its own console): each line it prints, and what it left."""
+    out = work / "new"
+    command = [sys.executable, "-m", "ensemble_distill", "run", "--out", str(out), "--quiet"]
+    done = subprocess.run(
+        [*command, *TINY, "optim.name=sgd", "optim.lr=1e30"], capture_output=True, text=True
+    )
+    left = {p.name for p in out.glob("*")} - {".lock", "run.log", "progress"}
+    note = f"{BROKEN}left {', '.join(sorted(left))}]" if left else ""
+    return done.returncode, done.stderr.strip() + note  # two lines (a doubled error) fail
+
+
+def hand_edited_config(work: Path) -> tuple[int, str]:
+    out = finished_run(work)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("latency_repeats: 1", "latency_repeats: 5"))
+    before = snapshot(out)
+    code, message = cli("run", "--out", str(out), "--quiet", *TINY, "methods=[kd]")
+    return code, message + unchanged(out, before)
+
+
+def users_results_json(work: Path) -> tuple[int, str]:
+    out = work / "mine"
+    out.mkdir()
+    write(out / "results.json", '{"accuracy": 0.99}')
+    before = snapshot(out)
+    code, message = cli("run", "--out", str(out), "--quiet", *TINY, "methods=[kd]")
+    return code, message + unchanged(out, before)
+
+
+def umask_respected(work: Path) -> tuple[int, str]:
+    previous = os.umask(0o022)
+    try:
+        out = work / "run"
+        code, message = cli("run", "--out", str(out), "--quiet", *TINY, "methods=[kd]")
+    finally:
+        os.umask(previous)
+    names = ("config.yaml", "results.json", "report.html", "teacher/model.safetensors")
+    modes = {name: (out / name).stat().st_mode & 0o777 for name in names}
+    wrong = [f"{name} {mode:o}" for name, mode in modes.items() if mode != 0o644]
+    seen = message or f"finished; {', '.join(names)}: mode 644"
+    return code, seen + (f"{BROKEN}{', '.join(wrong)}]" if wrong else "")
+
+
+def report_on_edited(work: Path, name: str, text: str) -> tuple[int, str]:
+    out = finished_run(work)
+    write(out / name, text)
+    return cli("report", str(out))
+
+
+def edited_results(work: Path) -> tuple[int, str]:
+    out = finished_run(work)
+    results = json.loads((out / "results.json").read_text())
+    results["methods"]["kd"]["acc"] = "high"
+    write(out / "results.json", json.dumps(results))
+    return cli("report", str(out))
+
+
+def dangling_out(work: Path) -> tuple[int, str]:
+    link = work / "link"
+    link.symlink_to(work / "gone" / "run")
+    code, message = cli("run", "--out", str(link), "--quiet", *TINY)
+    return code, message + (
+        f"{BROKEN}created the link's target]" if (work / "gone").exists() else ""
+    )
+
+
 def api(call: Callable[[], object]) -> tuple[int, str]:
     """(2, message) when ``call`` raises our error type; anything else is a failure."""
     try:
@@ -121,6 +270,87 @@ def labels_out_of_range() -> None:
 def csv(work: Path, text: str) -> tuple[int, str]:
     table = write(work / "table.csv", text)
     return cli("run", "--data", str(table), "--target", "y", "--out", str(work / "r"), "--quiet")
+
+
+# Issue #18's bad inputs: each is refused before the first epoch, so a tiny run suffices.
+A = ["--quiet", "epochs=1", "members=2", "methods=[kd]"]
+
+
+def digits_run(work: Path, *args: str) -> tuple[int, str]:
+    """``run --out WORK/r`` on digits with :data:`A` and ``args``."""
+    return cli("run", "--out", str(work / "r"), *A, *args)
+
+
+def laughs(levels: int, flow: bool) -> str:
+    """Aliases of aliases under ``model_args``: ``levels`` lists of nine, 9**levels values."""
+    names = "abcdefghi"[:levels]
+    lists = {"a": f"&a [{', '.join('x' * 9)}]"}
+    for previous, name in itertools.pairwise(names):
+        lists[name] = f"&{name} [{', '.join([f'*{previous}'] * 9)}]"
+    if flow:
+        return "model_args={" + ", ".join(f"{n}: {v}" for n, v in lists.items()) + "}"
+    return "model_args:\n" + "".join(f"  {n}: {v}\n" for n, v in lists.items())
+
+
+def config_file(work: Path, name: str, data: bytes) -> tuple[int, str]:
+    """``run --config WORK/NAME`` holding ``data``."""
+    (work / name).write_bytes(data)
+    return digits_run(work, "--config", str(work / name))
+
+
+def config_dir(work: Path) -> tuple[int, str]:
+    (work / "cfgdir").mkdir()
+    return digits_run(work, "--config", str(work / "cfgdir"))
+
+
+def table(work: Path, name: str, data: bytes, target: str = "y") -> tuple[int, str]:
+    """``run --data WORK/NAME --target TARGET``, the file holding ``data``."""
+    (work / name).write_bytes(data)
+    return cli("run", "--data", str(work / name), "--target", target, "--out", str(work / "r"), *A)
+
+
+def rows(cell: str, column: str = "a") -> str:
+    """:data:`ROWS` with ``cell`` in column ``column`` of the last row."""
+    return ROWS + (f"{cell},1\n" if column == "a" else f"1,{cell}\n")
+
+
+def mlp(slope: float = 0.01) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LeakyReLU(slope))
+
+
+def members_with_other_settings() -> None:
+    teacher_from_modules([mlp(0.01), mlp(0.3)])
+
+
+def float_labels_to_classifier() -> None:
+    x, y = torch.rand(8, 2), torch.tensor([0, 1] * 4)
+    distill(teacher_from_modules([mlp(), mlp()]), train_data=(x, y.float()), epochs=1)
+
+
+class TupleModel(torch.nn.Module):
+    """A module whose forward returns a tuple (as some libraries' models do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.linear(x), x
+
+
+def evaluate_tuple_model() -> None:
+    evaluate(TupleModel(), (torch.rand(4, 2), torch.tensor([0, 1, 0, 1])))
+
+
+def nan_ood_data() -> None:
+    x, ood = torch.rand(4, 2), torch.rand(4, 2)
+    ood[0, 0] = float("nan")
+    evaluate(mlp(), (x, torch.tensor([0, 1, 0, 1])), ood_data=ood)
+
+
+def negative_lr_api() -> None:
+    x, y = torch.rand(8, 2), torch.tensor([0, 1] * 4)
+    train_teacher((x, y), members=2, epochs=1, model_args={"widths": [4]}, optim={"lr": -1})
 
 
 ROWS = "a,y\n" + "".join(f"{i},{2 * i}\n" for i in range(20))
@@ -231,10 +461,197 @@ CASES: list[tuple[str, str, Callable[[Path], tuple[int, str]]]] = [
         "API: `download('http://…')`",
         lambda w: api(lambda: download("http://example.com/x", w / "x", "0" * 32)),
     ),
+    (
+        "user files in OUT, refused run",
+        "`--force optim.name=bogus` into a folder holding `photos/2024/.IMG_0001.jpg.tmp`, "
+        "`progress/mine.txt`",
+        user_files_refused_run,
+    ),
+    (
+        "user files in OUT, valid run (exit 0 expected)",
+        "`--force` into that folder: both files must survive",
+        user_files_forced_run,
+    ),
+    (
+        "refused run changes nothing",
+        "rerun a finished `--out` with `split_seed=1`; every file compared",
+        refused_run_changes_nothing,
+    ),
+    (
+        "evaluate with settings the weights were not trained with",
+        "`evaluate split_seed=1` on a finished run",
+        evaluate_other_settings,
+    ),
+    (
+        "two runs into one OUT at once",
+        "a second `run` while another process runs",
+        two_runs_at_once,
+    ),
+    (
+        "error after the data load, new OUT",
+        "`distill --out NEW` without a teacher: NEW must not be created",
+        new_out_refused_step,
+    ),
+    (
+        "failed run: error printed once, nothing partial",
+        "real process, `optim.name=sgd optim.lr=1e30` into a new OUT (only run.log and "
+        "progress/ may be left)",
+        failed_run_in_a_subprocess,
+    ),
+    (
+        "hand-edited config.yaml",
+        "`eval.latency_repeats` edited in OUT/config.yaml, then `run` with the old settings",
+        hand_edited_config,
+    ),
+    ("a user's own results.json in OUT", "`run --out` a folder holding it", users_results_json),
+    (
+        "file permissions (exit 0 expected)",
+        "a run under umask 022: files must be mode 644, not 600",
+        umask_respected,
+    ),
+    (
+        "report on an edited history.csv",
+        "`report` after a cell of teacher/history.csv became `abc`",
+        lambda w: report_on_edited(w, "teacher/history.csv", "epoch,loss\n1,abc\n"),
+    ),
+    (
+        "report on an edited diversity.json",
+        '`report` after diversity.json became `{"perturbed": 1}`',
+        lambda w: report_on_edited(w, "diversity.json", '{"perturbed": 1}'),
+    ),
+    (
+        "report on an edited results.json",
+        "`report` after a metric became the string `high`",
+        edited_results,
+    ),
+    ("`--out` a dangling symlink", "`--out LINK` pointing at a missing folder", dangling_out),
+    (
+        'nested YAML aliases ("billion laughs")',
+        "`run --config laughs.yaml` (408 bytes, aliases of aliases: `9**9` values)",
+        lambda w: config_file(w, "laughs.yaml", laughs(9, flow=False).encode()),
+    ),
+    (
+        "nested YAML aliases in an override",
+        "`'model_args={a: &a [x,…], b: &b [*a,…], …}'` (`9**5` values)",
+        lambda w: digits_run(w, laughs(5, flow=True)),
+    ),
+    (
+        "duplicate YAML key",
+        "`--config dup.yaml` with `members` twice",
+        lambda w: config_file(w, "dup.yaml", b"members: 2\nmembers: 3\n"),
+    ),
+    (
+        "binary `--config`",
+        "`--config bin.yaml` holding non-UTF-8 bytes",
+        lambda w: config_file(w, "bin.yaml", b"members: \xff\xfe\x00\x81\n"),
+    ),
+    ("`--config` a folder", "`--config cfgdir`", config_dir),
+    ("NaN option", "`kd.temperature=.nan`", lambda w: digits_run(w, "kd.temperature=.nan")),
+    (
+        "overflowing float",
+        "`kd.temperature=1e400`",
+        lambda w: digits_run(w, "kd.temperature=1e400"),
+    ),
+    (
+        "int past int64",
+        "`split_seed=100000000000000000000`",
+        lambda w: digits_run(w, "split_seed=100000000000000000000"),
+    ),
+    (
+        "seed out of range",
+        "`seed=100000000000000000`",
+        lambda w: digits_run(w, "seed=100000000000000000"),
+    ),
+    ("zero lr", "`optim.lr=0`", lambda w: digits_run(w, "optim.lr=0")),
+    ("negative lr", "`optim.lr=-1`", lambda w: digits_run(w, "optim.lr=-1")),
+    (
+        "negative width",
+        "`model_args={widths: [-3]}`",
+        lambda w: digits_run(w, "model_args={widths: [-3]}"),
+    ),
+    (
+        "zero head width",
+        "`methods=[hydra] hydra.head_widths=[0]`",
+        lambda w: digits_run(w, "methods=[hydra]", "hydra.head_widths=[0]"),
+    ),
+    ("zero eval batch", "`eval.batch_size=0`", lambda w: digits_run(w, "eval.batch_size=0")),
+    (
+        "zero latency repeats",
+        "`eval.latency_repeats=0`",
+        lambda w: digits_run(w, "eval.latency_repeats=0"),
+    ),
+    (
+        "Hydra split beyond the layers",
+        "`methods=[hydra] hydra.split=9`",
+        lambda w: digits_run(w, "methods=[hydra]", "hydra.split=9"),
+    ),
+    (
+        "CSV in Latin-1",
+        "`--data latin.csv --target y` with a `é` in the header",
+        lambda w: table(w, "latin.csv", ROWS.replace("a,y", "café,y").encode("latin-1")),
+    ),
+    (
+        "200,000-character cell",
+        "`--data big.csv --target y`",
+        lambda w: table(w, "big.csv", rows("1" * 200_000).encode()),
+    ),
+    (
+        "underscored number",
+        "CSV with a `1_000_000` cell",
+        lambda w: table(w, "t.csv", rows("1_000_000").encode()),
+    ),
+    (
+        "Arabic-Indic digits",
+        "CSV with a `١٢٣` cell",
+        lambda w: table(w, "t.csv", rows("\u0661\u0662\u0663").encode()),
+    ),
+    (
+        "targets near 1e300",
+        "CSV whose `y` column holds 1e300 and -1e300",
+        lambda w: table(w, "t.csv", (rows("1e300", "y") + "2,-1e300\n").encode()),
+    ),
+    (
+        "emoji target",
+        "`--data ünï.csv --target 😀` on a table without that column",
+        lambda w: table(w, "ünï.csv", ROWS.encode(), target="😀"),
+    ),
+    (
+        "members with other settings",
+        "API: `teacher_from_modules` of two members, `LeakyReLU(0.01)` and `LeakyReLU(0.3)`",
+        lambda w: api(members_with_other_settings),
+    ),
+    (
+        "float 0/1 labels, classifier teacher",
+        "API: `distill(teacher, train_data=(x, y.float()))`, two-output members",
+        lambda w: api(float_labels_to_classifier),
+    ),
+    (
+        "`evaluate` on a model returning a tuple",
+        "API: `evaluate(model, (x, y))`, `forward` returning `(logits, x)`",
+        lambda w: api(evaluate_tuple_model),
+    ),
+    (
+        "`nn.Identity` members",
+        "API: `teacher_from_modules([nn.Identity()] * 2)`",
+        lambda w: api(lambda: teacher_from_modules([torch.nn.Identity()] * 2)),
+    ),
+    (
+        "NaN in `ood_data`",
+        "API: `evaluate(model, data, ood_data=x_with_nan)`",
+        lambda w: api(nan_ood_data),
+    ),
+    (
+        "negative lr through the API",
+        'API: `train_teacher(..., optim={"lr": -1})`',
+        lambda w: api(negative_lr_api),
+    ),
 ]
+# Cases whose input is valid: they must succeed (and pass their checks).
+EXPECTED_EXIT = {"user files in OUT, valid run (exit 0 expected)": 0}
+EXPECTED_EXIT["file permissions (exit 0 expected)"] = 0
 
 
-def run_case(make: Callable[[Path], tuple[int, str]]) -> dict:
+def run_case(make: Callable[[Path], tuple[int, str]], expected: int = 2) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         try:
             code, message = make(Path(folder))
@@ -242,7 +659,8 @@ def run_case(make: Callable[[Path], tuple[int, str]]) -> dict:
             return {"exit": None, "message": traceback.format_exc(limit=1), "ok": False}
     message = message.removeprefix("ensemble-distill: error: ").replace(folder, "WORK")
     one_line = len(message.splitlines()) == 1 and "Traceback" not in message
-    return {"exit": code, "message": message, "ok": code == 2 and one_line}
+    ok = code == expected and one_line and BROKEN not in message
+    return {"exit": code, "message": message, "ok": ok}
 
 
 INTRO = """# Reliability: resume, nothing lost, bad input refused
@@ -273,12 +691,47 @@ batch goes through an unpickler that can only rebuild NumPy arrays. Downloads ar
 streamed to a hidden temporary file, checked against their checksum and only then renamed into
 place, so a failed or partial download leaves no file that looks complete.
 
+**The output folder.** Five rules hold for every command (tested in `tests/test_out_folder.py`
+and in the rows from "user files in OUT" on):
+
+- *Only files the project wrote are ever removed*: the temporary files of its atomic writes
+  (named `.ensemble-distill-NAME.XXXXXXXX.tmp`, looked for only in the folders it writes) and
+  its own progress files (`OUT/progress/…/*.safetensors` whose header carries its progress
+  metadata). `--force` starts each phase over by removing that phase's progress files just
+  before it trains again, nothing else; a user's file anywhere in OUT, `progress/` included,
+  stays.
+- *A refused or failed run changes nothing in OUT* (or, once training began, only `progress/`
+  and `run.log`): `config.yaml` is written just before the first checkpoint or result it
+  describes, and `evaluate` writes its files only after every model is scored. Errors are
+  printed once (`run.log` keeps a `stopped:` line).
+- *Every value is validated before the first file is written*, and so is what OUT already
+  holds: a finished checkpoint trained with other settings, a missing teacher, a `config.yaml`
+  edited by hand with other settings (its first line is the SHA-256 of the rest, so an edit is
+  noticed; `--config OUT/config.yaml` runs with the edit), a `results.json` that the project
+  did not write, an `--out` that is a file or a dangling symbolic link.
+- *An OUT is locked while a run uses it* (`flock` on `OUT/.lock`, by rank 0 under `torchrun`):
+  a second run into it is refused with one line; the OS releases the lock when a process ends,
+  however it ends, so a killed run never blocks its resume.
+- *Every result in `results.json` is traceable to the weights that produced it*:
+  `weights_sha256` records each model's SHA-256 (the one its manifest vouches for, checked on
+  loading), and `evaluate` and `distill` refuse checkpoints whose recorded settings differ
+  from the config they read, so no score is computed on another split or setting.
+
+Files are written with the permissions a plain `open` gives (0o666 less the umask), and
+`report` checks `results.json`, `diversity.json` and every `history.csv` against what
+`evaluate` writes before it reads them: an edited or damaged file is one line naming it.
+
 **Fuzzing** (`make test`, hypothesis): the checkpoint weights and manifest readers, the
 per-epoch progress reader (random, truncated and bit-flipped bytes), the idx image/label
 parsers and the CSV reader (random bytes/text) — 5 tests × 200 cases — either load valid data
 or raise our own error type; the distillation losses (5 property tests × 100 cases: ranges,
 invariances, agreement with `torch.distributions`) and the metrics (2 × 50: class-permutation
-invariance, ranges). 1,600 generated cases per run; no other exception type.
+invariance, ranges). 1,600 generated cases per run; no other exception type. Every config
+key (`tests/test_config_fuzz.py`, enumerated from the config's dataclasses, so a new key is
+fuzzed too): 600 values of the wrong type, NaN / ±inf, integers past int64, empty or blank text
+and nested junk must raise our `ConfigError` naming the key; 400 arbitrary values must either
+build a config that the engine accepts and that survives `config.yaml` unchanged, or be refused;
+30 of them through the real command line must exit 2 with one line and create no OUT.
 
 ## Every bad input tried
 
@@ -297,14 +750,19 @@ def markdown(record: dict) -> str:
     lines += [
         "",
         f"{passed} of {len(record['cases'])} cases end with exit code 2 (or our own error type "
-        f"from the API) and one line, no traceback. Command: `{record['command']}`; machine: "
+        "from the API) and one line, no traceback — or, for the valid inputs marked exit 0, "
+        "succeed — and every check of what OUT holds afterwards passed (a failed check would "
+        f"read [BROKEN: …]). Command: `{record['command']}`; machine: "
         f"{machine_line(record['machine'])}.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def main_() -> None:
-    cases = [{"input": name, "how": how, **run_case(make)} for name, how, make in CASES]
+    cases = [
+        {"input": name, "how": how, **run_case(make, EXPECTED_EXIT.get(name, 2))}
+        for name, how, make in CASES
+    ]
     record = {
         "command": "python benchmarks/reliability_table.py",
         "machine": machine_info(),

@@ -24,7 +24,7 @@ from ensemble_distill.report.machine import machine_info, machine_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("toy-gap", "diabetes", "auto-mpg")
-COPIED_HEADS = ["methods=[hydra]", "hydra.copy_head=true", "hydra.phase1_fraction=0.5"]
+COPIED_HEADS = ["methods=[hydra]", "hydra.head_init=copy", "hydra.phase1_fraction=0.5"]
 COLUMNS = [
     ("rmse", "RMSE ↓", ".4g"),
     ("nll", "NLL ↓", ".4f"),

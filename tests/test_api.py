@@ -382,3 +382,84 @@ def test_train_teacher_cnn_uses_the_architectures_defaults(splits: DataSplits):
     ensemble = train_teacher(small.train, members=2, epochs=1, model="cnn", num_classes=3)
     with torch.no_grad():
         assert ensemble(splits.test.x[:2]).shape == (2, 2, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability, round two (issue #18): inputs the API used to accept silently or crash on
+# --------------------------------------------------------------------------------------------
+
+
+def leaky_member(seed: int, slope: float = 0.01, p: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(FEATURES, 12), nn.LeakyReLU(slope), nn.Dropout(p), nn.Linear(12, CLASSES)
+    )
+
+
+def test_members_with_other_settings_than_member_0_are_refused():
+    with pytest.raises(ConfigError, match=r"'negative_slope' of module 1 \(LeakyReLU\): 0.3 vs"):
+        teacher_from_modules([leaky_member(0), leaky_member(1, slope=0.3)])
+    with pytest.raises(ConfigError, match=r"member 2 .* 'p' of module 2 \(Dropout\): 0.5 vs 0.1"):
+        teacher_from_modules([leaky_member(m, p=0.1) for m in range(2)] + [leaky_member(2, p=0.5)])
+    teacher = teacher_from_modules([leaky_member(m, slope=0.2) for m in range(MEMBERS)])
+    assert teacher.member(1)[1].negative_slope == 0.2  # equal settings: kept exactly
+    teacher_from_modules([nn.LSTM(4, 8), nn.LSTM(4, 8)])  # weights seen through a list: equal
+
+
+def test_members_without_weights_are_refused():
+    with pytest.raises(ConfigError, match=r"\(Identity\) have no parameters"):
+        teacher_from_modules([nn.Identity(), nn.Identity()])
+    with pytest.raises(ConfigError, match="have no parameters"):
+        distill([nn.Identity(), nn.Identity()], method="kd", train_data=tabular(), epochs=1)
+
+
+def test_float_labels_of_a_classifier_teacher_are_refused_with_the_fix():
+    x, y = tabular()
+    binary = teacher_from_modules([member(m, outputs=2) for m in range(MEMBERS)])
+    labels = (y > 0).float()
+    with pytest.raises(ConfigError, match=r"all 0 or 1 .* use int64 labels \(y.long\(\)\)"):
+        distill(binary, method="kd", train_data=(x, labels), body=body(), epochs=1)
+    with pytest.raises(ConfigError, match=r"all 0 or 1 .* evaluate\(\.\.\., task='regression'\)"):
+        evaluate(member(0, outputs=2), (x, labels))
+    classifier = teacher_from_modules(
+        [member(m, outputs=2) for m in range(2)], task="classification"
+    )
+    with pytest.raises(ConfigError, match="is a classification model but train_data has float"):
+        distill(classifier, method="kd", train_data=tabular(regression=True), epochs=1)
+    regression = teacher_from_modules([member(m, outputs=2) for m in range(2)], task="regression")
+    with pytest.raises(ConfigError, match="is a regression model but data has integer labels"):
+        evaluate(regression, (x, (y > 0).long()))
+    assert "rmse" in evaluate(regression, (x, labels))  # stated: 0/1 regression targets
+
+
+def test_evaluate_refuses_a_model_returning_a_tuple():
+    class Pair(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(FEATURES, CLASSES)
+
+        def forward(self, x):
+            return self.linear(x), x
+
+    with pytest.raises(ConfigError, match="the model returned a tuple, not one tensor"):
+        evaluate(Pair(), tabular())
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e300])
+def test_non_finite_inputs_are_refused_naming_the_argument(value):
+    x, y = tabular()
+    bad = x.double()  # float64: 1e300 is finite here and overflows float32
+    bad[5, 2] = value
+    with pytest.raises(DataError, match=r"^ood_data inputs contain NaN .* first at index 5;"):
+        evaluate(member(0), (x, y), ood_data=bad)
+    with pytest.raises(DataError, match=r"^train_data inputs contain NaN"):
+        train_teacher((bad, y), members=2, epochs=1)
+    with pytest.raises(DataError, match=r"^x inputs contain NaN"):
+        mean_probs(member(0), bad)
+
+
+def test_train_teacher_refuses_a_bad_optimiser_before_training():
+    with pytest.raises(ConfigError, match=r"'optim.lr' must be > 0, got -1"):
+        train_teacher(tabular(), members=2, epochs=1, optim={"lr": -1})
+    with pytest.raises(ConfigError, match=r"'optim.lr' must be a finite number, got nan"):
+        train_teacher(tabular(), members=2, epochs=1, optim={"lr": float("nan")})

@@ -2,12 +2,14 @@
 
 import errno
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 from ensemble_distill.cli import main
+from ensemble_distill.errors import ConfigError
 
 TINY = ["members=3", "epochs=2", "model_args={widths: [16]}", "eval.latency_repeats=2"]
 
@@ -178,3 +180,40 @@ def test_a_loss_that_becomes_nan_stops_and_says_which_epoch_is_kept(tmp_path, ca
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "the loss became" in err and "lower optim.lr" in err and len(err.splitlines()) == 1
+
+
+def ascii_console_cli(cwd, *args):
+    """``ensemble-distill ARGS`` in a process whose console is ASCII: a C locale, no UTF-8
+    mode, no PYTHONIOENCODING (a bare container or a cron job)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"}
+    env |= {"LC_ALL": "C", "PYTHONUTF8": "0"}
+    command = [sys.executable, "-m", "ensemble_distill", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, check=False)
+
+
+def test_results_and_file_names_print_on_an_ascii_console(tmp_path):
+    tiny = ["epochs=1", "members=2", "methods=[kd]", "eval.latency_repeats=1"]
+    done = ascii_console_cli(tmp_path, "run", "--out", "out", "--quiet", *tiny, TINY[2])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"| kd |" in done.stdout and b"\\u2191" in done.stdout  # the column arrows, escaped
+    refused = ascii_console_cli(tmp_path, "report", "résumé")
+    assert refused.returncode == 2
+    assert "résumé has no results.json".encode() in refused.stderr  # the name as typed
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConfigError("a message\nfrom deep inside\r\non three lines"),
+        OSError(errno.EACCES, "Permission denied\nreally", "a\nfile"),
+    ],
+)
+def test_an_error_with_newlines_is_printed_on_one_line(tmp_path, capsys, monkeypatch, error):
+    def refuse(args):
+        raise error
+
+    monkeypatch.setattr("ensemble_distill.cli.resolve_config", refuse)
+    assert main(["run", "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("ensemble-distill: error: ")
+    assert "deep inside on three" in err or "denied really" in err

@@ -7,6 +7,7 @@ key added later without a bad value in :data:`BAD` fails :func:`test_every_key_h
 from __future__ import annotations
 
 import dataclasses
+import time
 import typing
 from collections.abc import Iterator
 
@@ -43,6 +44,8 @@ BAD: dict[str, list] = {
     ],
     "device": ["device=tpu", "device=cpu:abc", "device=5"],
     "precision": ["precision=fp8"],
+    "memory_format": ["memory_format=nhwc", "memory_format=1"],
+    "compile": ["compile=maybe", "compile=1"],
     "model": ["model=nope"],
     "model_args": [
         "model_args={nope: 1}",
@@ -92,7 +95,14 @@ BAD: dict[str, list] = {
     "hydra.temperature": ["hydra.temperature=0"],
     "hydra.alpha": ["hydra.alpha=2"],
     "hydra.phase1_fraction": ["hydra.phase1_fraction=1.5", "hydra.phase1_fraction=-0.5"],
-    "hydra.copy_head": ["hydra.copy_head=maybe"],
+    "hydra.head_init": ["hydra.head_init=bogus", "hydra.head_init=members"],  # members: split
+    "hydra.head_init_std": ["hydra.head_init_std=0", "hydra.head_init_std=-1"],
+    "hydra.split": [
+        "hydra.split=0",
+        "hydra.split=x",
+        "hydra.split=1.5",
+        "hydra.split=99",  # past the model's weight layers: prepare builds the student on meta
+    ],
     "endd.smoothing": ["endd.smoothing=1", "endd.smoothing=-0.1"],
     "endd.initial_temperature": ["endd.initial_temperature=0.5"],
     "endd.anneal_fraction": ["endd.anneal_fraction=0", "endd.anneal_fraction=1.5"],
@@ -172,8 +182,10 @@ def test_a_section_built_in_python_validates_itself():
         KDConfig(temperature="hot")
     with pytest.raises(InvalidValue, match=r"'head_widths\[1\]' must be >= 1"):
         HydraConfig(head_widths=[4, 0])
-    with pytest.raises(ConfigError, match="'copy_head' must be bool"):
-        HydraConfig(copy_head=1)
+    with pytest.raises(ConfigError, match="'head_init' must be one of copy, independent"):
+        HydraConfig(head_init=True)
+    with pytest.raises(ConfigError, match="'split' cannot be combined with head_widths"):
+        HydraConfig(split=1, head_widths=[4])
     with pytest.raises(ConfigError, match="'initial_temperature' must be >= 1"):
         EnDConfig(initial_temperature=0.5)
     with pytest.raises(ConfigError, match="'members' must be int"):
@@ -210,3 +222,126 @@ def test_a_choice_error_lists_the_choices():
         build_config({"optim": {"schedule": "linear"}})
     with pytest.raises(ConfigError, match="'task' must be one of classification, regression"):
         build_config({"task": "ranking"})
+
+
+# --------------------------------------------------------------------------------------------
+# Round two (issue #18): values and files that used to pass validation or crash with a traceback
+# --------------------------------------------------------------------------------------------
+
+
+def refused_by_the_cli(args: list[str], tmp_path, capsys, monkeypatch) -> str:
+    """``run`` with ``args``: exit 2, one stderr line, OUT not created; the line. Validation
+    that lets the run through fails the test before any training starts."""
+    out = tmp_path / "out"
+    real_prepare = pipeline.prepare
+
+    def accepted(*a, **k):
+        real_prepare(*a, **k)
+        pytest.fail(f"{args} passed validation")
+
+    monkeypatch.setattr(pipeline, "prepare", accepted)
+    code = cli.main(["run", "--out", str(out), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("ensemble-distill: error: "), err
+    assert not out.exists()
+    return err
+
+
+ROUND_TWO = [
+    (["optim.lr=-1"], "'optim.lr' must be > 0"),
+    (["optim.lr=0"], "'optim.lr' must be > 0"),
+    ([f"seed={10**17}"], "'seed' must lie in [0, 2**32)"),
+    ([f"split_seed={10**20}"], "'split_seed' must fit in 64 bits"),
+    (["model_args={widths: [-3]}"], "fix model_args"),
+    (["methods=[hydra]", "hydra.head_widths=[0]"], "'hydra.head_widths[0]' must be >= 1"),
+    (["eval.batch_size=0"], "'eval.batch_size' must be >= 1"),
+    (["eval.latency_repeats=0"], "'eval.latency_repeats' must be >= 1"),
+    (["kd.temperature=.nan"], "'kd.temperature' must be a finite number, got nan"),
+    (["kd.temperature=-.inf"], "'kd.temperature' must be a finite number"),
+    (["kd.temperature=1e400"], "'kd.temperature' must be a finite number, got '1e400'"),
+    (["kd.alpha=१"], "'kd.alpha' must be float"),  # float() reads Devanagari digits
+    (["optim.lr=true"], "'optim.lr' must be float, got True (bool)"),
+    ([f"members={10**20}"], "'members' must fit in 64 bits"),
+    ([f"optim.lr={10**400}"], "'optim.lr' must be a finite number"),
+    (["student.epochs_multiple=1e300"], "'student.epochs_multiple' times epochs (40)"),
+    (["data_dir=''"], "'data_dir' must be a non-empty text"),
+    (["model_args={widths: [.nan]}"], "'model_args.widths[0]' must be a finite number"),
+    (["model_args={widths: [3], widths: [4]}"], "key 'widths' is given twice"),
+    (['model_args={"a\\nb": 1}'], "'model_args' must map argument names (like widths)"),
+    (["model_args={a: &a [1, 1], b: [*a, *a]}"], "bad arguments {'a': [1, 1], 'b': [[1, 1]"),
+]
+
+
+@pytest.mark.parametrize(("args", "text"), ROUND_TWO, ids=[" ".join(a) for a, _ in ROUND_TWO])
+def test_round_two_values_are_refused_before_anything_is_written(
+    args, text, tmp_path, capsys, monkeypatch
+):
+    assert text in refused_by_the_cli(args, tmp_path, capsys, monkeypatch)
+
+
+def laughs(depth: int) -> str:
+    """A "billion laughs": each level a list of nine aliases of the one before (9**depth)."""
+    lines = ["model_args:", '  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, depth + 1):
+        lines.append(f"  l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_that_expand_are_refused_at_once(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(laughs(9))  # 9**9 * 8 strings once expanded: minutes and gigabytes
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"aliases \(\*name\) expand to more than 10000"):
+        load_config(path)
+    flow = "{a: &a [x, x, x, x, x, x, x, x, x, x], b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]"
+    flow += ", c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], d: [*c, *c, *c, *c, *c, *c, *c, *c]}"
+    with pytest.raises(ConfigError, match=r"^override 'model_args': its aliases .* expand"):
+        load_config(None, [f"model_args={flow}"])
+    assert time.perf_counter() - start < 2.0
+    err = refused_by_the_cli(["--config", str(path)], tmp_path, capsys, monkeypatch)
+    assert len(err) < 300
+
+
+def test_yaml_aliases_that_refer_to_themselves_or_nest_too_deep_are_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_args: &m {widths: *m}\n")
+    with pytest.raises(ConfigError, match=r"an alias .* refers to a value that contains it"):
+        load_config(path)
+    path.write_text("model_args: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply to read"):
+        load_config(path)
+
+
+def test_small_yaml_anchors_and_merge_keys_still_work(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "student: {lr: 0.004, model_args: &widths {widths: [32]}}\n"
+        "model_args: *widths\n"
+        "optim: {<<: {lr: 0.002, name: sgd}, lr: 0.003}\n"  # a merge, then its key: not twice
+    )
+    config = load_config(path)
+    assert config.model_args == {"widths": [32]} == config.student.model_args
+    assert (config.optim.lr, config.optim.name) == (0.003, "sgd")
+
+
+def test_duplicate_yaml_keys_are_refused_naming_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("members: 2\nepochs: 1\nmembers: 3\n")
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: key 'members' is given twice \(again on line 3"
+    ):
+        load_config(path)
+    path.write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match="key 'lr' is given twice"):
+        load_config(path)
+
+
+def test_a_config_that_is_not_a_yaml_text_file_is_refused(tmp_path, capsys, monkeypatch):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match=r"weights.bin is not UTF-8 text \(byte 0x80 at offset"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="is a folder; give --config the path of a YAML file"):
+        load_config(tmp_path)
+    refused_by_the_cli(["--config", str(binary)], tmp_path, capsys, monkeypatch)

@@ -95,3 +95,43 @@ def test_prepare_refuses_bad_model_args_before_training(digits):
 
 def test_prepare_fills_the_tasks_default_methods(digits):
     assert prepare(build_config({}), digits).config.methods == ["kd", "hydra", "endd"]
+
+
+def test_prepare_stores_images_channels_last_for_a_cnn_only(digits):
+    cnn = prepare(build_config({"model": "cnn", "model_args": {"channels": [4]}}), digits)
+    assert cnn.config.memory_format == "channels_last"
+    for name in ("train", "val", "test"):
+        x = getattr(cnn.data, name).x
+        assert x.stride()[1] == 1  # (N, C, H, W) with the channels innermost
+        assert torch.equal(x, getattr(digits, name).x)  # the same values
+    mlp = prepare(build_config({}), digits)
+    assert mlp.config.memory_format == "contiguous" and mlp.data.train.x.is_contiguous()
+
+
+def test_prepare_refuses_channels_last_for_inputs_that_are_not_images():
+    table = create_dataset("toy-gap")
+    with pytest.raises(ConfigError, match="memory_format=channels_last needs images"):
+        prepare(build_config({"memory_format": "channels_last", "methods": ["kd"]}), table)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_prepare_resolves_auto_precision_for_this_machine(digits, monkeypatch, native, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    assert prepare(build_config({}), digits).config.precision == expected
+    assert prepare(build_config({"precision": "fp32"}), digits).config.precision == "fp32"
+
+
+def test_prepare_builds_every_students_architecture_before_training(digits):
+    config = build_config({"methods": ["kd", "hydra"], "hydra": {"split": 3}})
+    with pytest.raises(ConfigError, match=r"hydra\.split"):  # a 256-256 MLP has 2 such layers
+        prepare(config, digits)
+    prepare(config, digits, students_from_spec=False)  # the user's body is judged later
+
+
+def test_prepare_refuses_heads_from_members_of_another_architecture(digits):
+    options = {"methods": ["hydra"], "hydra": {"split": 1, "head_init": "members"}}
+    prepare(build_config(options), digits)  # the members' own architecture: accepted
+    other = options | {"student": {"model_args": {"widths": [64, 64]}}}
+    with pytest.raises(ConfigError, match=r"hydra\.head_init=members"):
+        prepare(build_config(other), digits)

@@ -121,6 +121,7 @@ def train_teacher(
         num_classes = 1 if regression else int(max(train.y.max(), val.y.max())) + 1
     setup = engine.prepare(config, in_memory_splits(train, val, num_classes))
     ensemble, _ = engine.train_teacher(setup, quiet=quiet)
+    ensemble.task = setup.data.task  # checked against the labels it is later used with
     return ensemble.eval()
 
 
@@ -214,8 +215,18 @@ def distill(
     device = torch.device(config.device)
     teacher.to(device).eval()
     outputs = engine.teacher_output_size(teacher, train)
+    _check_task(
+        getattr(teacher, "task", None),
+        train.y,
+        outputs,
+        "train_data",
+        "teacher",
+        "teacher_from_modules(modules, task='regression')",
+    )
     setup = engine.prepare(
-        config, in_memory_splits(train, val, 1 if train.y.is_floating_point() else outputs)
+        config,
+        in_memory_splits(train, val, 1 if train.y.is_floating_point() else outputs),
+        students_from_spec=body is None,  # a user's body is checked when the student is built
     )
     student, _ = engine.distill_student(
         setup,
@@ -242,6 +253,7 @@ def evaluate(
     *,
     batch_size: int = 1024,
     device: torch.device | str | None = None,
+    task: str | None = None,
 ) -> dict[str, float]:
     """The metrics of a ``results.json`` row for ``model`` (a student, a teacher or any module
     giving logits (batch, classes) or member logits (batch, members, classes)) on ``data``.
@@ -254,6 +266,10 @@ def evaluate(
     ``ood_data`` the shift-detection AUROCs. ``val_data`` is not used for regression.
 
     ``device``: where the model runs; default: where its parameters are.
+    ``task``: ``"classification"`` or ``"regression"``, checked against the labels; default:
+    the model's own (a teacher from :func:`train_teacher` or :func:`teacher_from_modules`),
+    else unknown: then float targets that are all 0 or 1 for a model with two outputs (a
+    classifier's labels passed as floats) are refused.
     """
     device = _model_device(model) if device is None else torch.device(device)
     test = as_dataset(data, "data")
@@ -261,18 +277,28 @@ def evaluate(
     def outputs(x: Tensor) -> Tensor:
         return predict_outputs(model, x, batch_size, device)
 
+    test_outputs = outputs(test.x)
+    if test_outputs.dim() < 2:
+        raise ConfigError(
+            f"the model returned shape {tuple(test_outputs.shape)}; it must return "
+            "(batch, outputs) or (batch, members, outputs)"
+        )
+    known = getattr(model, "task", None) if task is None else task
+    _check_task(
+        known, test.y, test_outputs.shape[-1], "data", "model", "evaluate(..., task='regression')"
+    )
     if test.y.is_floating_point():
-        ood = None if ood_data is None else _gaussian(outputs(as_inputs(ood_data)))
-        return regression_row(_gaussian(outputs(test.x)), test.y, ood=ood)
+        ood = None if ood_data is None else _gaussian(outputs(as_inputs(ood_data, "ood_data")))
+        return regression_row(_gaussian(test_outputs), test.y, ood=ood)
     kind = output_kind(model)
-    pred = predictive(outputs(test.x), kind)
+    pred = predictive(test_outputs, kind)
     _check_labels(test.y, pred.probs.shape[-1], "data")
     val = None
     if val_data is not None:
         labelled = as_dataset(val_data, "val_data")
         val = (predictive(outputs(labelled.x), kind), labelled.y)
         _check_labels(labelled.y, val[0].probs.shape[-1], "val_data")
-    ood = None if ood_data is None else predictive(outputs(as_inputs(ood_data)), kind)
+    ood = None if ood_data is None else predictive(outputs(as_inputs(ood_data, "ood_data")), kind)
     return classification_row(pred, test.y, val=val, ood=ood)
 
 
@@ -312,7 +338,7 @@ def uncertainty(
 
 def _predict(model, x, batch_size, device):
     device = _model_device(model) if device is None else torch.device(device)
-    return predict(model, as_inputs(x), batch_size, device)
+    return predict(model, as_inputs(x, "x"), batch_size, device)
 
 
 def _gaussian(outputs: Tensor):
@@ -322,6 +348,33 @@ def _gaussian(outputs: Tensor):
             f"per member; got outputs {tuple(outputs.shape)}. Use int64 labels for classification"
         )
     return gaussian_predictive(outputs)
+
+
+def _check_task(
+    known: str | None, y: Tensor, outputs: int, what: str, model: str, recourse: str
+) -> None:
+    """The labels ``y`` of argument ``what`` must fit the model's task: the ``known`` one, or,
+    when unknown, float targets that are all 0 or 1 for a model of two outputs are refused —
+    those are a binary classifier's labels as floats, which would be read as regression (the
+    two logits as a mean and a variance)."""
+    labels = "regression" if y.is_floating_point() else "classification"
+    if known not in (None, "classification", "regression"):
+        raise ConfigError(f"task must be 'classification' or 'regression'; got {known!r}")
+    fix = "use int64 labels (y.long())" if labels == "regression" else "use float targets"
+    if known is not None and known != labels:
+        kind = "float targets" if labels == "regression" else "integer labels"
+        raise ConfigError(
+            f"the {model} is a {known} model but {what} has {kind}, which mean {labels}; "
+            f"{fix} for {known}"
+        )
+    binary = outputs == gaussian.OUTPUTS and bool(((y == 0) | (y == 1)).all())
+    if known is None and labels == "regression" and binary:
+        raise ConfigError(
+            f"{what} has float targets that are all 0 or 1 and the {model} has 2 outputs, as "
+            f"a 2-class classifier does: float targets would mean regression; use int64 "
+            f"labels (y.long()) for classification, or say {recourse} if the {model} is a "
+            "regression model"
+        )
 
 
 def _check_labels(y: Tensor, classes: int, what: str) -> None:

@@ -25,21 +25,30 @@ from ensemble_distill.errors import CheckpointError
 WEIGHTS = "model.safetensors"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
+# Our temporary files carry this prefix (and end in ``.tmp``), so that a cleanup after a killed
+# write can tell them from a user's files: only files this package wrote are ever removed.
+TEMPORARY_PREFIX = ".ensemble-distill-"
+TEMPORARY_SUFFIX = ".tmp"
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new, never a part.
 
-    Writes a temporary file in the same folder, fsyncs it, then renames it over ``path``.
+    Writes a temporary file in the same folder, fsyncs it, then renames it over ``path``. The
+    file gets the permissions a plain ``open`` would give it (0o666 less the umask), not
+    ``mkstemp``'s private 0o600, so that a shared results folder stays readable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=TEMPORARY_SUFFIX
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except OSError as exc:  # name the file the user asked for, not our temporary one
         Path(tmp).unlink(missing_ok=True)
@@ -47,6 +56,19 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_write` (left by a killed write)."""
+    name = path.name
+    return name.startswith(TEMPORARY_PREFIX) and name.endswith(TEMPORARY_SUFFIX)
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(directory: Path, state: dict[str, Tensor], manifest: dict[str, Any]) -> None:

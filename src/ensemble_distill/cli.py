@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import logging
 import os
@@ -118,15 +119,19 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """--config FILE, else OUT/config.yaml for steps after the first, else defaults; then
+    """The config file (see :func:`config_source`), then ``--data`` and ``key=value``
     overrides."""
     from ensemble_distill.config import load_config  # imports torch: after parsing
 
-    path = args.config
+    return load_config(config_source(args), data_overrides(args) + args.overrides)
+
+
+def config_source(args: argparse.Namespace) -> Path | None:
+    """--config FILE, else OUT/config.yaml for steps after the first, else None (defaults)."""
     saved = args.out / "config.yaml"
-    if path is None and args.command in ("distill", "evaluate") and saved.is_file():
-        path = saved
-    return load_config(path, data_overrides(args) + args.overrides)
+    if args.config is None and args.command in ("distill", "evaluate") and saved.is_file():
+        return saved
+    return args.config
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:
@@ -187,9 +192,16 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
     steps = COMMANDS[args.command][0]
     device_type = "cuda" if str(config.device).startswith("cuda") else "cpu"
     with process_group(device_type):
-        results = run(config, args.out, steps=steps, quiet=args.quiet, force=args.force)
+        results = run(
+            config,
+            args.out,
+            steps=steps,
+            quiet=args.quiet,
+            force=args.force,
+            config_from=config_source(args),
+        )
     if results is not None:
-        print((args.out / "results.md").read_text())
+        print((args.out / "results.md").read_text(encoding="utf-8"))
 
 
 def main_rank_or_warning(record: logging.LogRecord) -> bool:
@@ -198,7 +210,40 @@ def main_rank_or_warning(record: logging.LogRecord) -> bool:
     return os.environ.get("RANK", "0") == "0" or record.levelno >= logging.WARNING
 
 
+CONSOLE_ERRORS = "ensemble_distill.console"
+
+
+def escape_or_backslash(error: UnicodeError) -> tuple[str | bytes, int]:
+    """Console encoding errors: a file name's undecodable bytes (surrogate escapes) go out as
+    the bytes they were, any other character the console cannot show as ``\\uXXXX``.
+
+    Under a C locale without UTF-8 mode the console is ASCII: printing ``results.md`` (its
+    arrows and dashes) or a non-ASCII path must not turn a finished run into a traceback.
+    """
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeError:
+        return codecs.lookup_error("backslashreplace")(error)
+
+
+def tolerant_console() -> None:
+    """Make stdout and stderr print every character (see :func:`escape_or_backslash`); a
+    stream that cannot be reconfigured (a test's ``StringIO``) is left as it is."""
+    codecs.register_error(CONSOLE_ERRORS, escape_or_backslash)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors=CONSOLE_ERRORS)
+
+
+def fail(message: str) -> int:
+    """Print ``message`` as the one error line a user (or a script) reads; exit status 2."""
+    print(f"ensemble-distill: error: {' '.join(message.splitlines())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    tolerant_console()
     args = parse_args(argv)
     console = logging.StreamHandler()  # progress notes on stderr; --quiet keeps warnings only
     console.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
@@ -212,16 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             run_pipeline_command(args)
     except EnsembleDistillError as exc:
-        print(f"ensemble-distill: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
     except OSError as exc:  # unwritable or full output directory, unreadable input
         where = f" {exc.filename}" if exc.filename else ""
-        print(
-            f"ensemble-distill: error: cannot read or write{where}: {exc.strerror or exc}; "
-            "check the path, its permissions and the free disk space",
-            file=sys.stderr,
+        return fail(
+            f"cannot read or write{where}: {exc.strerror or exc}; "
+            "check the path, its permissions and the free disk space"
         )
-        return 2
     return 0
 
 

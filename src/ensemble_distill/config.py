@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ensemble_distill.methods import METHODS, resolve_method
 from ensemble_distill.methods.perturbations import PerturbationConfig
 from ensemble_distill.models import MODELS
 from ensemble_distill.options import (
+    INT64,
     InvalidValue,
     Section,
     at_least,
@@ -120,8 +122,13 @@ class RunConfig(Section):
     split_seed: int = 0  # fixed train/validation split, independent of `seed`
     seed: int = 0
     device: str = "cpu"
-    # fp32, or bf16: training steps under bf16 autocast (weights and optimiser state stay fp32)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # bf16: training steps under bf16 autocast (weights and optimiser state stay fp32); auto:
+    # bf16 where the hardware computes it natively (a CPU with AMX-BF16 or AVX512-BF16, a GPU
+    # with bf16), else fp32. The resolved value is what config.yaml and the manifests record.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: channels-last images for convolutional models (faster oneDNN kernels), else as is
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    compile: bool = False  # torch.compile each training step; falls back to eager with a warning
     model: str = "mlp"  # architecture of each ensemble member
     model_args: dict = field(default_factory=lambda: {"widths": [256, 256]})
     members: int = 5
@@ -145,6 +152,14 @@ class RunConfig(Section):
             require(0 <= value < 2**32, key, "must lie in [0, 2**32)", value)
         fraction = self.val_fraction
         require(0.0 < fraction < 1.0, "val_fraction", "must lie in (0, 1)", fraction)
+        if self.student.epochs is None:  # student_epochs() must be a count of epochs
+            multiple = self.student.epochs_multiple
+            require(
+                multiple * self.epochs < INT64,
+                "student.epochs_multiple",
+                f"times epochs ({self.epochs}) must stay below 2**63",
+                multiple,
+            )
         for index, name in enumerate(self.methods or []):
             try:
                 resolve_method(name)
@@ -297,10 +312,23 @@ def build_config(data: dict[str, Any]) -> Any:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give --config the path of a YAML file")
+    if not path.exists():
         raise ConfigError(f"config file {path} not found; check the path given to --config")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file; give --config a YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); give --config a YAML file saved as UTF-8"
+        ) from None
+    try:
+        data = _load_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML ({_first_line(exc)})") from None
     if data is None:
@@ -315,9 +343,107 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like key=value (e.g. members=10)")
     try:
-        return key.strip(), yaml.safe_load(text)
+        value = _load_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(f"override {key.strip()!r}: {exc}") from None
     except yaml.YAMLError:
-        return key.strip(), text  # a plain string such as a path with odd characters
+        value = text  # a plain string such as a path with odd characters
+    return key.strip(), _join_surrogate_pairs(value)
+
+
+# YAML aliases may expand a document to at most this many values: enough for any config, far
+# below what a "billion laughs" (aliases of aliases, exponential) would build.
+MAX_YAML_VALUES = 10_000
+
+
+class _Refused(yaml.YAMLError):
+    """Well-formed YAML that a config must not hold: a repeated key, aliases that expand."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses repeated keys (YAML keeps the last one silently) and
+    aliases that expand past :data:`MAX_YAML_VALUES` values or refer to themselves."""
+
+    anchors_used = False  # set once an alias is read: only then is the expansion measured
+
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is not None and self.anchors_used:
+            _expanded_size(node, {}, set())
+        return node
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.anchors_used = True
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges; its keys may be overridden on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if repeated:
+                raise _Refused(
+                    f"key {key!r} is given twice (again on line {key_node.start_mark.line + 1}); "
+                    "keep one"
+                )
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """The number of values ``node`` stands for once every alias is expanded (each shared node
+    counted once per use, computed once): refused past :data:`MAX_YAML_VALUES`."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise _Refused("an alias (*name) refers to a value that contains it; write it out")
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(id(node))
+    if size > MAX_YAML_VALUES:
+        raise _Refused(
+            f"its aliases (*name) expand to more than {MAX_YAML_VALUES} values; write the "
+            "values out instead of repeating aliases of aliases"
+        )
+    sizes[id(node)] = size
+    return size
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` parsed by :class:`_ConfigLoader`; nesting too deep to parse is refused."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: builds no Python objects
+    except RecursionError:
+        raise _Refused("values nested too deeply to read; flatten them") from None
+
+
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _join_surrogate_pairs(value: Any) -> Any:
+    """``value`` with JSON-style escaped pairs (``"\\ud83d\\ude00"``, which YAML reads as two
+    halves) joined into the one character they encode (😀); lone halves (undecodable bytes
+    of a file name) are kept."""
+    if isinstance(value, str):
+        return _SURROGATE_PAIR.sub(
+            lambda pair: pair.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le"),
+            value,
+        )
+    if isinstance(value, list):
+        return [_join_surrogate_pairs(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _join_surrogate_pairs(item) for key, item in value.items()}
+    return value
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import copy
 import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +38,10 @@ from ensemble_distill.methods.perturbations import (
     PROBABILITY_FREE,
 )
 from ensemble_distill.models import Classifier, ModelSpec, create_model, gaussian
+from ensemble_distill.models.base import channels_last, has_convolutions
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers.train import train_from_config
+from ensemble_distill.training import native_bf16, resolve_precision
 
 if TYPE_CHECKING:
     from ensemble_distill.config import RunConfig
@@ -63,10 +65,13 @@ class Setup:
     device: torch.device
 
 
-def prepare(config: RunConfig, data: DataSplits | None = None) -> Setup:
+def prepare(
+    config: RunConfig, data: DataSplits | None = None, *, students_from_spec: bool = True
+) -> Setup:
     """The data (loaded from the config when not given) checked against the config, the task's
-    default methods, and both architectures built once, so that every bad value is refused
-    before any file is written or any training starts."""
+    default methods, and both architectures built once — with ``students_from_spec`` (False
+    when the user brings the students' body) every method's student too — so that every bad
+    value is refused before any file is written or any training starts."""
     data = data if data is not None else load_data(config)
     if config.methods is None:
         config = dataclasses.replace(config, methods=DEFAULT_METHODS[data.task])
@@ -80,15 +85,70 @@ def prepare(config: RunConfig, data: DataSplits | None = None) -> Setup:
         outputs,
         dict(student_args if student_args is not None else config.model_args),
     )
-    check_buildable(teacher_spec, "model_args")
+    models = [check_buildable(teacher_spec, "model_args")]
     if student_spec != teacher_spec:  # the default student is the members' architecture
         if student_args is None:
             student_key = "student.model_args (null: the members' model_args are used)"
         else:
             student_key = "student.model_args"
-        check_buildable(student_spec, student_key)
+        models.append(check_buildable(student_spec, student_key))
+    if students_from_spec:
+        for name in config.methods:
+            check_student_buildable(teacher_spec, student_spec, config, name)
     device = distributed.local_device(torch.device(config.device))
+    config = resolve_hardware(config, data, device, any(map(has_convolutions, models)))
+    if config.memory_format == "channels_last":
+        data = channels_last_data(data)
     return Setup(config, data, teacher_spec, student_spec, device)
+
+
+def resolve_hardware(
+    config: RunConfig, data: DataSplits, device: torch.device, convolutional: bool
+) -> RunConfig:
+    """``config`` with ``precision`` and ``memory_format`` resolved for this machine: ``auto``
+    precision is bf16 where ``device`` computes it natively (:func:`~ensemble_distill.training.
+    native_bf16`), ``auto`` memory format channels-last for convolutional models on images.
+
+    The resolved values are what ``config.yaml``, the fingerprints and the manifests record,
+    since they decide the weights (bf16 rounding, another convolution algorithm)."""
+    images = len(data.input_shape) == 3
+    if config.memory_format == "channels_last" and not images:
+        raise ConfigError(
+            f"memory_format=channels_last needs images (channels, height, width); dataset "
+            f"{data.name!r} has inputs of shape {data.input_shape}: use memory_format=auto"
+        )
+    memory_format = config.memory_format
+    if memory_format == "auto":
+        memory_format = "channels_last" if images and convolutional else "contiguous"
+    precision = resolve_precision(config.precision, device)
+    return dataclasses.replace(config, precision=precision, memory_format=memory_format)
+
+
+def hardware_line(config: RunConfig, device: torch.device) -> str:
+    """How the run computes, for the log: precision (and why), memory format, compile."""
+    native = native_bf16(device)
+    why = f" (computed natively: {native})" if config.precision == "bf16" and native else ""
+    steps = "compiled steps (torch.compile)" if config.compile else "eager steps"
+    return (
+        f"{device}: precision {config.precision}{why}, memory format {config.memory_format}, "
+        f"{steps}"
+    )
+
+
+def channels_last_data(data: DataSplits) -> DataSplits:
+    """``data`` with every image tensor stored channels-last (:func:`~ensemble_distill.models.
+    channels_last`): batches indexed from it, and the convolutions on them, stay so."""
+
+    def convert(split: ArrayDataset) -> ArrayDataset:
+        return ArrayDataset(channels_last(split.x), split.y)
+
+    return dataclasses.replace(
+        data,
+        train=convert(data.train),
+        val=convert(data.val),
+        test=convert(data.test),
+        ood={name: convert(split) for name, split in data.ood.items()},
+    )
 
 
 def load_data(config: RunConfig) -> DataSplits:
@@ -157,22 +217,43 @@ def supported_methods(task: str) -> str:
     return f"{names}, each optionally +{' / +'.join(allowed)}"
 
 
-def check_buildable(spec: ModelSpec, key: str) -> None:
+def check_buildable(spec: ModelSpec, key: str) -> nn.Module:
     """Build ``spec`` on the meta device (no memory, no random draws): arguments (config key
     ``key``) that cannot build it, or build a layer without weights, are refused now rather
-    than once training starts."""
+    than once training starts. Returns the model built (on the meta device)."""
     fix = f"fix {key} (model {spec.name!r}, arguments {spec.kwargs})"
+    return _build_on_meta(lambda: create_model(spec), "the model", fix)
+
+
+def check_student_buildable(
+    teacher_spec: ModelSpec, spec: ModelSpec, config: RunConfig, name: str
+) -> None:
+    """Build method ``name``'s student of ``spec`` on the meta device, after the method's own
+    check of both architectures: options that need the architecture to judge (e.g.
+    ``hydra.split`` beyond its layers) are refused before training."""
+    method, _ = resolve_method(name)
+    method.check_architectures(method.options(config), teacher_spec, spec)
+    fix = f"fix the {method.section}.* options or student.model_args"
+
+    def build() -> nn.Module:
+        return method.build(spec, config.members, method.options(config))
+
+    _build_on_meta(build, f"the student of method {name!r}", fix)
+
+
+def _build_on_meta(build: Callable[[], nn.Module], what: str, fix: str) -> nn.Module:
     try:
         with torch.device("meta"), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zero-size layers are reported below instead
-            model = create_model(spec)
+            model = build()
     except ConfigError:
         raise
     except Exception as exc:  # the architecture's own complaint, e.g. a negative width
-        raise ConfigError(f"cannot build the model: {type(exc).__name__}: {exc}; {fix}") from None
+        raise ConfigError(f"cannot build {what}: {type(exc).__name__}: {exc}; {fix}") from None
     empty = [name for name, p in model.named_parameters() if p.numel() == 0]
     if empty:
-        raise ConfigError(f"the model has a layer without weights ({empty[0]}); {fix}")
+        raise ConfigError(f"{what} has a layer without weights ({empty[0]}); {fix}")
+    return model
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ensemble_distill import metrics
 from ensemble_distill.data import ArrayDataset, DataSplits
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.models.gaussian import gaussian_params
 
 LOGITS = "logits"
@@ -104,9 +105,22 @@ def predict_outputs(
     """The model's raw outputs on ``x``, on the CPU, in eval mode, batch by batch."""
     model.eval()
     chunks = [
-        model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
+        _output_tensor(model(x[i : i + batch_size].to(device))).float().cpu()
+        for i in range(0, len(x), batch_size)
     ]
     return torch.cat(chunks)
+
+
+def _output_tensor(output: Any) -> Tensor:
+    """``output`` if it is one tensor; a model returning a tuple, a dict or anything else is
+    refused here with the fix, instead of failing deep inside a metric."""
+    if isinstance(output, Tensor):
+        return output
+    raise ConfigError(
+        f"the model returned a {type(output).__name__}, not one tensor; wrap it so that "
+        "forward(x) returns logits (batch, classes), member logits (batch, members, classes) "
+        "or, for regression, (batch, 2)"
+    )
 
 
 def predict(

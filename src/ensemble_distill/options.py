@@ -10,11 +10,22 @@ overrides or directly in Python. Each method declares its section next to its co
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import reprlib
 import types
 import typing
 from typing import Any
 
 from ensemble_distill.errors import ConfigError
+
+# A number as written in a config: ASCII digits only, so that Python's float() extensions
+# (``1_000``, Arabic-Indic or other Unicode digits, surrounding spaces) are not numbers here.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+INT64 = 2**63  # every int option must fit torch's and NumPy's int64
+_SHOWN = reprlib.Repr()  # a huge or deeply nested value is shown cut short, on one line
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlevel = 80, 80, 3
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = _SHOWN.maxset = 6
 
 
 class InvalidValue(ConfigError):
@@ -26,7 +37,8 @@ class InvalidValue(ConfigError):
 
     def __init__(self, key: str, requirement: str, value: Any, *, show_type: bool = False) -> None:
         self.key, self.requirement, self.value, self.show_type = key, requirement, value, show_type
-        shown = f"{value!r} ({type(value).__name__})" if show_type else repr(value)
+        shown = _SHOWN.repr(value)
+        shown = f"{shown} ({type(value).__name__})" if show_type else shown
         super().__init__(f"config key {key!r} {requirement}, got {shown}; fix the value")
 
     def under(self, prefix: str) -> InvalidValue:
@@ -81,7 +93,9 @@ class Section:
 
 def check_type(value: Any, kind: Any, key: str) -> Any:
     """``value`` if it has type ``kind``, converted where YAML is loose (ints and exponent
-    strings as floats, booleans for ``"true"``/``"false"`` choices); else raise."""
+    strings as floats, booleans for ``"true"``/``"false"`` choices); else raise. Checked once
+    here for every key: floats finite (NaN, ±inf and 1e400 refused), ints within int64, texts
+    non-empty, free-form mappings keyed by argument names with finite floats inside."""
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         return _check_union(value, kind, key)
@@ -96,17 +110,50 @@ def check_type(value: Any, kind: Any, key: str) -> Any:
         if isinstance(value, list):
             return [check_type(v, item_kind, f"{key}[{i}]") for i, v in enumerate(value)]
     elif kind is dict and isinstance(value, dict):
+        for name in value:  # keyword arguments (model_args, dataset_args): names only
+            ok = isinstance(name, str) and name.isidentifier()
+            require(ok, key, "must map argument names (like widths) to values", name)
+        _check_finite_inside(value, key)
         return value
-    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    elif kind is float and isinstance(value, str) and _is_float(value):
-        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-    elif kind is float and isinstance(value, float):
-        require(value == value and abs(value) != float("inf"), key, "must be finite", value)
+    elif kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+        if not isinstance(value, str) or is_number(value):  # YAML 1.1 reads 1e-3 as a string
+            return _finite_float(value, key)
+    elif kind is str and isinstance(value, str):
+        require(value.strip() != "" and "\x00" not in value, key, "must be a non-empty text", value)
+        return value
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        require(-INT64 <= value < INT64, key, "must fit in 64 bits (|value| < 2**63)", value)
         return value
     elif isinstance(kind, type) and isinstance(value, kind) and not _bool_as_int(kind, value):
         return value
     raise _type_error(key, value, kind)
+
+
+def is_number(text: str) -> bool:
+    """``text`` is a decimal number in ASCII digits (``1``, ``-2.5``, ``1e-3``); unlike
+    ``float()``, not ``1_000``, Unicode digits, ``nan`` or ``inf``."""
+    return _NUMBER.fullmatch(text) is not None
+
+
+def _finite_float(value: int | float | str, key: str) -> float:
+    """``value`` as a float, refused when NaN, infinite or too large for a float (1e400)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an int past 1.8e308
+        number = math.inf
+    require(math.isfinite(number), key, "must be a finite number", value)
+    return number
+
+
+def _check_finite_inside(value: Any, key: str) -> None:
+    """No NaN or infinite float anywhere in a free-form mapping (``model_args``)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for name, item in items:
+        inner = f"{key}.{name}" if isinstance(value, dict) else f"{key}[{name}]"
+        if isinstance(item, float):
+            require(math.isfinite(item), inner, "must be a finite number", item)
+        elif isinstance(item, dict | list | tuple):
+            _check_finite_inside(item, inner)
 
 
 def _check_union(value: Any, kind: Any, key: str) -> Any:
@@ -133,14 +180,6 @@ def _check_choice(value: Any, choices: tuple[Any, ...], key: str) -> Any:
 
 def _bool_as_int(kind: type, value: Any) -> bool:
     return kind is int and isinstance(value, bool)  # True is an int to Python, not to a config
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
 def _type_error(key: str, value: Any, kind: Any) -> InvalidValue:

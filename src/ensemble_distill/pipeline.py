@@ -8,37 +8,49 @@ Output directory layout::
     OUT/predictions.safetensors  test and OOD outputs of every model, for reports
     OUT/results.json, .md        metrics of the ensemble, one member and each student
     OUT/progress/                per-epoch state of unfinished phases (removed once finished)
+    OUT/run.log                  what each run into OUT did
+    OUT/.lock                    held (flock) by the run using OUT; a second run is refused
 
 Running again into the same OUT resumes: a finished teacher or student (its manifest is written
 last) trained with the same settings is kept, an unfinished phase continues from its last
 saved epoch, and evaluation reruns. ``force`` starts every requested step over.
 
-Under ``torchrun`` every process runs this pipeline on a shared OUT; rank 0 alone writes it
-(see :mod:`ensemble_distill.distributed` and docs/distributed.md).
+OUT is never changed by a run that is refused: every value, and what OUT already holds, is
+checked before the first file is written. A run that fails once training began leaves only
+``progress/`` and ``run.log`` changed: config.yaml is written just before the first checkpoint or
+result it describes. Only files this package wrote are ever removed (its temporary files and
+progress files, recognised by name and content). config.yaml carries a signature line, so that
+a hand-edited one is noticed instead of silently replaced, and results.json records the
+SHA-256 of the weights behind every row.
+
+Under ``torchrun`` every process runs this pipeline on a shared OUT; rank 0 alone checks, locks
+and writes it (see :mod:`ensemble_distill.distributed` and docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
+import hashlib
 import io
 import json
 import logging
-import shutil
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors.torch import save
 from torch import nn
 
 from ensemble_distill import distributed, engine
-from ensemble_distill.checkpoint import MANIFEST, atomic_write, read_manifest
-from ensemble_distill.config import RunConfig, dump_config
-from ensemble_distill.engine import Setup, load_student, prepare
-from ensemble_distill.errors import ConfigError
+from ensemble_distill.checkpoint import MANIFEST, atomic_write, is_temporary, read_manifest
+from ensemble_distill.config import RunConfig, dump_config, load_config
+from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
+from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.evaluation import (
     GAUSSIAN,
     classification_scores,
@@ -52,6 +64,7 @@ from ensemble_distill.evaluation import (
 from ensemble_distill.methods import resolve_method
 from ensemble_distill.methods.diversity import diversity_analysis
 from ensemble_distill.report import build_report, results_markdown
+from ensemble_distill.resume import is_progress_file
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed
 
@@ -59,6 +72,11 @@ log = logging.getLogger(__name__)
 
 STEPS = ("teacher", "distill", "evaluate")
 PROGRESS = "progress"
+CONFIG = "config.yaml"
+RESULTS = "results.json"
+LOCK = ".lock"
+# config.yaml's first line: the SHA-256 of the rest, so that a hand edit is noticed.
+SIGNATURE = "# written by ensemble-distill; sha256 of the lines below: "
 # The keys that decide the teacher's weights.
 TEACHER_KEYS = (
     "dataset",
@@ -73,7 +91,9 @@ TEACHER_KEYS = (
     "batch_size",
     "optim",
     "teacher",
-    "precision",
+    "precision",  # resolved (engine.resolve_hardware): bf16 rounding changes the weights
+    "memory_format",  # so does another convolution algorithm
+    "compile",
 )
 
 
@@ -83,9 +103,12 @@ def run(
     steps: Sequence[str] = STEPS,
     quiet: bool = False,
     force: bool = False,
+    config_from: Path | None = None,
 ) -> dict[str, Any] | None:
     """Run ``steps`` (a subset of teacher, distill, evaluate) into ``out``, resuming what an
     earlier run into ``out`` left unfinished (see the module docstring); ``force`` retrains.
+    ``config_from``: the file ``config`` was read from; when it is OUT/config.yaml, a hand
+    edit of that file is this run's config, not a conflict.
 
     Returns the results dictionary when ``evaluate`` ran.
 
@@ -95,23 +118,24 @@ def run(
     """
     setup = prepare(config)
     main = distributed.is_main()
-    if main:
-        start_output(out, setup.config, force)
-    distributed.barrier()  # the others look for progress files only once --force removed them
-    with run_log(out / "run.log") if main else contextlib.nullcontext():
+    with (
+        claim_output(out, setup.config, steps, force, config_from),
+        run_log(out / "run.log") if main else contextlib.nullcontext(),
+    ):
         log.info("%s into %s", " + ".join(steps), out)
+        log.info("computing on %s", hardware_line(setup.config, setup.device))
         teacher = None
         if "teacher" in steps:
             if finished(out / "teacher", fingerprint(setup.config, TEACHER_KEYS), force):
                 log.info("teacher: already trained with these settings, kept")
             else:
-                teacher = train_teacher(setup, out, quiet)
+                teacher = train_teacher(setup, out, quiet, force)
         if "distill" in steps:
             teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
             distill_all(setup, teacher, out, quiet, force)
         if not main:
             return None
-        remove_empty_folders(out / PROGRESS)
+        remove_empty_progress(out, setup.config.methods)
         if "evaluate" in steps:
             results = evaluate_run(setup, out)
             build_report(out)
@@ -120,19 +144,216 @@ def run(
     return None
 
 
-def start_output(out: Path, config: RunConfig, force: bool) -> None:
-    """Create ``out``, clear what a killed write (or ``force``) leaves, save the config."""
+@contextlib.contextmanager
+def claim_output(
+    out: Path,
+    config: RunConfig,
+    steps: Sequence[str],
+    force: bool,
+    config_from: Path | None,
+) -> Iterator[None]:
+    """Check OUT (nothing is written when that refuses), then create and lock it for the block.
+
+    The checks run again once the lock is held: another run may have changed OUT in between.
+    Rank 0 alone does this; its verdict is shared with every rank.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def claim() -> None:
+            check_output(out, config, steps, force, config_from)
+            stack.callback(start_output(out).close)
+            check_output(out, config, steps, force, config_from)
+
+        on_main_rank(claim)
+        yield
+
+
+def on_main_rank(action: Callable[[], None]) -> None:
+    """Run ``action`` on rank 0 alone and raise its error on every rank, so that no rank waits
+    at a barrier for one that stopped; in one process, just run it."""
+    error = None
+    if distributed.is_main():
+        try:
+            action()
+        except Exception as exc:
+            error = exc
+    if distributed.world()[1] > 1:
+        message = distributed.gather(None if error is None else str(error))[0]
+        if error is None and message is not None:
+            raise EnsembleDistillError(message)
+    if error is not None:
+        raise error
+
+
+def check_output(
+    out: Path,
+    config: RunConfig,
+    steps: Sequence[str],
+    force: bool,
+    config_from: Path | None,
+) -> None:
+    """Refuse, before anything is written, a run that would lose or mix what OUT holds: OUT is
+    not a folder; a hand-edited config.yaml with other settings; a results.json that this
+    package did not write; a checkpoint trained with other settings (or one a step needs that
+    is missing)."""
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            "create that folder, or pass another --out"
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder (created if missing)")
+    check_config_file(out / CONFIG, config, force, config_from)
+    if "evaluate" in steps:
+        check_results_file(out / RESULTS, force)
+    check_checkpoints(out, config, steps, force)
+
+
+def check_config_file(path: Path, config: RunConfig, force: bool, config_from: Path | None) -> None:
+    """Refuse to replace a config.yaml that was edited by hand (or not written by us) with
+    other settings, unless this run's config was read from it or ``force``."""
+    if force or not path.exists() or signed_intact(path) or same_settings(path, config):
+        return
+    if config_from is not None and config_from.resolve() == path.resolve():
+        return
+    raise ConfigError(
+        f"{path} was edited by hand (or not written by ensemble-distill) and differs from this "
+        f"run's settings; pass --config {path} to run with it, move it away to discard it, or "
+        "rerun with --force to replace it"
+    )
+
+
+def check_results_file(path: Path, force: bool) -> None:
+    """Refuse to overwrite a results.json that this package did not write, unless ``force``."""
+    if force or not path.exists() or our_results(path):
+        return
+    raise ConfigError(
+        f"{path} was not written by ensemble-distill; move it away, pass another --out, or "
+        "rerun with --force to replace it"
+    )
+
+
+def check_checkpoints(out: Path, config: RunConfig, steps: Sequence[str], force: bool) -> None:
+    """A step that trains refuses a finished checkpoint with other settings (unless
+    ``force``); a step that only reads one (distill the teacher, evaluate every model) needs
+    it present and trained with this config's settings, so that no result mixes settings."""
+    teacher = fingerprint(config, TEACHER_KEYS)
+    if "teacher" in steps:
+        finished(out / "teacher", teacher, force)
+    else:
+        require_checkpoint(out / "teacher", teacher)
+    if "distill" not in steps and "evaluate" not in steps:
+        return
+    for name in config.methods:
+        method, perturbation = resolve_method(name)
+        settings = student_settings(config, method.section, perturbation is not None)
+        if "distill" in steps:
+            finished(out / "students" / name, settings, force)
+        else:
+            require_checkpoint(out / "students" / name, settings)
+
+
+def start_output(out: Path) -> IO[str]:
+    """The first change to OUT, once every check passed: create it, lock it, and remove the
+    temporary files a killed write left (ours only). Returns the open lock file: the lock
+    lasts until it is closed, or until the process ends, however it ends."""
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.rglob(".*.tmp"):  # left by a write that a kill interrupted
-        stale.unlink()
-    if force:
-        shutil.rmtree(out / PROGRESS, ignore_errors=True)
-    atomic_write(out / "config.yaml", dump_config(config))
+    handle = lock_output(out)
+    for folder in written_folders(out):
+        for path in folder.iterdir():
+            if is_temporary(path) and path.is_file():
+                path.unlink()
+    return handle
+
+
+def lock_output(out: Path) -> IO[str]:
+    """Take OUT/.lock (``flock``): a second run into OUT is refused while this one holds it.
+    The OS releases it when the process ends, so a killed run never blocks its resume."""
+    handle = (out / LOCK).open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        by = f" (process {holder})" if holder.isdigit() else ""
+        raise ConfigError(
+            f"{out} is in use by another run{by}; wait until it finishes, or pass another --out"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def written_folders(out: Path) -> list[Path]:
+    """The folders this package writes files into (where its temporary files may be left)."""
+    progress = out / PROGRESS
+    folders = [out, out / "teacher", out / "report", progress, progress / "teacher"]
+    for parent in (out / "students", progress / "students"):
+        folders += [parent, *(p for p in parent.glob("*") if p.is_dir())]
+    return [folder for folder in folders if folder.is_dir()]
+
+
+def save_config(out: Path, config: RunConfig) -> None:
+    """Write OUT/config.yaml (signed) unless it already holds these settings; called just
+    before the first checkpoint or result it describes is written, so that a run that fails
+    earlier leaves none. A hand edit with the same settings is kept as the user wrote it."""
+    path = out / CONFIG
+    text = signed(dump_config(config))
+    current = read_text(path)
+    if current == text or (
+        current is not None and not signed_intact(path) and same_settings(path, config)
+    ):
+        return
+    atomic_write(path, text)
+
+
+def signed(text: str) -> str:
+    """``text`` under a first line holding its SHA-256."""
+    return f"{SIGNATURE}{hashlib.sha256(text.encode()).hexdigest()}\n{text}"
+
+
+def signed_intact(path: Path) -> bool:
+    """Whether ``path`` is a config.yaml that we wrote and nobody edited since."""
+    head, _, body = (read_text(path) or "").partition("\n")
+    return head == f"{SIGNATURE}{hashlib.sha256(body.encode()).hexdigest()}"
+
+
+def same_settings(path: Path, config: RunConfig) -> bool:
+    """Whether the config file at ``path`` says what ``config`` says (False if unreadable)."""
+    try:
+        return dump_config(load_config(path)) == dump_config(config)
+    except (EnsembleDistillError, ValueError, OSError):
+        return False
+
+
+def our_results(path: Path) -> bool:
+    """Whether ``path`` looks like a results.json written by this package (an earlier
+    version's too): a JSON object with ``dataset``, ``members`` and a ``methods`` table."""
+    try:
+        results = json.loads(read_text(path) or "")
+    except ValueError:
+        return False
+    return (
+        isinstance(results, dict)
+        and isinstance(results.get("methods"), dict)
+        and {"dataset", "members"} <= set(results)
+    )
+
+
+def read_text(path: Path) -> str | None:
+    """The text of ``path``; None when it is missing, unreadable or not UTF-8."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 @contextlib.contextmanager
 def run_log(path: Path) -> Iterator[None]:
-    """Append this package's log records (INFO and up) to ``path`` while the block runs."""
+    """Append this package's log records (INFO and up) to ``path`` while the block runs; an
+    error that stops the block goes to ``path`` only (the CLI prints it once)."""
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
@@ -143,7 +364,8 @@ def run_log(path: Path) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        log.error("stopped: %s", exc)
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "stopped: %s", (exc,), None)
+        handler.handle(record)
         raise
     finally:
         package.removeHandler(handler)
@@ -151,13 +373,37 @@ def run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def remove_empty_folders(root: Path) -> None:
-    """Remove ``root`` and its sub-folders where no file is left (finished phases' progress)."""
-    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-        if not any(folder.iterdir()):
-            folder.rmdir()
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()
+def remove_progress(directory: Path) -> None:
+    """Remove the progress files (and temporary files) our phases wrote in ``directory``, and
+    the folder once empty; a file we cannot recognise as ours stays."""
+    if not directory.is_dir():
+        return
+    for path in directory.iterdir():
+        if is_progress_file(path) or (is_temporary(path) and path.is_file()):
+            path.unlink()
+    remove_if_empty(directory)
+
+
+def remove_empty_progress(out: Path, methods: Sequence[str]) -> None:
+    """Remove OUT/progress's own folders (teacher, students/<method>, students, itself) where
+    no file is left: the progress of finished phases."""
+    progress = out / PROGRESS
+    students = [progress / "students" / name for name in methods]
+    for folder in (*students, progress / "students", progress / "teacher", progress):
+        remove_if_empty(folder)
+
+
+def remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def start_over(directory: Path) -> None:
+    """``--force``: drop a phase's progress just before it trains again (rank 0; then every
+    rank waits, so that none resumes from a file being removed)."""
+    if distributed.is_main():
+        remove_progress(directory)
+    distributed.barrier()
 
 
 def fingerprint(config: RunConfig, keys: Sequence[str]) -> dict[str, Any]:
@@ -182,29 +428,56 @@ def finished(directory: Path, settings: dict[str, Any], force: bool) -> bool:
     """
     if force or not (directory / MANIFEST).is_file():
         return False
-    saved = read_manifest(directory).get("config")
-    if saved != settings:
-        changed = sorted(
-            key
-            for key in settings
-            if not isinstance(saved, dict) or saved.get(key) != settings[key]
-        )
+    changed = changed_settings(directory, settings)
+    if changed:
         raise ConfigError(
-            f"{directory} was trained with other settings (changed: {', '.join(changed)}); "
+            f"{directory} was trained with other settings (changed: {changed}); "
             "rerun with --force to retrain it, or use another --out"
         )
     return True
 
 
-def train_teacher(setup: Setup, out: Path, quiet: bool) -> DeepEnsemble:
-    """Train the teacher into OUT/teacher, with per-epoch progress in OUT/progress."""
+def require_checkpoint(directory: Path, settings: dict[str, Any]) -> None:
+    """Refuse a step that reads ``directory`` when its checkpoint is missing or was trained
+    with other settings than ``settings`` (its outputs would not be this config's).
+
+    Raises:
+        CheckpointError: no finished checkpoint in ``directory``.
+        ConfigError: it was trained with other settings.
+    """
+    changed = changed_settings(directory, settings)
+    if changed:
+        raise ConfigError(
+            f"{directory} was trained with other settings than this run's (changed: "
+            f"{changed}); give the values in its {MANIFEST} (check --config, config.yaml and "
+            "the key=value overrides), or retrain it with `ensemble-distill run --force`"
+        )
+
+
+def changed_settings(directory: Path, settings: dict[str, Any]) -> str:
+    """The keys of ``settings`` that the checkpoint in ``directory`` was trained with other
+    values of, comma-separated ('' when none)."""
+    saved = read_manifest(directory).get("config")
+    if saved == settings:
+        return ""
+    if not isinstance(saved, dict):
+        saved = {}
+    return ", ".join(sorted(key for key in settings if saved.get(key) != settings[key]))
+
+
+def train_teacher(setup: Setup, out: Path, quiet: bool, force: bool = False) -> DeepEnsemble:
+    """Train the teacher into OUT/teacher, with per-epoch progress in OUT/progress (started
+    over with ``force``)."""
     config, data = setup.config, setup.data
     directory = out / "teacher"
+    progress_dir = out / PROGRESS / "teacher"
+    if force:
+        start_over(progress_dir)
     start = time.perf_counter()
     ensemble, history = engine.train_teacher(
         setup,
         quiet=quiet,
-        progress_dir=out / PROGRESS / "teacher",
+        progress_dir=progress_dir,
         progress_settings=fingerprint(config, TEACHER_KEYS),
     )
     seconds = time.perf_counter() - start
@@ -218,9 +491,10 @@ def train_teacher(setup: Setup, out: Path, quiet: bool) -> DeepEnsemble:
         "val_metrics": epoch_validator(ensemble, data.val, setup.device)(config.epochs),
         "config": fingerprint(config, TEACHER_KEYS),
     }
+    save_config(out, config)
     _write_history(directory / "history.csv", history)
     save_teacher(directory, ensemble, setup.teacher_spec, info)  # manifest last: finished
-    shutil.rmtree(out / PROGRESS / "teacher", ignore_errors=True)
+    remove_progress(progress_dir)
     log.info("teacher: %d members trained in %.1f s", config.members, seconds)
     return ensemble
 
@@ -229,7 +503,8 @@ def distill_all(
     setup: Setup, teacher: DeepEnsemble, out: Path, quiet: bool, force: bool = False
 ) -> None:
     """Train and save one student per configured method into OUT/students, sharing cached
-    teacher outputs; students already trained with the same settings are kept."""
+    teacher outputs; students already trained with the same settings are kept (``force``:
+    each starts over)."""
     config = setup.config
     train_outputs = engine.teacher_train_outputs(setup, teacher)
     for name in config.methods:
@@ -239,8 +514,10 @@ def distill_all(
         if finished(directory, settings, force):
             log.info("student %s: already trained with these settings, kept", name)
             continue
-        start = time.perf_counter()
         progress_dir = out / PROGRESS / "students" / name
+        if force:
+            start_over(progress_dir)
+        start = time.perf_counter()
         student, history = engine.distill_student(
             setup,
             teacher,
@@ -255,9 +532,10 @@ def distill_all(
             continue
         manifest = engine.student_manifest(setup, name)
         manifest |= {"train_seconds": time.perf_counter() - start, "config": settings}
+        save_config(out, config)
         _write_history(directory / "history.csv", history)
         engine.save_student(directory, student, manifest)  # manifest last: finished
-        shutil.rmtree(progress_dir, ignore_errors=True)
+        remove_progress(progress_dir)
         log.info("student %s trained in %.1f s", name, manifest["train_seconds"])
 
 
@@ -265,13 +543,18 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     """Evaluate the teacher, one member and every student; write results and predictions.
 
     Outputs are computed once per model and split (val, test, OOD, and for 1-D regression an
-    input grid for the report's bands) and saved to OUT/predictions.safetensors.
+    input grid for the report's bands) and saved to OUT/predictions.safetensors. results.json
+    records the SHA-256 of each model's weights (``weights_sha256``; ``member`` is the
+    teacher's member 0), the ones its manifest vouches for. Every file is written at the end,
+    so a failure leaves the earlier results whole.
     """
     config, data = setup.config, setup.data
-    teacher, _ = load_teacher(out / "teacher", setup.device)
+    teacher, manifest = load_teacher(out / "teacher", setup.device)
     models: dict[str, nn.Module] = {"ensemble": teacher, "member": teacher.member(0)}
+    weights = dict.fromkeys(models, manifest["weights_sha256"])
     for name in config.methods:
         models[name] = load_student(out / "students" / name, setup.device)
+        weights[name] = read_manifest(out / "students" / name)["weights_sha256"]
     ood_name, ood = next(iter(data.ood.items()), (None, None))
     results: dict[str, Any] = {
         "dataset": data.name,
@@ -307,18 +590,23 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     for name, model in models.items():
         repeats = config.eval.latency_repeats
         results["methods"][name] |= cost_metrics(model, data.test.x, repeats, setup.device)
-    if config.eval.diversity_etas:
-        results["diversity"] = write_diversity(setup, teacher, out)
+    analysis = teacher_diversity(setup, teacher) if config.eval.diversity_etas else None
+    if analysis is not None:
+        results["diversity"] = diversity_summary(analysis)
+    results["weights_sha256"] = weights
+    save_config(out, config)
+    if analysis is not None:
+        atomic_write(out / "diversity.json", json.dumps(analysis, indent=2))
     # The metadata says how to read each model's outputs (logits, Dirichlet or Gaussian).
     blob = save({k: v.contiguous() for k, v in predictions.items()}, metadata=kinds)
     atomic_write(out / "predictions.safetensors", blob)
-    atomic_write(out / "results.json", json.dumps(results, indent=2))
+    atomic_write(out / RESULTS, json.dumps(results, indent=2))
     atomic_write(out / "results.md", results_markdown(results))
     return results
 
 
-def write_diversity(setup: Setup, teacher: DeepEnsemble, out: Path) -> dict[str, Any]:
-    """Run :func:`diversity_analysis`, write OUT/diversity.json, return the mean ratios."""
+def teacher_diversity(setup: Setup, teacher: DeepEnsemble) -> dict[str, Any]:
+    """:func:`diversity_analysis` of the teacher (what OUT/diversity.json holds)."""
     config, data = setup.config, setup.data
     generator = torch.Generator().manual_seed(config.seed)
     count = min(config.eval.diversity_examples, len(data.train))
@@ -332,7 +620,11 @@ def write_diversity(setup: Setup, teacher: DeepEnsemble, out: Path) -> dict[str,
         seed=config.seed,
     )
     teacher.to(setup.device)
-    atomic_write(out / "diversity.json", json.dumps(analysis, indent=2))
+    return analysis
+
+
+def diversity_summary(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The mean diversities and ratios of ``analysis`` that results.json keeps."""
     return {
         "member_train_accuracy": analysis["member_train_accuracy"],
         "clean_train": analysis["clean_train"]["mean"],

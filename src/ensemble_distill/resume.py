@@ -29,6 +29,8 @@ from ensemble_distill.checkpoint import atomic_write, check_shapes
 from ensemble_distill.errors import CheckpointError
 
 FORMAT_VERSION = 1
+# A progress header holds settings and history: far below this; a larger one is not ours.
+MAX_HEADER_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -136,6 +138,23 @@ def load_progress(
         raise CheckpointError(
             f"{progress.path} does not fit this phase ({exc!r}); delete it to redo that phase"
         ) from None
+
+
+def is_progress_file(path: Path) -> bool:
+    """Whether ``path`` is a progress file this package wrote: a ``.safetensors`` file whose
+    header carries our progress metadata. Only such files are removed when a phase finishes or
+    ``--force`` starts it over; anything else in ``OUT/progress`` (a user's file) stays."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size > MAX_HEADER_BYTES:
+                return False
+            metadata = json.loads(handle.read(size)).get("__metadata__") or {}
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a mapping
+        return False
+    return isinstance(metadata, dict) and {"progress", "sha256"} <= set(metadata)
 
 
 def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:

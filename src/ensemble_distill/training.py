@@ -7,6 +7,7 @@ steps the optimiser and schedule, and records one history row per epoch.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +26,16 @@ from ensemble_distill.resume import Position, Progress, load_progress, save_prog
 if TYPE_CHECKING:
     from ensemble_distill.config import OptimConfig
 
+log = logging.getLogger(__name__)
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """``x`` in float32 if it is half precision (bf16 or fp16, as networks under autocast
+    output), else unchanged (float64 stays float64). Losses compute on it: an 8-bit mantissa is
+    too coarse for sums of KL terms and for log Γ (an EnD² student trained on bf16 outputs
+    diverged to NaN on MNIST)."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
 
 def supervised_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     """Mean loss of ``outputs`` (..., K) against ``targets`` (...), by the targets' type.
@@ -33,6 +44,7 @@ def supervised_loss(outputs: Tensor, targets: Tensor) -> Tensor:
     NLL, ½·log(2πσ²) + (y − μ)²/(2σ²), of N(μ, σ²) = ``gaussian_params(outputs)`` (K = 2), the
     proper scoring rule deep-ensemble members are trained with (Lakshminarayanan et al. 2017).
     """
+    outputs = full_precision(outputs)
     if targets.is_floating_point():
         mean, variance = gaussian_params(outputs)
         return F.gaussian_nll_loss(mean, targets, variance, full=True)
@@ -68,19 +80,77 @@ def make_optimizer(
     raise ConfigError(f"unknown optimizer {config.name!r}; use optim.name=adam or optim.name=sgd")
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def check_precision(precision: str) -> None:
     """Raise a ConfigError unless ``precision`` is one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; use precision=fp32 or precision=bf16")
+        raise ConfigError(
+            f"unknown precision {precision!r}; use precision=auto, precision=fp32 or precision=bf16"
+        )
+
+
+def native_bf16(device: torch.device | str) -> str | None:
+    """The feature by which ``device`` computes bf16 natively, or None where it would emulate
+    it (slower than fp32): AMX or AVX512-BF16 on a CPU, bf16 support on a CUDA GPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "a CUDA GPU with bf16" if torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return None
+    # torch's own CPU feature probes (cpuinfo), on every OS; AMX tiles come with AMX-BF16.
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX"
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16"
+    return None
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``fp32`` or ``bf16``: ``auto`` is bf16 where :func:`native_bf16` finds support."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def autocast(optimizer: torch.optim.Optimizer, precision: str) -> torch.autocast:
     """bf16 autocast on the device of the optimised parameters, or a disabled context."""
     device = optimizer.param_groups[0]["params"][0].device
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def compiled(loss_fn: Callable[[Tensor], Tensor], desc: str) -> Callable[[Tensor], Tensor]:
+    """``torch.compile(loss_fn)`` (inductor: fused kernels for the forward and the backward),
+    or ``loss_fn`` itself from the first call on which compiling fails, with one warning.
+
+    A failure inside the compiler is not the user's: the step is rerun eagerly, where a real
+    error in ``loss_fn`` is raised as usual. The last, smaller batch of an epoch compiles once
+    more, with dynamic shapes.
+    """
+    fast = torch.compile(loss_fn)
+    current = [fast]
+
+    def step(index: Tensor) -> Tensor:
+        if current[0] is loss_fn:
+            return loss_fn(index)
+        try:
+            return fast(index)
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.warning(
+                "%s: compile=true failed (%s: %s); training without torch.compile",
+                desc,
+                type(exc).__name__,
+                first_line[:200],
+            )
+            current[0] = loss_fn
+            return loss_fn(index)
+
+    return step
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int):
@@ -138,6 +208,7 @@ def fit(
     progress: Progress | None = None,
     precision: str = "fp32",
     module: nn.Module | None = None,
+    compile: bool = False,
 ) -> list[dict[str, Any]]:
     """Minimise ``loss_fn(batch_index)`` over ``epochs`` passes of the data.
 
@@ -153,8 +224,10 @@ def fit(
             carried over a resume), for schedules inside the loss such as EnD²'s temperature.
         progress: save the complete state after every epoch to ``progress.path`` and, when
             that file exists, resume from it (a finished phase returns its history at once).
-        precision: ``fp32``, or ``bf16`` to run ``loss_fn`` under bf16 autocast on the
-            parameters' device (weights, gradients and optimiser state stay fp32).
+        precision: ``fp32``; ``bf16`` to run ``loss_fn`` under bf16 autocast on the
+            parameters' device (weights, gradients and optimiser state stay fp32); ``auto``
+            (:func:`resolve_precision`): bf16 where the device computes it natively.
+        compile: run ``loss_fn`` through ``torch.compile`` (:func:`compiled`).
         module: the module owning ``params``. Given one, and an initialised process group of
             W > 1 ranks, training is data-parallel: every rank draws the same batches and
             computes its 1/W share of each (see :func:`distributed.data_parallel`), only rank
@@ -168,8 +241,10 @@ def fit(
         EnsembleDistillError: the loss became NaN or infinite (the progress file, if any,
             keeps the last good epoch).
     """
-    check_precision(precision)
     optimizer = make_optimizer(params, optim)
+    precision = resolve_precision(precision, optimizer.param_groups[0]["params"][0].device)
+    if compile:
+        loss_fn = compiled(loss_fn, desc)
     steps_per_epoch = math.ceil(num_examples / batch_size)
     schedule = make_schedule(optimizer, optim, epochs * steps_per_epoch)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]

@@ -99,3 +99,26 @@ def test_dirichlet_nll_matches_torch_distributions():
         .mean()
     )
     torch.testing.assert_close(dirichlet_nll(log_alpha, probs, smoothing=1e-3), expected)
+
+
+@pytest.mark.parametrize("loss", ["kd", "hydra", "endd"])
+def test_losses_compute_in_float32_on_bf16_outputs(loss):
+    """Under bf16 autocast the networks hand over bf16 outputs: each loss must equal its
+    float64 value on those same (already rounded) numbers to float32 accuracy, not bf16's."""
+    torch.manual_seed(0)
+    student = (torch.randn(64, 4, 10) * 3).bfloat16()
+    teacher = (torch.randn(64, 4, 10) * 3).bfloat16()
+    labels = torch.randint(0, 10, (64,))
+    member_probs = torch.softmax(teacher.double(), -1).bfloat16()
+
+    def value(dtype):
+        s, t = student.to(dtype), teacher.to(dtype)
+        if loss == "kd":
+            return kd_loss(s[:, 0], t, labels, alpha=1.0, temperature=2.0)
+        if loss == "hydra":
+            return hydra_loss(s, t, temperature=2.0)
+        return dirichlet_nll(s[:, 0], member_probs.to(dtype), smoothing=1e-3)
+
+    got, exact = value(torch.bfloat16), value(torch.float64)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), exact, rtol=1e-5, atol=1e-6)

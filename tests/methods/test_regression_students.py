@@ -45,7 +45,7 @@ def test_regression_teacher_fits_the_cubic():
 
 
 def test_kd_and_hydra_approach_their_targets_on_training_inputs():
-    context = make_context(hydra={"head_widths": [16], "copy_head": False})
+    context = make_context(hydra={"head_widths": [16], "head_init": "independent"})
     x, teacher = context.data.train.x, context.teacher_train_outputs
     for name, loss in (("kd", kd_regression_loss), ("hydra", hydra_regression_loss)):
         method = METHODS.get(name)
@@ -58,7 +58,7 @@ def test_kd_and_hydra_approach_their_targets_on_training_inputs():
 
 
 def test_hydra_keeps_epistemic_variance_where_kd_has_none():
-    context = make_context(hydra={"head_widths": [16], "copy_head": False})
+    context = make_context(hydra={"head_widths": [16], "head_init": "independent"})
     gap = context.data.ood["gap"].x
     kd, _ = train_student("kd", context)
     hydra, _ = train_student("hydra", context)

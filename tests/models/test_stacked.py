@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.models.base import channels_last
 from ensemble_distill.models.stacked import StackedLinear, grouped_leaves
 from ensemble_distill.teachers import DeepEnsemble
 
@@ -108,3 +109,49 @@ def test_stacked_linear_under_bf16_autocast_returns_fp32_gradients_close_to_fp32
     for fp32, bf16 in zip(grads[False], grads[True], strict=True):
         assert bf16.dtype == torch.float32
         torch.testing.assert_close(bf16, fp32, rtol=0.05, atol=0.5)
+
+
+def test_channels_last_keeps_the_values_and_sets_nhwc_strides_even_for_one_channel():
+    for channels in (1, 3):
+        x = torch.rand(4, channels, 5, 6)
+        y = channels_last(x)
+        assert torch.equal(y, x)
+        assert y.stride() == (5 * 6 * channels, 1, 6 * channels, channels)
+        assert y[torch.tensor([2, 0])].stride() == y.stride()  # batches indexed from it
+
+
+@pytest.mark.parametrize("input_channels", [1, 2])
+def test_grouped_training_step_on_channels_last_data_matches_nchw(input_channels):
+    """The channels-last layout is a storage choice: outputs, gradients and batch-norm
+    statistics agree with the NCHW run (up to the kernels' summation order)."""
+    spec = ModelSpec("cnn", (input_channels, 8, 8), 3, {"channels": [4, 6], "hidden": 5})
+    nchw, nhwc = DeepEnsemble(members(spec, 3)).train(), DeepEnsemble(members(spec, 3)).train()
+    xs = torch.rand(3, 7, *spec.input_shape)
+    out = nchw.forward_members(xs)
+    # Per-member batches indexed from channels-last data, as the teacher's training draws them.
+    out_last = nhwc.forward_members(channels_last(xs.flatten(0, 1))[torch.arange(21).view(3, 7)])
+    torch.testing.assert_close(out_last, out, atol=1e-5, rtol=1e-4)
+    out.square().sum().backward()
+    out_last.square().sum().backward()
+    for (name, a), (_, b) in zip(nchw.named_parameters(), nhwc.named_parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+    for (name, a), (_, b) in zip(nchw.named_buffers(), nhwc.named_buffers(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_convolutions_on_channels_last_data_stay_channels_last():
+    spec = ModelSpec("cnn", (1, 8, 8), 3, {"channels": [4, 6], "hidden": 5})
+    ensemble = DeepEnsemble(members(spec, 3)).train()
+    conv_outputs = []
+    original = torch.nn.functional.conv2d
+
+    def recording(*args, **kwargs):
+        conv_outputs.append(original(*args, **kwargs))
+        return conv_outputs[-1]
+
+    xs = channels_last(torch.rand(21, 1, 8, 8))[torch.arange(21).view(3, 7)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.functional, "conv2d", recording)
+        ensemble.forward_members(xs)
+    assert len(conv_outputs) == 2
+    assert all(out.is_contiguous(memory_format=torch.channels_last) for out in conv_outputs)

@@ -109,20 +109,24 @@ def as_dataset(data: Any, what: str) -> ArrayDataset:
     return ArrayDataset(_as_inputs(x, what), _as_targets(y, what))
 
 
-def as_inputs(data: Any) -> Tensor:
-    """Inputs only: a tensor or array of inputs, or any data form (labels ignored)."""
+def as_inputs(data: Any, what: str = "inputs") -> Tensor:
+    """Inputs only: a tensor or array of inputs, or any data form (labels ignored).
+
+    Args:
+        what: the argument's name in error messages, e.g. ``"ood_data"``.
+    """
     if isinstance(data, Tensor | np.ndarray):
-        return _as_inputs(data, "inputs")
+        return _as_inputs(data, what)
     if isinstance(data, ArrayDataset):
-        return data.x
+        return _as_inputs(data.x, what)
     if isinstance(data, tuple | list) and len(data) == 2 and not isinstance(data, Dataset):
-        return _as_inputs(data[0], "inputs")
+        return _as_inputs(data[0], what)
     if isinstance(data, TensorDataset):
-        return _as_inputs(data.tensors[0], "inputs")
+        return _as_inputs(data.tensors[0], what)
     if isinstance(data, DataLoader | Dataset):
-        return _as_inputs(_read_batches(data, "inputs", labels=False)[0], "inputs")
+        return _as_inputs(_read_batches(data, what, labels=False)[0], what)
     raise DataError(
-        f"inputs must be a tensor, a torch Dataset, a DataLoader or an (x, y) tuple; "
+        f"{what} must be a tensor, a torch Dataset, a DataLoader or an (x, y) tuple; "
         f"got {type(data).__name__}"
     )
 
@@ -165,7 +169,22 @@ def _as_inputs(x: Any, what: str) -> Tensor:
         x = x.unsqueeze(1)
     if x.dim() == 0:
         raise DataError(f"{what} inputs must have an example axis, (N, ...); got a scalar")
+    _check_finite(x, what, "inputs")
     return x
+
+
+def _check_finite(values: Tensor, what: str, kind: str) -> None:
+    """Refuse NaN or infinite values here, naming the argument and the first bad example,
+    rather than as a metric's or a training step's NaN much later."""
+    if values.numel() == 0:
+        return
+    bad = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+    if bad.any():
+        raise DataError(
+            f"{what} {kind} contain NaN or Inf (or values past float32's 3.4e38): "
+            f"{int(bad.sum())} of {len(values)} examples, the first at index "
+            f"{int(bad.nonzero()[0])}; drop, fill or rescale them"
+        )
 
 
 def _as_targets(y: Any, what: str) -> Tensor:
@@ -177,7 +196,11 @@ def _as_targets(y: Any, what: str) -> Tensor:
             f"{what} labels must be one per example, shape (N,); got {tuple(y.shape)} "
             "(for one-hot labels pass y.argmax(1))"
         )
-    return y.float() if y.is_floating_point() else y.long()
+    if y.is_floating_point():
+        y = y.float()
+        _check_finite(y, what, "targets")
+        return y
+    return y.long()
 
 
 __all__ = ["DataLike", "as_dataset", "as_inputs", "in_memory_splits", "train_val"]

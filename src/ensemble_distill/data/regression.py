@@ -15,10 +15,13 @@ validation and test, so the model never sees that range of the feature.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import importlib.util
+import io
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ import torch
 
 from ensemble_distill.data.base import ArrayDataset, DataSplits, holdout_split
 from ensemble_distill.errors import DataError
+from ensemble_distill.options import is_number
 
 TEST_FRACTION = 0.2
 SHIFT_QUANTILE = 0.9
@@ -249,6 +253,7 @@ def load_csv_splits(
             f"choose one of: {', '.join(features)}"
         )
     t = header.index(target)
+    _check_scale(rows, header, path)
     x = np.delete(rows, t, axis=1)
     return tabular_splits(
         "csv",
@@ -269,10 +274,15 @@ def read_numeric_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
             f"no CSV file at {file.resolve()}; check the path (relative paths are resolved "
             "against the working directory)"
         )
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+    reader = csv.reader(io.StringIO(_decode(file.read_bytes(), path), newline=""))
+    try:
         header = _read_header(reader, path)
         rows = [_parse_row(cells, header, reader.line_num, path) for cells in reader if cells]
+    except csv.Error as exc:  # a cell past csv's field size limit, a NUL byte
+        raise DataError(
+            f"{path} line {reader.line_num}: not readable as CSV ({exc}); every cell must "
+            "be one number and the file plain comma-separated text"
+        ) from None
     if len(rows) < MIN_CSV_ROWS:
         raise DataError(
             f"{path} has {len(rows)} data rows; give at least {MIN_CSV_ROWS} (the loader "
@@ -281,18 +291,47 @@ def read_numeric_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
     return header, np.array(rows, dtype=np.float64)
 
 
+def _decode(data: bytes, path: str | Path) -> str:
+    """The file's text: UTF-16 when it starts with that byte-order mark (spreadsheets'
+    "Unicode text"), else UTF-8 (a byte-order mark skipped); other encodings are refused with
+    the line of the first byte that is not UTF-8."""
+    utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+    try:
+        return data.decode("utf-16" if utf16 else "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path} line {line}: byte 0x{data[exc.start]:02x} is not "
+            f"{'UTF-16' if utf16 else 'UTF-8'} text; save the table as UTF-8 CSV "
+            "(e.g. iconv -f latin1 -t utf-8 FILE)"
+        ) from None
+
+
+def _check_scale(rows: np.ndarray, header: list[str], path: str | Path) -> None:
+    """Every column must be standardisable: values so large (|x| near 1e300) that their
+    standard deviation overflows are refused, naming the column."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = rows.std(axis=0)
+    for name, value, column in zip(header, spread, rows.T, strict=True):
+        if not np.isfinite(value):
+            raise DataError(
+                f"{path}: column {name!r} has values too large to standardise (largest "
+                f"magnitude {np.abs(column).max():.3g}); rescale it, e.g. to other units"
+            )
+
+
 def _read_header(reader, path: str | Path) -> list[str]:
     """The first non-empty row, checked to be a header of distinct, non-numeric names."""
     header = next((row for row in reader if row), None)
     if header is None:
         raise DataError(f"{path} is empty; give a header row and at least {MIN_CSV_ROWS} rows")
     header = [name.strip() for name in header]
-    if all(_is_number(name) for name in header):
+    if all(is_number(name) for name in header):
         raise DataError(
             f"{path}: the first row ({', '.join(header)}) looks like data, not a header; "
             "add a header row naming the columns"
         )
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated or "" in header:
         raise DataError(
             f"{path}: header names must be distinct and non-empty; fix {repeated or ['<empty>']}"
@@ -314,22 +353,14 @@ def _parse_row(cells: list[str], header: list[str], line: int, path: str | Path)
                 f"{path} line {line}, column {name!r}: empty cell (missing value); "
                 "fill it or drop the row"
             )
-        if not _is_number(cell) or not math.isfinite(float(cell)):
+        if not is_number(cell.strip()) or not math.isfinite(float(cell)):
             raise DataError(
                 f"{path} line {line}, column {name!r}: {cell.strip()!r} is not a finite "
-                "number; every column must be numeric (encode categories as numbers, fill "
-                "or drop rows with missing values)"
+                "number in digits 0-9 (like 12.5 or -3e-2); every column must be numeric "
+                "(encode categories as numbers, fill or drop rows with missing values)"
             )
         values.append(float(cell))
     return values
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------

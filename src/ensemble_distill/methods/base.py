@@ -112,6 +112,7 @@ class DistillContext:
             return Batch(x, y, x, self._cached[index[0]])
         self.teacher.eval()
         x_tilde = self.perturbation(x, self._state)
+        # Stacked members, no autograd graph, in the autocast precision ``fit`` runs the step in.
         with torch.no_grad():
             return Batch(x, y, x_tilde, self.teacher(x_tilde))
 
@@ -143,6 +144,7 @@ class DistillContext:
             progress=progress,
             precision=self.config.precision,
             module=student,
+            compile=self.config.compile,
         )
 
     @property
@@ -206,6 +208,8 @@ def distillation_loss(
         distill = kd_regression_loss(outputs, teacher)
     else:  # kd_loss with α = 1 is the distillation term alone; the label term follows
         distill = kd_loss(outputs, teacher, batch.y, alpha=1.0, temperature=options.temperature)
+    if options.alpha == 1.0:  # no label term: a perturbed batch then needs no clean forward
+        return distill
     return options.alpha * distill + (1.0 - options.alpha) * label_loss(student, batch, outputs)
 
 
@@ -257,6 +261,13 @@ class DistillMethod(abc.ABC):
         """The untrained student on the registered architecture ``spec`` (inputs normalised
         with ``mean`` and ``std``)."""
         return self.student(create_model(spec, mean, std), members, options)
+
+    def check_architectures(
+        self, options: Any, teacher_spec: ModelSpec, student_spec: ModelSpec
+    ) -> None:
+        """Refuse options that the members' and the student's architectures rule out, before
+        any training (raise a ConfigError naming the key); by default there are none."""
+        return None
 
     def student(self, base: Classifier, members: int, options: Any) -> nn.Module:
         """The untrained student built around ``base`` — a body with a linear head, from a

@@ -18,6 +18,7 @@ from ensemble_distill.methods.base import DistillContext, DistillMethod
 from ensemble_distill.methods.losses import dirichlet_nll
 from ensemble_distill.models import Classifier
 from ensemble_distill.options import Section, require
+from ensemble_distill.training import full_precision
 
 
 @dataclass
@@ -79,8 +80,9 @@ class EnsembleDistributionDistillation(DistillMethod):
         def loss_fn(index: Tensor) -> Tensor:
             batch = context.batch(index)
             student.train()
-            member_probs = torch.softmax(batch.teacher_outputs / temperature, dim=-1)
-            log_alpha = student(batch.x_distill) / temperature
+            teacher_logits = full_precision(batch.teacher_outputs)
+            member_probs = torch.softmax(teacher_logits / temperature, dim=-1)
+            log_alpha = full_precision(student(batch.x_distill)) / temperature
             return dirichlet_nll(log_alpha, member_probs, smoothing=options.smoothing)
 
         return context.fit(

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods.base import (
     DistillContext,
     DistillMethod,
     DistillOptions,
     distillation_loss,
 )
-from ensemble_distill.models import Classifier
-from ensemble_distill.models.heads import StackedMLPHeads
-from ensemble_distill.options import require, unit_interval
+from ensemble_distill.models import Classifier, ModelSpec, create_model
+from ensemble_distill.models.heads import StackedLayerHeads, StackedMLPHeads, perturb_members_
+from ensemble_distill.models.stacked import grouped_leaves
+from ensemble_distill.options import InvalidValue, positive, require, unit_interval
+from ensemble_distill.teachers import DeepEnsemble
+
+# The paper's MNIST heads (Tran et al. 2020, main table: head = [100, 100, 10]).
+PAPER_HEAD_WIDTHS = (100, 100)
+# The layers that count as one of the member architecture's weight layers for ``split``.
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
+
+HeadInit = Literal["copy", "independent", "perturbed", "members"]
 
 
 @dataclass
@@ -23,31 +36,82 @@ class HydraConfig(DistillOptions):
     """Hydra (Tran et al. 2020): shared body, M heads, two phases.
 
     Phase 1 (the first ``phase1_fraction`` of the epochs) trains body + one head by KD on the
-    ensemble mean; phase 2 copies that head into all M and trains head m on member m.
+    ensemble mean; phase 2 trains head m on member m, all heads at once.
+
+    The heads (issue 16: how Hydra trades parameters against the ensemble's diversity, the
+    paper's RQ3) are either MLPs on the body's feature vector (``head_widths``) or, with
+    ``split: k``, copies of the member architecture's last k weight layers and its classifier
+    on the body's earlier layers; k = all of them makes M full networks, the ensemble's own
+    architecture. ``split`` and ``head_widths`` exclude each other: set one, leave the other
+    null (``head_widths`` null means the paper's [100, 100] while ``split`` is null).
+
+    ``head_init`` says what the heads start phase 2 from:
+
+    * ``copy`` — every head a copy of the phase-1 head (the paper): the heads' disagreement,
+      and so their mutual information, starts at 0 and grows only from what phase 2 teaches
+      them on training inputs, where the members agree most;
+    * ``independent`` — each head keeps its own random initialisation, as the members of a
+      deep ensemble do (Lakshminarayanan et al. 2017: diversity from initialisation); phase 1
+      trains head 0 only;
+    * ``perturbed`` — a copy plus Gaussian noise per head, element and tensor, of standard
+      deviation ``head_init_std`` × that tensor's own: heads start near the fitted phase-1
+      head yet apart from step 0 (as in the "shrink and perturb" warm start of Ash & Adams
+      2020, without the shrink);
+    * ``members`` (``split`` only) — head m takes teacher member m's last layers and the body
+      member 0's first layers, so the student starts as the ensemble itself (exactly so when
+      the heads take over all layers); needs the student's architecture to be the members'.
+      Phase 1 still trains body + head 0 for ``phase1_fraction`` of the epochs: set it to 0
+      to distil one-to-one from the ensemble's own weights.
     """
 
-    head_widths: list[int] = field(default_factory=lambda: [100, 100])  # hidden layers per head
+    # Hidden widths of each MLP head; null: [100, 100] unless split is set.
+    head_widths: list[int] | None = None
     temperature: float = 1.0
     alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
     phase1_fraction: float = 0.5
-    # Phase 2 starts with every head a copy of the phase-1 head (the paper); false keeps the
-    # other heads at their independent random initialisation.
-    copy_head: bool = True
+    head_init: HeadInit = "copy"
+    head_init_std: float = 0.1  # ``perturbed``: noise sd relative to each tensor's sd
+    # The member architecture's last weight layers (Linear / Conv2d) each head takes over;
+    # null: MLP heads of head_widths on the body's features.
+    split: int | None = None
 
     def check(self) -> None:
         super().check()
         unit_interval(self, "phase1_fraction")
-        for index, width in enumerate(self.head_widths):
+        for index, width in enumerate(self.head_widths or []):
             require(width >= 1, f"head_widths[{index}]", "must be >= 1", width)
+        positive(self, "head_init_std")
+        if self.split is not None:
+            require(self.split >= 1, "split", "must be >= 1 or null (MLP heads)", self.split)
+            require(
+                self.head_widths is None,
+                "split",
+                "cannot be combined with head_widths (the heads are then the members' last "
+                "layers): set hydra.head_widths=null, or hydra.split=null for MLP heads",
+                self.split,
+            )
+        require(
+            self.head_init != "members" or self.split is not None,
+            "head_init",
+            "can be 'members' only with split set (heads that are the members' last layers)",
+            self.head_init,
+        )
+
+    @property
+    def mlp_widths(self) -> list[int]:
+        """The MLP heads' hidden widths (when ``split`` is null)."""
+        return list(PAPER_HEAD_WIDTHS if self.head_widths is None else self.head_widths)
 
 
 class HydraStudent(nn.Module):
-    """``heads(body(x))``: features (batch, F) → logits (batch, members, classes).
+    """``heads(body(x))``: features → outputs (batch, members, classes).
 
-    The heads are a :class:`StackedMLPHeads`, evaluated together in one batched computation.
+    The heads are a :class:`StackedMLPHeads` on a feature vector (batch, F), or, with
+    ``split``, a :class:`StackedLayerHeads` on the body's activations (batch, ...); either way
+    all M run in one batched computation.
     """
 
-    def __init__(self, body: nn.Module, heads: StackedMLPHeads) -> None:
+    def __init__(self, body: nn.Module, heads: StackedMLPHeads | StackedLayerHeads) -> None:
         super().__init__()
         self.body = body
         self.heads = heads
@@ -68,9 +132,9 @@ class FirstHead(nn.Module):
 
 
 class Hydra(DistillMethod):
-    """Two phases: (1) body + head 0 by KD on p̄_T; (2) copy head 0 to all heads, then
-    :func:`hydra_loss` of head m against member m. With α < 1 both phases add (1−α) times the
-    heads' mean cross-entropy on the clean labels.
+    """Two phases: (1) body + head 0 by KD on p̄_T; (2) the heads start as ``head_init`` says
+    (a copy of head 0 in the paper), then :func:`hydra_loss` of head m against member m. With
+    α < 1 both phases add (1−α) times the heads' mean cross-entropy on the clean labels.
 
     Regression: heads output Gaussians; phase 1 fits the moment-matched ensemble Gaussian
     (:func:`kd_regression_loss`), phase 2 minimises (1/M) Σ_m KL(N(μ_m, σ_m²) ‖ N(μ̂_m, σ̂_m²))
@@ -82,11 +146,43 @@ class Hydra(DistillMethod):
     color = "#0072B2"
     trains_members = True
 
+    def build(
+        self,
+        spec: ModelSpec,
+        members: int,
+        options: HydraConfig,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> HydraStudent:
+        """The untrained student on ``spec``; with ``split``, head m's layers come from an
+        m-th fresh build of ``spec``, so independent heads start as the architecture's own
+        initialisation draws them (Kaiming fan-out convolutions for ``cnn``, ...)."""
+        if options.split is None:
+            return self.student(create_model(spec, mean, std), members, options)
+        donors = [create_model(spec, mean, std) for _ in range(members)]
+        return split_student(donors, options.split)
+
+    def check_architectures(
+        self, options: HydraConfig, teacher_spec: ModelSpec, student_spec: ModelSpec
+    ) -> None:
+        if options.head_init == "members" and student_spec != teacher_spec:
+            raise ConfigError(
+                "hydra.head_init=members copies the members' weights, so the student's "
+                f"architecture must be theirs ({teacher_spec.name} {teacher_spec.kwargs}, not "
+                f"{student_spec.name} {student_spec.kwargs}); leave student.model and "
+                "student.model_args null, or choose another hydra.head_init"
+            )
+
     def student(self, base: Classifier, members: int, options: HydraConfig) -> HydraStudent:
-        """The body of ``base`` with M MLP heads (``base``'s linear head is dropped)."""
-        outputs = base.head.out_features
-        heads = StackedMLPHeads(base.feature_dim, options.head_widths, outputs, members)
-        return HydraStudent(base.body, heads)
+        """The body of ``base`` with M MLP heads (``base``'s linear head is dropped), or with
+        ``split`` the body's first layers with M copies of its last layers and head; heads
+        1..M−1 are then re-drawn by each layer's own ``reset_parameters``."""
+        if options.split is None:
+            outputs = base.head.out_features
+            heads = StackedMLPHeads(base.feature_dim, options.mlp_widths, outputs, members)
+            return HydraStudent(base.body, heads)
+        donors = [base, *(reinitialised(base) for _ in range(members - 1))]
+        return split_student(donors, options.split)
 
     def train(
         self, student: HydraStudent, context: DistillContext, options: HydraConfig
@@ -110,14 +206,15 @@ class Hydra(DistillMethod):
                 student, batch, outputs, options, one_to_one=True, regression=context.regression
             )
 
+        if options.head_init == "members":
+            init_from_members(student, context.teacher)
         history = []
         if phase1 > 0:
             rows = context.fit(
                 first_head, student.parameters(), phase1_loss, desc="hydra phase 1", epochs=phase1
             )
             history += [{"phase": 1, **row} for row in rows]
-        if options.copy_head:
-            student.heads.copy_head(0)
+        start_heads(student, options, context.config.seed)
         rows = context.fit(
             student,
             student.parameters(),
@@ -127,3 +224,121 @@ class Hydra(DistillMethod):
         )
         history += [{"phase": 2, **row} for row in rows]
         return history
+
+
+def start_heads(student: HydraStudent, options: HydraConfig, seed: int) -> None:
+    """The heads' phase-2 start (``head_init``): ``copy`` and ``perturbed`` copy head 0 into
+    every head, ``perturbed`` then adds its noise (drawn from ``seed`` alone); ``independent``
+    and ``members`` keep the heads as they are."""
+    if options.head_init in ("copy", "perturbed"):
+        student.heads.copy_head(0)
+    if options.head_init == "perturbed":
+        generator = torch.Generator().manual_seed(seed)
+        perturb_members_(student.heads, options.head_init_std, generator)
+
+
+def split_student(donors: Sequence[Classifier], split: int) -> HydraStudent:
+    """Donor 0's first layers as the body; head m = donor m's last ``split`` weight layers (with
+    the layers between them) and its classifier. The donors are one architecture."""
+    cut = split_point(donors[0], split)
+    body = nn.Sequential(*grouped_leaves(donors[0].body)[:cut])
+    tails = [nn.Sequential(*grouped_leaves(donor.body)[cut:], donor.head) for donor in donors]
+    return HydraStudent(body, StackedLayerHeads(tails))
+
+
+def split_point(base: Classifier, split: int) -> int:
+    """The index, among the layers of ``base.body``, of the first layer the heads take over.
+
+    Raises:
+        InvalidValue: (key ``hydra.split``) the body is not a plain layer stack, or ``split``
+            exceeds its weight layers.
+    """
+    leaves = grouped_leaves(base.body)
+    if leaves is None or grouped_leaves(base.head) is None:
+        raise InvalidValue(
+            "hydra.split",
+            "needs a student that is a plain stack of layers (nn.Sequential of Linear, Conv2d, "
+            "BatchNorm2d, ReLU, pooling, Flatten: the mlp and cnn models); set it to null "
+            "for MLP heads",
+            split,
+        )
+    weights = [index for index, leaf in enumerate(leaves) if isinstance(leaf, WEIGHT_LAYERS)]
+    if not weights:
+        raise InvalidValue(
+            "hydra.split", "needs a student body with weight layers; set it to null", split
+        )
+    require(
+        split <= len(weights),
+        "hydra.split",
+        f"must lie in [1, {len(weights)}] for this student (its body has {len(weights)} "
+        "weight layers before the classifier)",
+        split,
+    )
+    return weights[len(weights) - split]
+
+
+def reinitialised(base: Classifier) -> Classifier:
+    """A copy of ``base`` with every layer re-drawn by its own ``reset_parameters``."""
+    fresh = copy.deepcopy(base)
+    for module in fresh.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return fresh
+
+
+@torch.no_grad()
+def init_from_members(student: HydraStudent, teacher: DeepEnsemble) -> None:
+    """``head_init: members``: the body ← member 0's first layers, head m ← member m's last
+    layers and classifier (weights and batch-norm statistics).
+
+    Raises:
+        ConfigError: the student's architecture is not the members', or the heads are not one
+            per member.
+    """
+    body = grouped_leaves(student.body)
+    heads = grouped_leaves(student.heads.stacked)
+    members = grouped_leaves(teacher.stacked)
+    mismatch = architecture_mismatch(body, heads, members)
+    if student.heads.members != teacher.num_members:
+        mismatch = f"{student.heads.members} heads for {teacher.num_members} members"
+    if mismatch:
+        raise ConfigError(
+            f"hydra.head_init=members needs the student's architecture to be the members' "
+            f"({mismatch}); leave student.model and student.model_args null, or choose "
+            "another hydra.head_init"
+        )
+    for ours, theirs in zip(body, members, strict=False):
+        for name, tensor in layer_tensors(ours).items():
+            tensor.copy_(layer_tensors(theirs)[name][0])
+    for ours, theirs in zip(heads, members[len(body) :], strict=True):
+        for name, tensor in layer_tensors(ours).items():
+            tensor.copy_(layer_tensors(theirs)[name])
+
+
+def architecture_mismatch(
+    body: list[nn.Module], heads: list[nn.Module], members: list[nn.Module] | None
+) -> str | None:
+    """The first layer where the student (``body`` layers, then the stacked ``heads`` layers)
+    differs from the members' stacked layers; None if it does not."""
+    if members is None:
+        return "the members are not a plain stack of layers"
+    if len(body) + len(heads) != len(members):
+        return f"{len(body) + len(heads)} layers against the members' {len(members)}"
+    # Body layers are one network's, (shape); head layers are stacked like the members', (M, shape).
+    pairs = [(ours, theirs, 1) for ours, theirs in zip(body, members, strict=False)]
+    pairs += [(ours, theirs, 0) for ours, theirs in zip(heads, members[len(body) :], strict=True)]
+    for index, (ours, theirs, member_axis) in enumerate(pairs):
+        mine, others = layer_tensors(ours), layer_tensors(theirs)
+        same = (
+            type(ours) is type(theirs)
+            and mine.keys() == others.keys()
+            and all(mine[name].shape == others[name].shape[member_axis:] for name in mine)
+        )
+        if not same:
+            return f"layer {index} is {ours} where the members have {theirs}"
+    return None
+
+
+def layer_tensors(layer: nn.Module) -> dict[str, Tensor]:
+    """A layer's own parameters and buffers by name."""
+    return dict(layer.named_parameters(recurse=False)) | dict(layer.named_buffers(recurse=False))

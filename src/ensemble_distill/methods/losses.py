@@ -4,6 +4,9 @@ Shapes: student logits (batch, classes) or (batch, members, classes); teacher lo
 (batch, members, classes). Temperatures divide logits: σ_T(v) = softmax(v / T).
 Regression: raw outputs (batch, 2) or (batch, members, 2), mapped to N(μ, σ²) by
 ``models.gaussian.gaussian_params``.
+
+Every loss computes in at least float32 (:func:`~ensemble_distill.training.full_precision`):
+under bf16 autocast the networks' outputs arrive in bf16.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ensemble_distill.models.gaussian import gaussian_params
+from ensemble_distill.training import full_precision
 
 
 def ensemble_log_probs(teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -51,6 +55,7 @@ def kd_loss(
         teacher_logits: (batch, members, classes).
         labels: (batch,); unused when α = 1.
     """
+    student_logits, teacher_logits = full_precision(student_logits), full_precision(teacher_logits)
     target = ensemble_log_probs(teacher_logits, temperature)
     student = F.log_softmax(student_logits / temperature, dim=-1)
     # kl_div(input, target) = KL(target ‖ input); both given as log-probabilities.
@@ -75,8 +80,8 @@ def hydra_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: f
             f"student {tuple(student_logits.shape)} and teacher "
             f"{tuple(teacher_logits.shape)} logits must have the same shape"
         )
-    target = F.log_softmax(teacher_logits / temperature, dim=-1)
-    student = F.log_softmax(student_logits / temperature, dim=-1)
+    target = F.log_softmax(full_precision(teacher_logits) / temperature, dim=-1)
+    student = F.log_softmax(full_precision(student_logits) / temperature, dim=-1)
     kl = F.kl_div(student, target, reduction="none", log_target=True).sum(-1)  # (batch, M)
     return temperature**2 * kl.mean()
 
@@ -93,8 +98,8 @@ def dirichlet_nll(log_alpha: Tensor, member_probs: Tensor, *, smoothing: float =
         member_probs: (batch, members, classes) the teacher members' probabilities.
     """
     classes = member_probs.shape[-1]
-    smoothed = (1.0 - smoothing) * member_probs + smoothing / classes
-    alpha = log_alpha.exp().unsqueeze(1)  # (batch, 1, classes)
+    smoothed = (1.0 - smoothing) * full_precision(member_probs) + smoothing / classes
+    alpha = full_precision(log_alpha).exp().unsqueeze(1)  # (batch, 1, classes)
     log_density = (
         torch.lgamma(alpha.sum(-1))
         - torch.lgamma(alpha).sum(-1)
@@ -151,8 +156,8 @@ def kd_regression_loss(student: Tensor, teacher: Tensor) -> Tensor:
             f"student {tuple(student.shape)} must be (batch, 2) and teacher "
             f"{tuple(teacher.shape)} (batch, members, 2)"
         )
-    target_mean, target_var = moment_matched(*gaussian_params(teacher.detach()))
-    mean, variance = gaussian_params(student)
+    target_mean, target_var = moment_matched(*gaussian_params(full_precision(teacher.detach())))
+    mean, variance = gaussian_params(full_precision(student))
     return gaussian_kl(target_mean, target_var, mean, variance).mean()
 
 
@@ -171,6 +176,6 @@ def hydra_regression_loss(student: Tensor, teacher: Tensor) -> Tensor:
             f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} "
             "outputs must have the same shape"
         )
-    target_mean, target_var = gaussian_params(teacher.detach())
-    mean, variance = gaussian_params(student)
+    target_mean, target_var = gaussian_params(full_precision(teacher.detach()))
+    mean, variance = gaussian_params(full_precision(student))
     return gaussian_kl(target_mean, target_var, mean, variance).mean()

@@ -64,3 +64,20 @@ class ModelSpec:
             int(data["num_classes"]),
             dict(data.get("kwargs", {})),
         )
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """Images (N, C, H, W) stored channels-last: strides (H·W·C, 1, W·C, C), also when C = 1.
+
+    ``Tensor.contiguous(memory_format=torch.channels_last)`` returns a one-channel tensor
+    unchanged (its NCHW strides are channels-last too), and then a convolution keeps the NCHW
+    path; these explicit strides make oneDNN take its channels-last kernels, whose outputs stay
+    channels-last through every later layer. Indexing and element-wise ops keep the strides,
+    so a dataset converted once gives channels-last batches.
+    """
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` contains a 2-D convolution (what channels-last speeds up)."""
+    return any(isinstance(layer, nn.Conv2d) for layer in model.modules())

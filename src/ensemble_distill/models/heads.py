@@ -1,17 +1,22 @@
 """M classification heads evaluated as one batched computation (Hydra's heads).
 
-The heads' weights are stacked, (members, in, out) per layer, and applied with ``einsum``:
-one kernel per layer for all M heads, never a Python loop over M modules.
+The heads' weights are stacked, (members, ...) per layer, and applied as batched matmuls or
+grouped layers: one kernel per layer for all M heads, never a Python loop over M modules.
+:class:`StackedMLPHeads` are MLPs on the body's feature vector; :class:`StackedLayerHeads` are
+copies of a member architecture's last layers (Hydra's ``split``).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ensemble_distill.models.stacked import grouped_forward, grouped_leaves
 
 
 class StackedMLPHeads(nn.Module):
@@ -57,8 +62,7 @@ class StackedMLPHeads(nn.Module):
     @torch.no_grad()
     def copy_head(self, source: int = 0) -> None:
         """Make every head equal to head ``source`` (Hydra's phase 1 → phase 2 step)."""
-        for param in [*self.weights, *self.biases]:
-            param.copy_(param[source : source + 1].expand_as(param))
+        copy_member_(self, source)
 
     def head(self, index: int) -> nn.Sequential:
         """Head ``index`` as plain ``nn.Linear`` layers (for checks and export)."""
@@ -70,3 +74,90 @@ class StackedMLPHeads(nn.Module):
                 linear.bias.copy_(bias[index])
             layers += [linear, nn.ReLU()]
         return nn.Sequential(*layers[:-1])
+
+
+class StackedLayerHeads(nn.Module):
+    """M heads that are copies of a plain layer stack (a member's last layers and its classifier),
+    run as one computation with the grouped layers of :mod:`~ensemble_distill.models.stacked`.
+
+    Hydra with ``split: k`` puts such heads on the body: the member architecture's last k weight
+    layers become per-head, so k = all of them makes M full networks on a shared input.
+    ``forward`` maps shared features (batch, ...) to outputs (batch, members, classes).
+
+    Attributes:
+        stacked: a copy of the head's layer stack whose every parameter and buffer has a leading
+            member axis (M, ...), as in :class:`~ensemble_distill.teachers.DeepEnsemble`.
+    """
+
+    def __init__(self, tails: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if not tails or grouped_leaves(tails[0]) is None:
+            raise ValueError("stacked heads need a plain stack of grouped layers (models.stacked)")
+        self.members = len(tails)
+        self.stacked = copy.deepcopy(tails[0])
+        member_modules = zip(*(tail.modules() for tail in tails), strict=True)
+        for stacked, members in zip(self.stacked.modules(), member_modules, strict=True):
+            for name, _ in list(stacked.named_parameters(recurse=False)):
+                value = torch.stack([getattr(member, name).detach() for member in members])
+                setattr(stacked, name, nn.Parameter(value))
+            for name, _ in list(stacked.named_buffers(recurse=False)):
+                stacked.register_buffer(name, torch.stack([getattr(m, name) for m in members]))
+        self._leaves = grouped_leaves(self.stacked)
+
+    def forward(self, features: Tensor, heads: slice = slice(None)) -> Tensor:
+        """features: (batch, ...) → outputs (batch, members, classes) of the heads in ``heads``."""
+        count = len(range(*heads.indices(self.members)))
+        if count == self.members:  # no slicing: gradients land in the stacked layout directly
+            outputs = grouped_forward(self._leaves, features, count, per_member=False)
+        else:
+            outputs = grouped_forward(
+                self._leaves, features, count, per_member=False, select=lambda t: t[heads]
+            )
+        return outputs.transpose(0, 1)
+
+    @torch.no_grad()
+    def copy_head(self, source: int = 0) -> None:
+        """Make every head equal to head ``source`` (Hydra's phase 1 → phase 2 step), batch-norm
+        statistics included."""
+        copy_member_(self, source)
+
+    def head(self, index: int) -> nn.Module:
+        """Head ``index`` as a plain module (a copy; for checks and export)."""
+        module = copy.deepcopy(self.stacked)
+        for name, value in module.state_dict().items():
+            _replace(module, name, value[index].clone())
+        return module
+
+
+def _replace(module: nn.Module, dotted: str, value: Tensor) -> None:
+    """Put ``value`` in place of the parameter or buffer ``dotted`` of ``module``."""
+    *path, leaf = dotted.split(".")
+    owner = module.get_submodule(".".join(path))
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(value)
+    else:
+        owner._buffers[leaf] = value
+
+
+@torch.no_grad()
+def copy_member_(heads: nn.Module, source: int = 0) -> None:
+    """Copy member ``source`` of every stacked parameter and buffer of ``heads`` (each (M, ...))
+    into all members."""
+    for tensor in [*heads.parameters(), *heads.buffers()]:
+        tensor.copy_(tensor[source : source + 1].expand_as(tensor))
+
+
+@torch.no_grad()
+def perturb_members_(heads: nn.Module, scale: float, generator: torch.Generator) -> None:
+    """Add N(0, (scale · s)²) noise to every member of every stacked parameter (M, ...) of
+    ``heads``, s the standard deviation of that member's tensor, drawn per member and element.
+
+    Relative noise keeps the perturbation the same size for every layer whatever its scale;
+    buffers (batch-norm statistics) are left alone. Noise is drawn on the CPU from ``generator``
+    so that it depends on the seed alone, not on the device or on the global random stream.
+    """
+    for param in heads.parameters():
+        spread = param.detach().flatten(1).std(dim=1, correction=0)  # 0 for one element
+        noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+        shape = (-1,) + (1,) * (param.dim() - 1)
+        param.add_(noise.to(param.device) * (scale * spread).view(shape))

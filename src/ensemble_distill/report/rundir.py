@@ -1,15 +1,20 @@
 """Read what ``ensemble-distill run`` saved in a run directory, for reports.
 
 Everything a report shows comes from these files, never from models: results.json,
-predictions.safetensors, the history CSVs, diversity.json and config.yaml.
+predictions.safetensors, the history CSVs, diversity.json and config.yaml. Each is checked
+against the shape ``ensemble-distill evaluate`` writes before a report reads it, so that an
+edited or damaged file is one :class:`DataError` naming it, not a traceback halfway through.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,12 @@ from ensemble_distill.evaluation import (
 from ensemble_distill.report.table import REGRESSION, task_of
 
 History = list[dict[str, float | None]]
+# What a report can do about a file that is not as we wrote it.
+REWRITE = "it was edited or damaged; rerun `ensemble-distill evaluate` to rewrite it"
+# Files that evaluate does not write (history.csv, config.yaml): a report does without them.
+RESTORE = "it was edited or damaged; restore it, or delete it to leave it out of the report"
+# config.yaml's first line (see pipeline.SIGNATURE): bookkeeping, not part of the settings.
+SIGNATURE_PREFIX = "# written by ensemble-distill;"
 
 
 def load_results(run_dir: Path) -> dict[str, Any]:
@@ -43,9 +54,130 @@ def load_results(run_dir: Path) -> dict[str, Any]:
         raise DataError(
             f"{path} is not valid JSON ({exc}); rerun `ensemble-distill evaluate`"
         ) from None
-    if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
-        raise DataError(f"{path} has no 'methods' table; rerun `ensemble-distill evaluate`")
+    problem = results_problem(results)
+    if problem:
+        raise DataError(f"{path}: {problem}; {REWRITE}")
     return results
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def is_number_or_none(value: Any) -> bool:
+    return value is None or is_number(value)
+
+
+def results_problem(results: Any) -> str | None:
+    """What in ``results`` differs from the results.json that ``evaluate`` writes (the keys a
+    report reads), or None."""
+    if not isinstance(results, dict) or not isinstance(results.get("methods"), dict):
+        return "no 'methods' table"
+    checks: list[tuple[str, Callable[[Any], bool]]] = [
+        ("dataset", lambda v: isinstance(v, str)),
+        ("members", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+    ]
+    optional: list[tuple[str, Callable[[Any], bool]]] = [
+        ("task", lambda v: v in ("classification", "regression")),
+        ("ood", lambda v: v is None or isinstance(v, str)),
+        ("ensemble_size_cnll", lambda v: isinstance(v, list) and all(map(is_number_or_none, v))),
+        ("target_mean", is_number),
+        ("target_std", is_number),
+        ("diversity", diversity_summary_ok),
+    ]
+    for key, ok in checks + [item for item in optional if item[0] in results]:
+        if key not in results or not ok(results[key]):
+            return f"{key!r} is missing or not what evaluate writes"
+    for name in ("ensemble", "member"):
+        if name not in results["methods"]:
+            return f"the 'methods' table has no {name!r} row"
+    for name, row in results["methods"].items():
+        problem = row_problem(row)
+        if problem:
+            return f"methods[{name!r}]: {problem}"
+    return None
+
+
+def row_problem(row: Any) -> str | None:
+    """What in one model's metrics row is not a number (or None; a string for ``*_note``)."""
+    if not isinstance(row, dict):
+        return "not a table of metrics"
+    for key, value in row.items():
+        if key.endswith("_note"):
+            fits = value is None or isinstance(value, str)
+        else:
+            fits = is_number_or_none(value)
+        if not fits:
+            return f"{key!r} is {value!r}, not a number"
+    return None
+
+
+def diversity_summary_ok(summary: Any) -> bool:
+    """results.json's ``diversity``: mean diversities and ratios per perturbation and η."""
+    if not isinstance(summary, dict):
+        return False
+    ratios = summary.get("ratio_to_clean_train")
+    return (
+        all(is_number(summary.get(key)) for key in ("clean_train", "clean_test"))
+        and isinstance(ratios, dict)
+        and all(
+            isinstance(by_eta, dict) and etas_ok(by_eta, is_number) for by_eta in ratios.values()
+        )
+    )
+
+
+def etas_ok(by_eta: dict[str, Any], value_ok: Callable[[Any], bool]) -> bool:
+    """Keys that read as step sizes η (finite, >= 0), values that pass ``value_ok``."""
+    try:
+        return all(0 <= float(eta) < math.inf and value_ok(value) for eta, value in by_eta.items())
+    except ValueError:
+        return False
+
+
+def bins_ok(bins: Any) -> bool:
+    """One diversity-per-confidence-bin curve: bin edges and one value (or None) per bin."""
+    if not isinstance(bins, dict):
+        return False
+    edges, values = bins.get("edges"), bins.get("diversity")
+    return (
+        isinstance(edges, list)
+        and isinstance(values, list)
+        and len(edges) == len(values) + 1 >= 2
+        and all(map(is_number, edges))
+        and all(map(is_number_or_none, values))
+    )
+
+
+def load_diversity(path: Path) -> dict[str, Any] | None:
+    """diversity.json (clean and perturbed curves); None when the run measured none."""
+    if not path.is_file():
+        return None
+    try:
+        diversity = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); {REWRITE}") from None
+    perturbed = diversity.get("perturbed") if isinstance(diversity, dict) else None
+    if not (
+        isinstance(perturbed, dict)
+        and all(bins_ok(diversity.get(key)) for key in ("clean_train", "clean_test"))
+        and all(
+            isinstance(by_eta, dict) and etas_ok(by_eta, bins_ok) for by_eta in perturbed.values()
+        )
+    ):
+        raise DataError(f"{path} is not the diversity.json evaluate writes; {REWRITE}")
+    return diversity
+
+
+def load_config_text(path: Path) -> str | None:
+    """config.yaml as the user would write it (without our signature line); None if absent."""
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; {RESTORE}") from None
+    head, _, body = text.partition("\n")
+    return body if head.startswith(SIGNATURE_PREFIX) else text
 
 
 def load_predictions(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -63,14 +195,36 @@ def load_predictions(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 
 def load_history(path: Path) -> History:
-    """Per-epoch rows of a history CSV as floats (None for a blank cell); [] if absent."""
+    """Per-epoch rows of a history CSV as floats (None for a blank cell); [] if absent.
+
+    Raises:
+        DataError: a cell that is not a number, a row whose cells do not match the header, a
+            missing or blank ``loss`` (every report plots it), or a file that is not UTF-8 CSV.
+    """
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        return [
-            {key: float(value) if value else None for key, value in row.items()}
-            for row in csv.DictReader(handle)
-        ]
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path} is not readable CSV ({exc}); {RESTORE}") from None
+    return [_history_row(path, line, row) for line, row in enumerate(rows, start=2)]
+
+
+def _history_row(path: Path, line: int, row: dict[str | None, Any]) -> dict[str, float | None]:
+    if None in row or None in row.values():
+        raise DataError(f"{path} line {line}: its cells do not match the header; {RESTORE}")
+    if not row.get("loss"):
+        raise DataError(f"{path} line {line}: no 'loss' value; {RESTORE}")
+    values: dict[str, float | None] = {}
+    for key, value in row.items():
+        try:
+            values[key] = float(value) if value else None
+        except ValueError:
+            raise DataError(
+                f"{path} line {line}, column {key!r}: {value!r} is not a number; {RESTORE}"
+            ) from None
+    return values
 
 
 @dataclass
@@ -168,14 +322,12 @@ def load_run(run_dir: Path) -> RunDir:
     histories = {"teacher": load_history(run_dir / "teacher" / "history.csv")}
     for name in results["methods"]:
         histories[name] = load_history(run_dir / "students" / name / "history.csv")
-    diversity_path = run_dir / "diversity.json"
-    config_path = run_dir / "config.yaml"
     return RunDir(
         path=run_dir,
         results=results,
         tensors=tensors,
         kinds=kinds,
         histories={name: rows for name, rows in histories.items() if rows},
-        diversity=json.loads(diversity_path.read_text()) if diversity_path.is_file() else None,
-        config_text=config_path.read_text() if config_path.is_file() else None,
+        diversity=load_diversity(run_dir / "diversity.json"),
+        config_text=load_config_text(run_dir / "config.yaml"),
     )

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import types
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -138,17 +142,107 @@ def check_same_architecture(reference: nn.Module, other: nn.Module, index: int) 
                 )
 
 
-def teacher_from_modules(modules: Sequence[nn.Module]) -> DeepEnsemble:
+# What every nn.Module keeps in its __dict__ (weights, submodules, hooks, the train flag):
+# anything else a module holds is a setting (LeakyReLU's slope, Dropout's p, a user's scale).
+_MODULE_STATE = frozenset(vars(nn.Module())) | {"training"}
+
+
+def check_same_settings(reference: nn.Module, other: nn.Module, index: int) -> None:
+    """Raise a ConfigError naming the first submodule whose settings (attributes other than
+    weights and buffers) differ from member 0's: a stacked teacher runs every member with
+    member 0's, so a member with its own settings would be silently changed."""
+    for (name, mod_a), (_, mod_b) in zip(
+        reference.named_modules(), other.named_modules(), strict=True
+    ):
+        settings_a, settings_b = _settings(mod_a), _settings(mod_b)
+        for key in sorted(settings_a.keys() | settings_b.keys()):
+            value_a, value_b = settings_a.get(key, _MISSING), settings_b.get(key, _MISSING)
+            if not _same(value_a, value_b):
+                raise ConfigError(
+                    f"member {index} differs from member 0 in the setting {key!r} of module "
+                    f"{name or '(root)'} ({type(mod_b).__name__}): {_shown(value_b)} vs "
+                    f"{_shown(value_a)}; a teacher runs every member with member 0's settings, "
+                    "so give every member the same settings (only weights and buffers may differ)"
+                )
+
+
+_MISSING = object()
+
+
+def _settings(module: nn.Module) -> dict[str, Any]:
+    """The module's own attributes, less its machinery and any view of its weights (an LSTM
+    keeps its parameters in a list too)."""
+    return {
+        key: value
+        for key, value in vars(module).items()
+        if key not in _MODULE_STATE and not _holds_weights(value)
+    }
+
+
+def _holds_weights(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_weights(item) for item in value)
+    if isinstance(value, weakref.ref):
+        return isinstance(value(), nn.Parameter)
+    return isinstance(value, nn.Parameter)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two setting values are equal (tensors and arrays by value, functions by their
+    code and captured values, bound methods by their function)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and np.array_equal(a, b)
+    if isinstance(a, nn.Module):  # a module held outside _modules: its type is its setting
+        return True
+    if isinstance(a, types.MethodType):
+        return a.__func__ is b.__func__
+    if isinstance(a, types.FunctionType):
+        cells_a, cells_b = a.__closure__ or (), b.__closure__ or ()
+        return (
+            a.__code__ == b.__code__
+            and _same(a.__defaults__, b.__defaults__)
+            and len(cells_a) == len(cells_b)
+            and all(
+                _same(x.cell_contents, y.cell_contents)
+                for x, y in zip(cells_a, cells_b, strict=True)
+            )
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:  # an object whose == is not a truth value: only itself is the same
+        return a is b
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is _MISSING else repr(value)[:80]
+
+
+def teacher_from_modules(modules: Sequence[nn.Module], *, task: str | None = None) -> DeepEnsemble:
     """A :class:`DeepEnsemble` teacher from M trained modules of one architecture.
 
     Each module maps a batch x (batch, ...) to logits (batch, classes) (or, for regression, to
     (batch, 2) Gaussian outputs). The modules are copied (stacked along a member axis), never
     modified; the teacher is returned in eval mode.
 
+    Args:
+        task: ``"classification"`` or ``"regression"``, checked against the labels of the data
+            it is used with; default: unknown (the labels' dtype decides, and float targets that
+            are all 0 or 1 with two outputs, which look like class labels, are refused).
+
     Raises:
-        ConfigError: no modules, or two modules differ in a submodule, parameter or buffer (the
-            message names the first difference).
+        ConfigError: no modules, modules without weights, or two modules that differ in a
+            submodule, parameter, buffer or setting (the message names the first difference).
     """
+    if task not in (None, "classification", "regression"):
+        raise ConfigError(f"task must be 'classification', 'regression' or None; got {task!r}")
     modules = list(modules)
     if not modules:
         raise ConfigError("teacher_from_modules needs at least one module; got none")
@@ -158,6 +252,14 @@ def teacher_from_modules(modules: Sequence[nn.Module]) -> DeepEnsemble:
                 f"member {index} is a {type(module).__name__}, not a torch.nn.Module; "
                 "pass a list of modules"
             )
+    if next(modules[0].parameters(), None) is None:
+        raise ConfigError(
+            f"the members ({type(modules[0]).__name__}) have no parameters; a teacher's "
+            "members are trained networks with weights"
+        )
     for index, module in enumerate(modules[1:], start=1):
         check_same_architecture(modules[0], module, index)
-    return DeepEnsemble(modules).eval()
+        check_same_settings(modules[0], module, index)
+    teacher = DeepEnsemble(modules).eval()
+    teacher.task = task
+    return teacher

@@ -70,13 +70,15 @@ def train_deep_ensemble(
     vectorize: str = "auto",
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    compile: bool = False,
     quiet: bool = False,
     progress_dir: Path | None = None,
     progress_settings: dict[str, Any] | None = None,
 ) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
     """Train M members by :func:`supervised_loss` (cross-entropy, or Gaussian NLL for
     regression); vectorised (stacked weights, see :class:`DeepEnsemble`) or one by one, in
-    ``precision`` (``fp32`` or ``bf16`` autocast, see :func:`~ensemble_distill.training.fit`).
+    ``precision`` (``fp32``, ``bf16`` autocast or ``auto``), compiled with ``compile`` (see
+    :func:`~ensemble_distill.training.fit`).
 
     Returns:
         The ensemble (on ``device``) and its per-epoch history; in vectorised mode a row's
@@ -116,6 +118,7 @@ def train_deep_ensemble(
             optim=optim,
             quiet=quiet,
             precision=precision,
+            compile=compile,
         ),
     )
     ids = list(range(rank, members, size)) if split else list(range(members))
@@ -139,7 +142,7 @@ def train_from_config(
     spec: ModelSpec, data: DataSplits, config: RunConfig, device: torch.device | str, **kwargs: Any
 ) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
     """:func:`train_deep_ensemble` with the config's members, seed, epochs, batch size,
-    optimiser, vectorisation and precision; ``kwargs`` as there (quiet, progress files)."""
+    optimiser, vectorisation, precision and compile; ``kwargs`` as there (quiet, progress files)."""
     return train_deep_ensemble(
         spec,
         data,
@@ -150,6 +153,7 @@ def train_from_config(
         optim=config.optim,
         vectorize=config.teacher.vectorize,
         precision=config.precision,
+        compile=config.compile,
         device=device,
         **kwargs,
     )
