@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -150,8 +151,9 @@ def score_seed(data_dir: str | None, seed: int, out: Path) -> dict[str, dict]:
     outputs["member"] = {s: v[:, 0] for s, v in outputs["ensemble"].items()}
     kinds["member"] = "logits"
     infos["member"] = {k: v // setup.config.members for k, v in infos["ensemble"].items()}
-    for name in STUDENTS:
-        outputs[name], kinds[name], infos[name] = read_outputs(folder / f"{name}.safetensors")
+    for name in STUDENTS:  # those trained so far: a page can be written while the rest run
+        if (folder / f"{name}.safetensors").is_file():
+            outputs[name], kinds[name], infos[name] = read_outputs(folder / f"{name}.safetensors")
     rows, curve = classification_scores(outputs, kinds, setup.data)
     ensemble_ood_mi = predictive(outputs["ensemble"]["ood"], kinds["ensemble"]).mi.mean()
     ensemble_val = predictive(outputs["ensemble"]["val"], kinds["ensemble"])
@@ -172,26 +174,39 @@ KEYS += ("ood_mi_ratio", "val_cnll", "val_mi_spearman", "params", "flops", "trai
 
 def tabulate(per_seed: dict[int, dict]) -> dict:
     seeds = sorted(per_seed)
-    names = list(per_seed[seeds[0]]["rows"])
+    names = [n for n in per_seed[seeds[0]]["rows"] if all(n in per_seed[s]["rows"] for s in seeds)]
     rows = {
         name: {key: mean_std([per_seed[s]["rows"][name].get(key) for s in seeds]) for key in KEYS}
         for name in names
     }
     first = per_seed[seeds[0]]["curve"]
     curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first))]
-    return {"seeds": seeds, "rows": rows, "curve": curve, "chosen": choose(rows)}
+    missing = [name for name in STUDENTS if name not in rows]
+    return {
+        "seeds": seeds,
+        "rows": rows,
+        "curve": curve,
+        "chosen": choose(rows),
+        "missing": missing,
+    }
 
 
 CHOICE_RULE = (
-    "among the Hydra students whose validation cNLL is within 2 % of the best Hydra's, the one "
-    "whose per-example MI ranks the validation examples most like the ensemble's (Spearman ρ); "
-    "ties go to fewer parameters"
+    "among the Hydra students with at most the old default's parameters (a default must stay "
+    "compact) and a validation cNLL within 2 % of the best of them, the one whose per-example "
+    "MI ranks the validation examples most like the ensemble's (Spearman ρ); ties go to fewer "
+    "parameters"
 )
 
 
 def choose(rows: dict[str, dict]) -> str:
     """The new default Hydra, from validation data only: :data:`CHOICE_RULE`."""
-    hydras = {name: row for name, row in rows.items() if name.startswith("hydra")}
+    budget = rows[DEFAULT]["params"][0]
+    hydras = {
+        name: row
+        for name, row in rows.items()
+        if name.startswith("hydra") and row["params"][0] <= budget
+    }
     best = min(row["val_cnll"][0] for row in hydras.values())
     close = [name for name, row in hydras.items() if row["val_cnll"][0] <= 1.02 * best]
 
@@ -214,24 +229,33 @@ PANELS = (
 def plot(summary: dict, path: Path) -> None:
     """Each fidelity measure against parameters (log x), ensemble and references marked."""
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4.0 * len(PANELS), 4.0))
-    markers = {"kd": "s", "endd": "D", "be": "P", "ensemble": "*", "member": "o"}
+    references = {"kd": "s", "endd": "D", "be": "P", "ensemble": "*", "member": "X"}
+    hydras = [name for name in summary["rows"] if name not in references]
+    palette = plt.get_cmap("tab10")
     for ax, (key, title) in zip(axes, PANELS, strict=True):
         for name, row in summary["rows"].items():
             if row[key] is None:
                 continue
-            hydra = name.startswith("hydra")
+            style = (
+                {"marker": references[name], "color": "0.35"}
+                if name in references
+                else {
+                    "marker": "^" if "mixup" in name else "o",
+                    "color": palette(hydras.index(name)),
+                }
+            )
             ax.errorbar(
                 row["params"][0],
                 row[key][0],
                 yerr=row[key][1],
-                marker=markers.get(name, "^" if "mixup" in name else "o"),
-                color="#0072B2" if hydra else "0.3",
                 mfc="none" if name == DEFAULT else None,
-                ms=9 if name in (DEFAULT, summary["chosen"]) else 6,
+                ms=10 if name in (DEFAULT, summary["chosen"]) else 7,
                 ls="none",
-                label=name,
+                label=name + (" (chosen)" if name == summary["chosen"] else ""),
+                **style,
             )
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("parameters")
         ax.set_title(title, fontsize=9)
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -242,16 +266,20 @@ def plot(summary: dict, path: Path) -> None:
 
 def markdown(record: dict) -> str:
     summary = record["summary"]
+    spread = len(summary["seeds"]) > 1  # one seed has no spread to show
 
     def c(value, fmt=".4f"):
-        return "n/a" if value is None else f"{format(value[0], fmt)} ± {format(value[1], fmt)}"
+        if value is None:
+            return "n/a"
+        return format(value[0], fmt) + (f" ± {format(value[1], fmt)}" if spread else "")
 
     lines = [
         "# Hydra's parameters against its fidelity to the ensemble (RQ3), MNIST M = 10",
         "",
         f"Command: `{record['command']}`  ",
-        f"Machine: {record['machine_line']}. Seeds: {', '.join(map(str, summary['seeds']))} "
-        "(mean ± sample std). Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP "
+        f"Machine: {record['machine_line']}. Seeds: {', '.join(map(str, summary['seeds']))}"
+        + (" (mean ± sample std)" if spread else " (one seed so far: no spread)")
+        + ". Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP "
         "400-400); every student trains 2x the teacher's epochs with the default recipe "
         "(function matching, one cycle). OOD: the Fashion-MNIST test set. *MI ρ*: Spearman "
         "rank correlation of the student's per-example mutual information with the "
@@ -260,22 +288,32 @@ def markdown(record: dict) -> str:
         "before this study); `independent` / `perturbed` = other head initialisations; "
         "`split k` = each head takes over the members' last k weight layers (k = 2: M full "
         "networks, the ensemble's architecture); `+ mixup` = the teachers live on mixup "
-        "inputs.",
+        "inputs. *MFLOPs*: forward FLOPs per example (FlopCounterMode). *train s*: wall "
+        "seconds while other jobs shared the machine's two cores at times (the same kind of "
+        "student took 12 s to 900 s): rough, read FLOPs for cost.",
         "",
-        "| model | params | test ACC | test cNLL | DEE | OOD AUROC (MI) | MI ρ test | "
+        "| model | params | MFLOPs | test ACC | test cNLL | DEE | OOD AUROC (MI) | MI ρ test | "
         "MI ρ OOD | OOD MI ratio | val cNLL | val MI ρ | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in summary["rows"].items():
         mark = " **(chosen)**" if name == summary["chosen"] else ""
         mark += " *(old default)*" if name == DEFAULT else ""
         lines.append(
-            f"| {name}{mark} | {row['params'][0]:,.0f} | {c(row['acc'])} | {c(row['cnll'])} | "
+            f"| {name}{mark} | {row['params'][0]:,.0f} | {row['flops'][0] / 1e6:.2f} | "
+            f"{c(row['acc'])} | {c(row['cnll'])} | "
             f"{c(row['dee'], '.2f')} | {c(row['ood_auroc_mi'])} | "
             f"{c(row['mi_spearman_test'], '.3f')} | {c(row['mi_spearman_ood'], '.3f')} | "
             f"{c(row['ood_mi_ratio'], '.3f')} | {c(row['val_cnll'])} | "
             f"{c(row['val_mi_spearman'], '.3f')} | {c(row['train_seconds'], '.0f')} |"
         )
+    if summary["missing"]:
+        lines += [
+            "",
+            "Not trained yet for every seed (the command resumes and adds them): "
+            + ", ".join(f"`{name}`" for name in summary["missing"])
+            + ".",
+        ]
     lines += [
         "",
         "DE-k test cNLL: "

@@ -59,12 +59,13 @@ def test_the_choice_reads_validation_scores_only():
 
     rows = {
         "kd": row(0.01, None, 10, 0.01),  # not a Hydra: never chosen
-        "hydra": row(0.100, 0.5, 100, 0.050),
-        "hydra wide": row(0.101, 0.9, 300, 0.200),  # within 2 %, most faithful: chosen
+        "hydra": row(0.100, 0.5, 100, 0.050),  # the old default: its parameters are the budget
+        "hydra small": row(0.101, 0.9, 80, 0.200),  # within 2 %, most faithful: chosen
+        "hydra big": row(0.099, 0.99, 300, 0.010),  # best everywhere, but over the budget
         "hydra far": row(0.200, 0.99, 50, 0.010),  # best test cNLL, but 2x the validation's
     }
-    assert study.choose(rows) == "hydra wide"
-    rows["hydra equal"] = row(0.101, 0.9, 200, 0.3)
+    assert study.choose(rows) == "hydra small"
+    rows["hydra equal"] = row(0.101, 0.9, 60, 0.3)
     assert study.choose(rows) == "hydra equal"  # a tie goes to fewer parameters
 
 
