@@ -193,8 +193,12 @@ def ascii_console_cli(cwd, *args):
 
 def test_results_and_file_names_print_on_an_ascii_console(tmp_path):
     tiny = ["epochs=1", "members=2", "methods=[kd]", "eval.latency_repeats=1"]
-    done = ascii_console_cli(tmp_path, "run", "--out", "out", "--quiet", *tiny, TINY[2])
+    # A non-ASCII OUT: its name reaches Python as lone surrogates, which every file we write
+    # (config.yaml and its signature, run.log, the report) must carry through unchanged.
+    done = ascii_console_cli(tmp_path, "run", "--out", "résumé-out", "--quiet", *tiny, TINY[2])
     assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stderr == b""  # no logging error either
+    assert (tmp_path / "résumé-out" / "report.html").is_file()
     assert b"| kd |" in done.stdout and b"\\u2191" in done.stdout  # the column arrows, escaped
     refused = ascii_console_cli(tmp_path, "report", "résumé")
     assert refused.returncode == 2

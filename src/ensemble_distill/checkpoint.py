@@ -31,6 +31,13 @@ TEMPORARY_PREFIX = ".ensemble-distill-"
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def encode_text(text: str) -> bytes:
+    """``text`` as UTF-8, with the undecodable bytes of file names kept as they were: under a
+    C locale Python reads a name such as ``résumé`` as lone surrogates (``surrogateescape``),
+    which plain ``str.encode`` refuses."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new, never a part.
 
@@ -39,7 +46,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     ``mkstemp``'s private 0o600, so that a shared results folder stays readable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
+    payload = encode_text(data) if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f"{TEMPORARY_PREFIX}{path.name}.", suffix=TEMPORARY_SUFFIX
     )

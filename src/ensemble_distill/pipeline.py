@@ -47,7 +47,13 @@ from safetensors.torch import save
 from torch import nn
 
 from ensemble_distill import distributed, engine
-from ensemble_distill.checkpoint import MANIFEST, atomic_write, is_temporary, read_manifest
+from ensemble_distill.checkpoint import (
+    MANIFEST,
+    atomic_write,
+    encode_text,
+    is_temporary,
+    read_manifest,
+)
 from ensemble_distill.config import RunConfig, dump_config, load_config
 from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
@@ -311,13 +317,13 @@ def save_config(out: Path, config: RunConfig) -> None:
 
 def signed(text: str) -> str:
     """``text`` under a first line holding its SHA-256."""
-    return f"{SIGNATURE}{hashlib.sha256(text.encode()).hexdigest()}\n{text}"
+    return f"{SIGNATURE}{hashlib.sha256(encode_text(text)).hexdigest()}\n{text}"
 
 
 def signed_intact(path: Path) -> bool:
     """Whether ``path`` is a config.yaml that we wrote and nobody edited since."""
     head, _, body = (read_text(path) or "").partition("\n")
-    return head == f"{SIGNATURE}{hashlib.sha256(body.encode()).hexdigest()}"
+    return head == f"{SIGNATURE}{hashlib.sha256(encode_text(body)).hexdigest()}"
 
 
 def same_settings(path: Path, config: RunConfig) -> bool:
@@ -354,7 +360,7 @@ def read_text(path: Path) -> str | None:
 def run_log(path: Path) -> Iterator[None]:
     """Append this package's log records (INFO and up) to ``path`` while the block runs; an
     error that stops the block goes to ``path`` only (the CLI prints it once)."""
-    handler = logging.FileHandler(path)
+    handler = logging.FileHandler(path, encoding="utf-8", errors="surrogateescape")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     package = logging.getLogger("ensemble_distill")
