@@ -119,7 +119,7 @@ def run_seed(data_dir: str | None, seed: int, runs: Path, out: Path) -> None:
         path = folder / f"{name}.safetensors"
         if path.is_file():
             continue
-        student_setup = prepare(config_for(data_dir, seed, method, overrides))
+        student_setup = prepare(config_for(data_dir, seed, method, overrides), setup.data)
         start = time.perf_counter()
         student, _ = distill_student(student_setup, teacher, method, train_outputs)
         seconds = time.perf_counter() - start

@@ -22,7 +22,13 @@ from pathlib import Path
 from seeds import mean_std, write_page
 
 from ensemble_distill.config import build_config, load_config
-from ensemble_distill.engine import distill_student, prepare, teacher_train_outputs, train_teacher
+from ensemble_distill.engine import (
+    distill_student,
+    load_data,
+    prepare,
+    teacher_train_outputs,
+    train_teacher,
+)
 from ensemble_distill.evaluation import predict
 from ensemble_distill.metrics import accuracy
 from ensemble_distill.metrics.calibration import calibrated_metrics
@@ -139,7 +145,7 @@ def main() -> None:
         + ([f"data_dir={args.data_dir}"] if args.data_dir else []),
     )
     options = base.to_dict() | {"methods": ["kd"]}
-    runs = compare(options, args.seeds)
+    runs = compare(options, args.seeds, load_data(base))  # one read of MNIST for all six runs
     record = {
         "command": "python benchmarks/precision.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),

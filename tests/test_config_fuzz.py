@@ -15,11 +15,9 @@ runs in about ten seconds (``CASES`` below).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import types
 import typing
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +25,17 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_config_validation import config_leaves
 
 from ensemble_distill import cli, engine, pipeline
-from ensemble_distill.config import Config, build_config, dump_config, load_config
+from ensemble_distill.config import build_config, dump_config, load_config
 from ensemble_distill.data import create_dataset
 from ensemble_distill.errors import ConfigError
 
 CASES = {"bad": 600, "junk": 400, "cli": 30}
 
 
-def leaves(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, declared type) of every non-section field, sections recursed into."""
-    hints = typing.get_type_hints(cls)
-    for item in dataclasses.fields(cls):
-        kind = hints[item.name]
-        if dataclasses.is_dataclass(kind):
-            yield from leaves(kind, f"{prefix}{item.name}.")
-        else:
-            yield prefix + item.name, kind
-
-
-KEYS = dict(leaves())
+KEYS = dict(config_leaves())
 
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 HUGE_INTS = st.one_of(st.integers(min_value=2**63), st.integers(max_value=-(2**63) - 1))

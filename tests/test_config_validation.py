@@ -10,6 +10,7 @@ import dataclasses
 import time
 import typing
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -119,15 +120,16 @@ BAD: dict[str, list] = {
 }
 
 
-def leaf_keys(cls: type = Config, prefix: str = "") -> Iterator[str]:
-    """The dotted keys of every non-section field of ``cls``, sections recursed into."""
+def config_leaves(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, declared type) of every non-section field of ``cls``, sections recursed
+    into (also the key list of tests/test_config_fuzz.py)."""
     hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
         kind = hints[item.name]
         if dataclasses.is_dataclass(kind):
-            yield from leaf_keys(kind, f"{prefix}{item.name}.")
+            yield from config_leaves(kind, f"{prefix}{item.name}.")
         else:
-            yield prefix + item.name
+            yield prefix + item.name, kind
 
 
 def cases() -> Iterator:
@@ -142,7 +144,7 @@ def cases() -> Iterator:
 
 
 def test_every_key_has_a_bad_value():
-    keys = list(leaf_keys())
+    keys = [key for key, _ in config_leaves()]
     assert len(keys) == len(set(keys))
     missing = sorted(set(keys) - set(BAD))
     assert not missing, f"config keys without a bad value in BAD: {', '.join(missing)}"

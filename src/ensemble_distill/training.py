@@ -130,10 +130,11 @@ def compiled(loss_fn: Callable[[Tensor], Tensor], desc: str) -> Callable[[Tensor
     more, with dynamic shapes.
     """
     fast = torch.compile(loss_fn)
-    current = [fast]
+    failed = False
 
     def step(index: Tensor) -> Tensor:
-        if current[0] is loss_fn:
+        nonlocal failed
+        if failed:
             return loss_fn(index)
         try:
             return fast(index)
@@ -147,7 +148,7 @@ def compiled(loss_fn: Callable[[Tensor], Tensor], desc: str) -> Callable[[Tensor
                 type(exc).__name__,
                 first_line[:200],
             )
-            current[0] = loss_fn
+            failed = True
             return loss_fn(index)
 
     return step
