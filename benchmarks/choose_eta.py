@@ -1,18 +1,25 @@
-"""Choose the perturbation step size η by the student's validation NLL.
+"""Choose the perturbation step size η by the student's validation NLL: a sweep.
 
     python benchmarks/choose_eta.py --run runs/diversity_fashion/seed0 --data-dir DIR \\
         --methods hydra+confods --etas 1 2 4 8
 
-For each η (in units of 1/255) every method in ``--methods`` is distilled from the teacher
-already trained in ``--run`` (config from ``--run``/config.yaml), into RUN/eta_sweep/eta<k>;
-the table (final-epoch validation NLL and accuracy per η) goes to ``--doc`` .md and .json.
-The test split is never looked at.
+An instance of ``ensemble-distill sweep`` (:mod:`ensemble_distill.sweep`): the same as ::
+
+    ensemble-distill sweep --config RUN/config.yaml --teacher RUN/teacher \\
+        --out RUN/eta_sweep data_dir=DIR "methods=[hydra+confods]" \\
+        perturbation.eta=0.00392...,0.00784...,...
+
+Every η (in units of 1/255) is one point: each method in ``--methods`` is distilled from the
+teacher already trained in ``--run`` (config from ``--run``/config.yaml, teacher shared, never
+retrained) into RUN/eta_sweep/perturbation.eta=<η>. Each method's η is the sweep's choice:
+the lowest final-epoch validation NLL. The table (validation NLL and accuracy per η) goes to
+``--doc`` .md and .json; the test metrics the sweep also computes (RUN/eta_sweep/sweep.md)
+play no part in the choice.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -20,40 +27,34 @@ from pathlib import Path
 
 from seeds import write_page
 
-from ensemble_distill.config import load_config
-from ensemble_distill.pipeline import run
 from ensemble_distill.report.machine import machine_info, machine_line
+from ensemble_distill.sweep import run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def final_validation(student_dir: Path) -> dict[str, float]:
-    """Validation accuracy and NLL after the last epoch, from the student's history.csv."""
-    with (student_dir / "history.csv").open() as f:
-        last = list(csv.DictReader(f))[-1]
-    return {"val_acc": float(last["val_acc"]), "val_nll": float(last["val_nll"])}
+ETA = "perturbation.eta"
+DIVERSITY_OFF = "eval.diversity_etas=[]"
 
 
-def sweep(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
-    """{method: {eta/255: final validation metrics}}."""
+def sweep(args: argparse.Namespace) -> tuple[dict[str, dict[str, dict[str, float]]], dict]:
+    """({method: {η·255: final validation metrics}}, {method: chosen η·255}) from the sweep
+    over ``perturbation.eta`` in RUN/eta_sweep."""
+    labels = {repr(k / 255): f"{k:g}" for k in args.etas}  # the swept value → η in 1/255
+    record = run_sweep(
+        args.run / "eta_sweep",
+        {ETA: list(labels)},
+        # No diversity analysis: it describes the teacher, which every point shares.
+        [f"data_dir={args.data_dir}", f"methods={json.dumps(args.methods)}", DIVERSITY_OFF],
+        config_path=args.run / "config.yaml",
+        quiet=True,
+        teacher_from=args.run / "teacher",
+    )
     table: dict[str, dict[str, dict[str, float]]] = {m: {} for m in args.methods}
-    for k in args.etas:
-        out = args.run / "eta_sweep" / f"eta{k:g}"
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "teacher").exists():
-            (out / "teacher").symlink_to((args.run / "teacher").resolve())
-        config = load_config(
-            args.run / "config.yaml",
-            [
-                f"data_dir={args.data_dir}",
-                f"methods={json.dumps(args.methods)}",
-                f"perturbation.eta={k / 255}",
-            ],
-        )
-        run(config, out, steps=("distill",), quiet=True)
-        for method in args.methods:
-            table[method][f"{k:g}"] = final_validation(out / "students" / method)
-    return table
+    chosen = {}
+    for row in record["rows"]:
+        eta = labels[row["values"][ETA]]
+        table[row["student"]][eta] = {"val_acc": row["val"]["acc"], "val_nll": row["val"]["nll"]}
+        if row["chosen"]:
+            chosen[row["student"]] = eta
+    return table, chosen
 
 
 def markdown(record: dict) -> str:
@@ -63,7 +64,7 @@ def markdown(record: dict) -> str:
         "",
         f"Command: `{record['command']}`.  ",
         f"Machine: {machine_line(record['machine'])}; wall time {record['wall_seconds'] / 60:.1f} "
-        "min. Validation split only (the test split is not used).",
+        "min. Chosen on the validation split; the test metrics (eta_sweep/sweep.md) are not used.",
         "",
         "| student | " + " | ".join(f"η = {e}/255" for e in etas) + " | chosen |",
         "|---|" + "---:|" * (len(etas) + 1),
@@ -84,13 +85,13 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, required=True)
     args = parser.parse_args()
     start = time.perf_counter()
-    table = sweep(args)
+    table, chosen = sweep(args)
     record = {
         "command": "python benchmarks/choose_eta.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
         "wall_seconds": time.perf_counter() - start,
         "table": table,
-        "chosen": {m: min(t, key=lambda e: t[e]["val_nll"]) for m, t in table.items()},
+        "chosen": chosen,
     }
     write_page(args.doc, record, markdown)
 

@@ -682,13 +682,17 @@ uninterrupted one: `tests/test_resume.py` checks it bit for bit inside one proce
 resumes it, compares every metric with an uninterrupted run's and parses every file left
 behind.
 
-**Security.** Nothing is ever unpickled from a user's file: checkpoints are safetensors plus a
-JSON manifest with the SHA-256 of the weights, checked (with names, shapes and dtypes against
-the architecture) before loading; a pickle put in place of the weights is refused without
-running (tested, and below). CIFAR archives are read in memory after their MD5 is checked,
-never extracted (a member name such as `../x` or `/etc/x` is never written anywhere), and each
-batch goes through an unpickler that can only rebuild NumPy arrays. Downloads are HTTPS only,
-streamed to a hidden temporary file, checked against their checksum and only then renamed into
+**Security.** No general pickle is ever loaded from a user's file: checkpoints are
+safetensors plus a JSON manifest with the SHA-256 of the weights, checked (with names, shapes
+and dtypes against the architecture) before loading; a pickle put in place of the weights is
+refused without running (tested, and below). Members a user brings (`teacher.members`) are
+safetensors, or `.pt` state dicts read by `torch.load(weights_only=True)`, whose unpickler
+only rebuilds tensors and plain containers (anything else is refused, tested);
+`distill_data` files are NumPy arrays read with `allow_pickle=False`. CIFAR archives are read
+in memory after their MD5 is checked, never extracted (a member name such as `../x` or
+`/etc/x` is never written anywhere), and each batch goes through an unpickler that can only
+rebuild NumPy arrays. Downloads are HTTPS only, streamed to a hidden temporary file, checked
+against their checksum and only then renamed into
 place, so a failed or partial download leaves no file that looks complete.
 
 **The output folder.** Five rules hold for every command (tested in `tests/test_out_folder.py`

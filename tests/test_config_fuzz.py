@@ -60,6 +60,14 @@ def bad_for(kind: Any) -> st.SearchStrategy:
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         options = [option for option in args if option is not type(None)]
+        if options == [list[str], str]:  # file names: one, or a list of them
+            return st.one_of(
+                st.integers(),
+                st.floats(),
+                st.booleans(),
+                st.dictionaries(st.text(max_size=3), NESTED, min_size=1, max_size=2),
+                st.lists(bad_for(str).filter(lambda v: v is not None), min_size=1, max_size=3),
+            )
         assert len(options) == 1, f"extend bad_for for the union {kind}"
         return bad_for(options[0]).filter(lambda value: value is not None)
     if origin is typing.Literal:

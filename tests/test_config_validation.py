@@ -33,6 +33,12 @@ BAD: dict[str, list] = {
     "task": ["task=bogus", "task=1"],
     "data_dir": ["data_dir=5", "data_dir=[a]"],  # any string is a valid folder
     "download": ["download=maybe", "download=1"],  # any bool is valid
+    "distill_data": [
+        "distill_data=nope",
+        "distill_data=5",
+        "distill_data=digits",  # the run's own dataset: the default
+        "distill_data=missing.npz",
+    ],
     "val_fraction": ["val_fraction=1", "val_fraction=0", "val_fraction=x"],
     "split_seed": [
         "split_seed=-1",
@@ -47,6 +53,7 @@ BAD: dict[str, list] = {
     "precision": ["precision=fp8"],
     "memory_format": ["memory_format=nhwc", "memory_format=1"],
     "compile": ["compile=maybe", "compile=1"],
+    "tensorboard": ["tensorboard=maybe", "tensorboard=1"],
     "model": ["model=nope"],
     "model_args": [
         "model_args={nope: 1}",
@@ -66,6 +73,8 @@ BAD: dict[str, list] = {
     "optim.schedule": ["optim.schedule=bogus"],
     "optim.warmup_fraction": ["optim.warmup_fraction=1", "optim.warmup_fraction=-0.1"],
     "teacher.vectorize": ["teacher.vectorize=maybe"],
+    "teacher.members": ["teacher.members=[]", "teacher.members=3"],
+    "teacher.members_sha256": ["teacher.members_sha256=[abc]"],
     "student.model": ["student.model=nope", "student.model=5"],
     "student.model_args": [
         ("student.model_args={nope: 1}", "{'nope': 1}"),
@@ -82,6 +91,7 @@ BAD: dict[str, list] = {
     "perturbation.temperature": ["perturbation.temperature=0"],
     "perturbation.mixup_alpha": ["perturbation.mixup_alpha=0"],
     "perturbation.max_shift": ["perturbation.max_shift=-1", "perturbation.max_shift=1.5"],
+    "perturbation.pool": ["perturbation.pool=-1", "perturbation.pool=1.5"],
     "eval.batch_size": ["eval.batch_size=0"],
     "eval.latency_repeats": ["eval.latency_repeats=0"],
     "eval.diversity_etas": [
@@ -186,7 +196,7 @@ def test_a_section_built_in_python_validates_itself():
         HydraConfig(head_widths=[4, 0])
     with pytest.raises(ConfigError, match="'head_init' must be one of copy, independent"):
         HydraConfig(head_init=True)
-    with pytest.raises(ConfigError, match="'split' cannot be combined with head_widths"):
+    with pytest.raises(ConfigError, match="'split' cannot be combined with hidden head_widths"):
         HydraConfig(split=1, head_widths=[4])
     with pytest.raises(ConfigError, match="'initial_temperature' must be >= 1"):
         EnDConfig(initial_temperature=0.5)

@@ -166,9 +166,7 @@ def test_missing_onnx_dependency_names_the_extra(run_dir, tmp_path, capsys, monk
         lambda name, *a: None if name == "onnxscript" else find_spec(name, *a),
     )
     args = ["export", str(run_dir / "students" / "kd"), "--format", "onnx"]
-    refused(
-        capsys, [*args, "--out", str(tmp_path / "x.onnx")], "pip install 'ensemble-distill[export]'"
-    )
+    refused(capsys, [*args, "--out", str(tmp_path / "x.onnx")], "pip install -e '.[export]'")
 
 
 def test_extra_arguments_are_refused(run_dir):

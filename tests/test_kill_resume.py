@@ -70,7 +70,9 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_results(tmp_path)
         process = subprocess.Popen(
             command(out), env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(0.25, 0.9) * duration)
+        # Early enough that a resumed run, which keeps the finished phases, is still running;
+        # under a loaded machine the reference run's duration is only a rough guide.
+        time.sleep(rng.uniform(0.15, 0.6) * duration)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1

@@ -59,6 +59,8 @@ from ensemble_distill.teachers import load_teacher as _load_teacher_and_manifest
 from ensemble_distill.teachers.ensemble import teacher_from_modules
 
 Teacher: TypeAlias = DeepEnsemble
+# The attribute under which distill() leaves a student's manifest for save_student.
+MANIFEST_ATTRIBUTE = "ensemble_distill_manifest"
 """A deep ensemble: ``forward(x)`` gives member outputs (batch, members, classes)."""
 
 # --------------------------------------------------------------------------------------------
@@ -161,8 +163,9 @@ def distill(
             ``split_seed`` (both config keys, 0.1 and 0 by default).
         body: your student body, any module mapping x (batch, ...) to features (batch, F). It is
             deep-copied (yours is never changed) and gets the method's head(s): ``kd`` a linear
-            head, ``hydra`` M MLP heads (``head_widths``), ``be`` / ``latentbe`` its
-            BatchEnsemble version, ``endd`` a linear head read as Dirichlet log-concentrations.
+            head, ``hydra`` M heads (linear by default; MLPs with ``head_widths``), ``be`` /
+            ``latentbe`` its BatchEnsemble version, ``endd`` a linear head read as Dirichlet
+            log-concentrations.
             No input normalisation is added: do it inside ``body`` if you need it.
         feature_dim: F; default: inferred from one forward pass of ``body`` on 2 training
             examples.
@@ -237,7 +240,63 @@ def distill(
         feature_dim=feature_dim,
         quiet=quiet,
     )
+    if body is None:  # a registered architecture: load_student can rebuild it
+        setattr(student, MANIFEST_ATTRIBUTE, engine.student_manifest(setup, method))
     return student.eval()
+
+
+def save_student(
+    student: nn.Module, directory: str | Path, *, class_names: Sequence[str] | None = None
+) -> Path:
+    """Save a student from :func:`distill` as the command line saves its students:
+    ``model.safetensors`` and ``manifest.json`` in ``directory`` (created if missing), so that
+    :func:`load_student` and ``ensemble-distill export DIRECTORY`` work on it.
+
+    Args:
+        student: a student :func:`distill` built on a registered architecture (``model=``, or
+            the default ``mlp``), which the manifest can name. A student on your own
+            ``body=`` cannot be rebuilt from a file: save its ``state_dict()`` with
+            ``torch.save`` and rebuild the module yourself.
+        class_names: the name of each class, in label order (classification only); kept in
+            the manifest and in an export's metadata.
+
+    Returns:
+        ``directory``, as a :class:`~pathlib.Path`.
+
+    Raises:
+        ConfigError: a student without a manifest (see ``student``) or ``class_names`` that
+            do not name its classes.
+    """
+    manifest = getattr(student, MANIFEST_ATTRIBUTE, None)
+    if manifest is None:
+        raise ConfigError(
+            f"save_student saves students that distill() built on a registered architecture "
+            f"(model=..., default mlp); this {type(student).__name__} was not (a body= of "
+            "your own cannot be rebuilt from a file): save student.state_dict() with "
+            "torch.save instead"
+        )
+    manifest = dict(manifest)
+    if class_names is not None:
+        manifest["class_names"] = _class_names(class_names, manifest)
+    directory = Path(directory)
+    engine.save_student(directory, student, manifest)
+    return directory
+
+
+def _class_names(names: Sequence[str], manifest: dict[str, Any]) -> list[str]:
+    """``names`` as a list, checked against the student's task and number of classes."""
+    if manifest["task"] != "classification":
+        raise ConfigError("class_names is for classification students; leave it out")
+    classes = manifest["model"]["num_classes"]
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise ConfigError(f"class_names must be a list of {classes} strings; got {names!r}")
+    names = list(names)
+    if len(names) != classes:
+        raise ConfigError(
+            f"class_names has {len(names)} names but the student has {classes} classes; "
+            "give one name per class, in label order"
+        )
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,6 +459,7 @@ __all__ = [
     "load_student",
     "load_teacher",
     "mean_probs",
+    "save_student",
     "teacher_from_modules",
     "train_teacher",
     "uncertainty",

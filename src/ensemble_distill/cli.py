@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import codecs
+import dataclasses
+import inspect
+import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+import tokenize
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 
@@ -32,6 +39,18 @@ REPORT_COMMANDS = {
     "report": "rebuild OUT/report.html and OUT/report.md from a finished run directory",
     "compare": "put finished runs side by side in DIR/compare.html and DIR/compare.md",
 }
+# The commands that build the data from the config: only they take --data / --target (distill
+# and evaluate read the data the saved OUT/config.yaml names).
+DATA_COMMANDS = ("run", "train-teacher")
+CONFIG_HELP = (
+    "list every config key with its default and meaning, and the registered datasets, models, "
+    "methods and inputs"
+)
+SWEEP_HELP = (
+    "run a grid of settings (key=v1,v2 sweeps a key), training each distinct teacher once, and "
+    "compare the points in DIR/sweep.md (each student's best point chosen on validation NLL) "
+    "and DIR/compare.html"
+)
 EXPORT_HELP = (
     "export a trained student to one ONNX or TorchScript file that outputs the mean "
     "probabilities, predictive entropy and mutual information (regression: mean, aleatoric "
@@ -44,40 +63,62 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ensemble-distill",
         description="Distil a deep ensemble into one student that keeps its uncertainty.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        sub = commands.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            usage=f"ensemble-distill {name} [--config FILE] [--data FILE.csv --target COLUMN] "
-            "--out DIR [--quiet] [--force] [key=value ...]",
-            epilog="key=value: config overrides anywhere on the line, nested keys with dots "
-            "(kd.temperature=2)",
-        )
-        sub.add_argument(
-            "--config",
-            type=Path,
-            help="YAML config file (default: built-in "
-            "defaults, or OUT/config.yaml for distill/evaluate)",
-        )
+        add_pipeline_command(commands, name, help_text)
+    commands.add_parser("config", help=CONFIG_HELP, description=CONFIG_HELP)
+    add_report_commands(commands)
+    add_sweep_command(commands)
+    add_export_command(commands)
+    return parser
+
+
+def package_version() -> str:
+    """The installed package's version; ``unknown`` when run from a source tree that was never
+    installed (no package metadata)."""
+    try:
+        return metadata.version("ensemble-distill")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def add_pipeline_command(commands: argparse._SubParsersAction, name: str, help_text: str) -> None:
+    """``NAME [--config FILE] [--data FILE.csv --target COLUMN] --out DIR ... [key=value ...]``;
+    ``--data`` only where the command builds the data (:data:`DATA_COMMANDS`)."""
+    data = name in DATA_COMMANDS
+    data_usage = "[--data FILE.csv --target COLUMN] " if data else ""
+    sub = commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        usage=f"ensemble-distill {name} [--config FILE] {data_usage}--out DIR [--quiet] "
+        "[--force] [key=value ...]",
+        epilog="key=value: config overrides anywhere on the line, nested keys with dots "
+        "(kd.temperature=2); every key and its default: ensemble-distill config",
+    )
+    sub.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="YAML config file (default: built-in "
+        "defaults, or OUT/config.yaml for distill/evaluate)",
+    )
+    if data:
         sub.add_argument(
             "--data",
             metavar="FILE.csv",
             help="your own numeric table (header row) as a regression dataset; with --target",
         )
         sub.add_argument("--target", metavar="COLUMN", help="the --data column to predict")
-        sub.add_argument("--out", type=Path, required=True, help="output directory")
-        sub.add_argument("--quiet", action="store_true", help="no progress bars")
-        sub.add_argument(
-            "--force",
-            action="store_true",
-            help="retrain every requested step (default: resume a run in OUT, keeping what "
-            "finished with the same settings)",
-        )
-    add_report_commands(commands)
-    add_export_command(commands)
-    return parser
+    sub.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain every requested step (default: resume a run in OUT, keeping what "
+        "finished with the same settings)",
+    )
 
 
 def add_report_commands(commands: argparse._SubParsersAction) -> None:
@@ -97,6 +138,43 @@ def add_report_commands(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def add_sweep_command(commands: argparse._SubParsersAction) -> None:
+    """``sweep [--config FILE] [--teacher DIR] --out DIR key=v1,v2 ... [key=value ...]``."""
+    sweep = commands.add_parser(
+        "sweep",
+        help=SWEEP_HELP,
+        description=SWEEP_HELP,
+        usage="ensemble-distill sweep [--config FILE] [--teacher DIR] --out DIR [--quiet] "
+        "key=v1,v2 [key=value ...]",
+        epilog="A value with a comma outside brackets and quotes is swept: "
+        "perturbation.eta=0.004,0.016 (two points), hydra.head_widths=[],[100,100] (two "
+        "lists), methods=[kd,hydra] (one value). The grid is the product of the swept keys; "
+        "each point runs into DIR/<key=value__...>; rerunning keeps the finished points.",
+    )
+    sweep.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
+    sweep.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="DIR",
+        help="a trained teacher (OUT/teacher of a run with the same teacher settings) that "
+        "every point uses instead of training one",
+    )
+    sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="sweep directory")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars or notes")
+
+
+def run_sweep_command(args: argparse.Namespace) -> str:
+    """Run the sweep; what to print: the tables written and each student's chosen point."""
+    from ensemble_distill.sweep import parse_arguments, run_sweep  # imports torch
+
+    swept, fixed = parse_arguments(args.overrides)
+    record = run_sweep(args.out, swept, fixed, args.config, args.quiet, args.teacher)
+    lines = [str(args.out / name) for name in ("sweep.md", "compare.html")]
+    chosen = record["chosen"].items()
+    lines += [f"{student}: {point} (chosen on validation)" for student, point in chosen]
+    return "\n".join(lines)
+
+
 def add_export_command(commands: argparse._SubParsersAction) -> None:
     """``export STUDENT_DIR --format onnx|torchscript [--out FILE]``."""
     export = commands.add_parser("export", help=EXPORT_HELP, description=EXPORT_HELP)
@@ -107,7 +185,8 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
         "--format",
         required=True,
         metavar="onnx|torchscript",
-        help="onnx (needs: pip install 'ensemble-distill[export]') or torchscript",
+        help="onnx (needs the export extra: pip install -e '.[export]' in the clone) or "
+        "torchscript",
     )
     export.add_argument(
         "--out",
@@ -135,15 +214,17 @@ def config_source(args: argparse.Namespace) -> Path | None:
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:
-    """``--data FILE.csv --target COLUMN`` as the overrides they stand for."""
-    if (args.data is None) != (args.target is None):
+    """``--data FILE.csv --target COLUMN`` as the overrides they stand for (none for the
+    commands without these options)."""
+    data, target = getattr(args, "data", None), getattr(args, "target", None)
+    if (data is None) != (target is None):
         raise ConfigError("--data and --target go together: give both, or neither")
-    if args.data is None:
+    if data is None:
         return []
     # JSON strings are valid YAML scalars, so any path or column name survives parsing.
     return [
         "dataset=csv",
-        f"dataset_args={json.dumps({'path': args.data, 'target': args.target})}",
+        f"dataset_args={json.dumps({'path': data, 'target': target})}",
     ]
 
 
@@ -152,13 +233,167 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     overrides may stand before, between or after the options."""
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if (args.command in REPORT_COMMANDS or args.command == "export") and rest:
+    if (args.command in REPORT_COMMANDS or args.command in ("export", "config")) and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    misplaced = [item for item in rest if item.split("=")[0] in ("--data", "--target")]
+    if misplaced:
+        reads = (
+            "give the data as dataset=csv dataset_args={path: FILE.csv, target: y}"
+            if args.command == "sweep"
+            else f"{args.command} reads the data that OUT/config.yaml names"
+        )
+        parser.error(
+            f"{misplaced[0].split('=')[0]} applies to {' and '.join(DATA_COMMANDS)} only: {reads}"
+        )
     bad = [item for item in rest if "=" not in item or item.startswith("-")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)} (overrides look like key=value)")
     args.overrides = rest
     return args
+
+
+def config_listing() -> str:
+    """``ensemble-distill config``: every key as ``key = default  # meaning``, each section
+    headed by its docstring's first line, then the registered names a key may take."""
+    from ensemble_distill.config import Config  # imports torch: after parsing
+    from ensemble_distill.data import DATASETS
+    from ensemble_distill.methods import METHODS
+    from ensemble_distill.methods.perturbations import PERTURBATIONS
+    from ensemble_distill.models import MODELS
+
+    lines = ["# Every config key and its default: set it as key=value or in a --config FILE."]
+    lines += section_lines(Config(), "")
+    lines += [
+        "",
+        f"# datasets (dataset=NAME): {', '.join(DATASETS.names())}",
+        f"# models (model=NAME, student.model=NAME): {', '.join(MODELS.names())}",
+        f"# methods (methods=[NAME, ...]): {', '.join(METHODS.names())}",
+        f"# inputs (methods=[METHOD+NAME]): {', '.join(PERTURBATIONS.names())}",
+    ]
+    return "\n".join(lines)
+
+
+def section_lines(section: Any, prefix: str) -> Iterator[str]:
+    """``prefix + key = default  # comment`` for every field of ``section`` (a config
+    dataclass instance), nested sections after a blank line and their docstring's summary."""
+    comments = field_comments(type(section))
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            yield ""
+            summary = section_summary(type(value))
+            yield f"# {prefix}{item.name}: {summary}" if summary else f"# {prefix}{item.name}"
+            yield from section_lines(value, f"{prefix}{item.name}.")
+        else:
+            comment = comments.get(item.name)
+            line = f"{prefix}{item.name} = {yaml_text(value)}"
+            yield f"{line}  # {comment}" if comment else line
+
+
+def yaml_text(value: Any) -> str:
+    """``value`` as it is written after ``key=`` on the command line (YAML flow style)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000, sort_keys=False)
+    return text.removesuffix("\n...\n").strip()
+
+
+def section_summary(cls: type) -> str | None:
+    """The first paragraph of a section's own docstring, on one line (None for the signature
+    that dataclasses make up when a section has no docstring)."""
+    doc = inspect.getdoc(cls)
+    if not doc or doc.startswith(f"{cls.__name__}("):
+        return None
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The source comments of each field of the dataclass ``cls`` (and of its dataclass
+    bases): the comment lines right above the field, then the one at its end, joined — the
+    only place the config's keys are explained next to their defaults."""
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            comments |= own_field_comments(klass)
+    return comments
+
+
+def own_field_comments(cls: type) -> dict[str, str]:
+    """:func:`field_comments` of the fields written in ``cls``'s own class body."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # made by make_dataclass (Config), or no source installed
+        return {}
+    comments: dict[int, tuple[str, bool]] = {}  # line → (text, alone on its line)
+    lines = source.splitlines()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            row, column = token.start
+            alone = lines[row - 1][:column].strip() == ""
+            comments[row] = (token.string.lstrip("#").strip(), alone)
+    found = {}
+    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            parts, row = [], node.lineno - 1
+            while row in comments and comments[row][1]:
+                parts.insert(0, comments[row][0])
+                row -= 1
+            end = comments.get(node.end_lineno or node.lineno)
+            parts += [end[0]] if end and not end[1] else []
+            if parts:
+                found[node.target.id] = " ".join(parts)
+    return found
+
+
+def print_summary(results: dict[str, Any], out: Path) -> None:
+    """The few columns a terminal holds (:func:`summary_columns`), then where the full table
+    and the report are: results.md has 14 columns, 300+ characters a row, which a terminal
+    wraps into noise."""
+    from ensemble_distill.report.table import REGRESSION, cell_text, ordered_names, task_of
+
+    columns = summary_columns(task_of(results) == REGRESSION)
+    methods = results["methods"]
+    rows = [["model", *(header for _, header in columns)]]
+    rows += [
+        [name, *(cell_text(methods[name], column) for column, _ in columns)]
+        for name in ordered_names(methods)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    ood = results.get("ood") or "none"
+    print(
+        f"# {results['dataset']}: deep ensemble of {results['members']} members vs students "
+        f"(test split; OOD set: {ood})"
+    )
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        print("  ".join(cells).rstrip())
+    print(f"all metrics and footnotes: {out / 'results.md'}")
+    print(f"report: {out / 'report.html'}")
+
+
+def summary_columns(regression: bool) -> list[tuple[Any, str]]:
+    """(column of results.md, short header) of the terminal summary."""
+    from ensemble_distill.report import table
+
+    if regression:
+        chosen = [
+            (table.RMSE, "RMSE ↓"),
+            (table.NLL, "NLL ↓"),
+            (table.COVERAGE_90, "cov90 →0.9"),
+            (table.AUROC_EPISTEMIC, "OOD AUROC ↑"),
+            (table.PARAMS, "params"),
+        ]
+    else:
+        chosen = [
+            (table.ACC, "ACC ↑"),
+            (table.NLL, "NLL ↓"),
+            (table.CNLL, "cNLL ↓"),
+            (table.DEE, "DEE ↑"),
+            (table.AUROC, "OOD AUROC ↑"),
+            (table.PARAMS, "params"),
+        ]
+    return chosen
 
 
 def run_report_command(args: argparse.Namespace) -> list[Path]:
@@ -180,7 +415,7 @@ def run_export_command(args: argparse.Namespace) -> str:
 
 
 def run_pipeline_command(args: argparse.Namespace) -> None:
-    """Run the command's pipeline steps; print the results table after ``evaluate``.
+    """Run the command's pipeline steps; print a summary of the results after ``evaluate``.
 
     Launched by ``torchrun`` with several processes, every process joins its process group
     for the run (see docs/distributed.md); only rank 0 evaluates and prints.
@@ -201,7 +436,7 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
             config_from=config_source(args),
         )
     if results is not None:
-        print((args.out / "results.md").read_text(encoding="utf-8"))
+        print_summary(results, args.out)
 
 
 def main_rank_or_warning(record: logging.LogRecord) -> bool:
@@ -250,14 +485,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.addFilter(main_rank_or_warning)
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[console])
     try:
-        if args.command in REPORT_COMMANDS:
+        if args.command == "config":
+            print(config_listing())
+        elif args.command in REPORT_COMMANDS:
             print("\n".join(str(path) for path in run_report_command(args)))
         elif args.command == "export":
             print(run_export_command(args))
+        elif args.command == "sweep":
+            print(run_sweep_command(args))
         else:
             run_pipeline_command(args)
     except EnsembleDistillError as exc:
         return fail(str(exc))
+    except BrokenPipeError:  # the reader left (`ensemble-distill config | head`): not an error
+        # Point stdout at /dev/null so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # unwritable or full output directory, unreadable input
         where = f" {exc.filename}" if exc.filename else ""
         return fail(

@@ -21,10 +21,11 @@ import torch
 import yaml
 
 from ensemble_distill.data import DATASETS, check_dataset_args
+from ensemble_distill.data.distill import distill_data_problem
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods import METHODS, resolve_method
 from ensemble_distill.methods.perturbations import PerturbationConfig
-from ensemble_distill.models import MODELS
+from ensemble_distill.models import model_name_problem
 from ensemble_distill.options import (
     INT64,
     InvalidValue,
@@ -34,6 +35,7 @@ from ensemble_distill.options import (
     require,
     unit_interval,
 )
+from ensemble_distill.tensorboard_log import check_installed
 
 
 @dataclass
@@ -58,12 +60,34 @@ class OptimConfig(Section):
 
 @dataclass
 class TeacherConfig(Section):
-    """How the deep ensemble's members are trained."""
+    """How the deep ensemble's members are trained, or which files hold them."""
 
     # Train all members as one computation over stacked weights (true), one after
     # another (false), or auto: stacked for fully connected members, else while
-    # M x parameters <= 5e6 (teachers.train.should_vectorize).
+    # M x parameters <= 5e6 and vmap can run them (teachers.train.should_vectorize).
     vectorize: Literal["auto", "true", "false"] = "auto"
+    # Members you trained: a list of weight files (.safetensors, or .pt / .pth state dicts) or
+    # one folder of them (sorted by name), each loaded into `model` + `model_args` instead of
+    # training (teachers/files.py). null: train `members` members.
+    members: list[str] | str | None = None
+    # Written by the run: each file's SHA-256, recorded in config.yaml and checked when the
+    # files are loaded again (a changed file is refused). Leave null to take the files as is.
+    members_sha256: list[str] | None = None
+
+    def check(self) -> None:
+        if isinstance(self.members, list):
+            require(bool(self.members), "members", "must list at least one weight file", [])
+        if self.members_sha256 is None:
+            return
+        require(
+            isinstance(self.members, list) and len(self.members) == len(self.members_sha256),
+            "members_sha256",
+            "must give one SHA-256 per file of teacher.members (or be null)",
+            self.members_sha256,
+        )
+        for index, digest in enumerate(self.members_sha256):
+            well_formed = re.fullmatch("[0-9a-f]{64}", digest) is not None
+            require(well_formed, f"members_sha256[{index}]", "must be 64 hex digits", digest)
 
 
 @dataclass
@@ -83,7 +107,7 @@ class StudentConfig(Section):
 
     def check(self) -> None:
         if self.model is not None:
-            registered(MODELS, "model", self.model)
+            model_name(self.model)
         if self.epochs is not None:
             at_least(self, 1, "epochs")
         positive(self, "epochs_multiple")
@@ -118,6 +142,10 @@ class RunConfig(Section):
     task: Literal["classification", "regression"] | None = None
     data_dir: str | None = None  # folder with the data files (or DIR/<dataset>/)
     download: bool = False  # fetch missing files over HTTPS, checksums verified
+    # Unlabelled inputs of every student's distillation term (the label term keeps the
+    # training batch): a registered dataset's training inputs, or a .npy / .npz file of inputs
+    # shaped as the training inputs (data/distill.py). null: the training inputs.
+    distill_data: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0  # fixed train/validation split, independent of `seed`
     seed: int = 0
@@ -129,7 +157,11 @@ class RunConfig(Section):
     # auto: channels-last images for convolutional models (faster oneDNN kernels), else as is
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     compile: bool = False  # torch.compile each training step; falls back to eager with a warning
-    model: str = "mlp"  # architecture of each ensemble member
+    # TensorBoard events of every phase under OUT/tb/<phase> (needs the tensorboard package)
+    tensorboard: bool = False
+    # architecture of each ensemble member: a registered name, or package.module:factory whose
+    # factory(**model_args) builds the whole network (e.g. timm:create_model; kd/endd students)
+    model: str = "mlp"
     model_args: dict = field(default_factory=lambda: {"widths": [256, 256]})
     members: int = 5
     epochs: int = 40
@@ -145,7 +177,7 @@ class RunConfig(Section):
     def check(self) -> None:
         registered(DATASETS, "dataset", self.dataset)
         check_dataset_args(self.dataset, self.dataset_args)
-        registered(MODELS, "model", self.model)
+        model_name(self.model)
         at_least(self, 1, "members", "epochs", "batch_size")
         for key in ("seed", "split_seed"):  # members are seeded seed·1000 + m: keep it in range
             value = getattr(self, key)
@@ -168,6 +200,12 @@ class RunConfig(Section):
         if self.methods is not None and len(set(self.methods)) != len(self.methods):
             raise InvalidValue("methods", "must list each name once", self.methods)
         check_device(self.device)
+        if self.tensorboard:
+            check_installed()
+        if self.distill_data is not None:
+            problem = distill_data_problem(self.distill_data, None)
+            if problem is not None:
+                raise InvalidValue("distill_data", problem, self.distill_data)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,6 +227,14 @@ def registered(registry: Any, key: str, name: str) -> None:
     """``name`` must be in ``registry`` (datasets, models)."""
     if name not in registry:
         raise InvalidValue(key, f"must be one of {', '.join(registry.names())}", name)
+
+
+def model_name(name: str) -> None:
+    """Config key ``model`` (also ``student.model``): a registered model or an import path
+    ``package.module:factory``; the import itself waits until the model is built."""
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise InvalidValue("model", problem, name)
 
 
 def check_device(name: str) -> None:
@@ -227,6 +273,7 @@ NOT_OPTIONS = {
     "task": "the task follows the labels' dtype (int64: classification, float: regression)",
     "methods": "pass method=NAME",
     "student": "pass body=, model= and epochs= instead",
+    "tensorboard": "the API writes no files; its returned history has each epoch's metrics",
 }
 
 

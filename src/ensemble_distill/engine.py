@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ensemble_distill import distributed
 from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
 from ensemble_distill.data import ArrayDataset, DataSplits, create_dataset
+from ensemble_distill.data.distill import load_distill_inputs
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import predict_outputs
 from ensemble_distill.methods import METHODS, DistillContext, input_names, resolve_method
@@ -36,10 +37,23 @@ from ensemble_distill.methods.perturbations import (
     NEEDS_STUDENT_MEMBERS,
     PERTURBATIONS,
     PROBABILITY_FREE,
+    check_pool,
 )
-from ensemble_distill.models import Classifier, ModelSpec, create_model, gaussian
+from ensemble_distill.models import (
+    MODELS,
+    Classifier,
+    ModelSpec,
+    create_model,
+    gaussian,
+    is_factory,
+)
 from ensemble_distill.models.base import channels_last, has_convolutions
 from ensemble_distill.teachers import DeepEnsemble
+from ensemble_distill.teachers.files import (
+    check_member_files,
+    load_member_files,
+    resolve_member_files,
+)
 from ensemble_distill.teachers.train import train_from_config
 from ensemble_distill.training import native_bf16, resolve_precision
 
@@ -47,6 +61,10 @@ if TYPE_CHECKING:
     from ensemble_distill.config import RunConfig
 
 DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
+# The methods whose student is the whole network (KD's as is, EnD²'s read as a Dirichlet): the
+# only ones that take a model given as an import path (``module:factory``), which has no
+# body/head split for Hydra's heads or BatchEnsemble's layers to build on.
+WHOLE_NETWORK_METHODS = ("kd", "endd")
 
 
 @dataclass
@@ -56,6 +74,8 @@ class Setup:
     Attributes:
         teacher_spec, student_spec: the members' and the students' architectures; their
             outputs are the classes, or (μ, raw variance) for regression (``models.gaussian``).
+        distill_inputs: the auxiliary inputs of ``distill_data`` that students distil on, or
+            None: the training inputs.
     """
 
     config: RunConfig
@@ -63,6 +83,7 @@ class Setup:
     teacher_spec: ModelSpec
     student_spec: ModelSpec
     device: torch.device
+    distill_inputs: Tensor | None = None
 
 
 def prepare(
@@ -74,7 +95,11 @@ def prepare(
     value is refused before any file is written or any training starts."""
     data = data if data is not None else load_data(config)
     if config.methods is None:
-        config = dataclasses.replace(config, methods=DEFAULT_METHODS[data.task])
+        config = dataclasses.replace(config, methods=default_methods(config, data.task))
+    # The user's members: files listed and hashed, then (when hashed now) checked below.
+    new_files = config.teacher.members is not None and config.teacher.members_sha256 is None
+    if config.teacher.members is not None:
+        config = resolve_member_files(config)
     check_task(config, data)
     outputs = gaussian.OUTPUTS if data.task == "regression" else data.num_classes
     student_args = config.student.model_args
@@ -85,13 +110,15 @@ def prepare(
         outputs,
         dict(student_args if student_args is not None else config.model_args),
     )
-    models = [check_buildable(teacher_spec, "model_args")]
+    models = [check_buildable(teacher_spec, "model_args", data)]
     if student_spec != teacher_spec:  # the default student is the members' architecture
         if student_args is None:
             student_key = "student.model_args (null: the members' model_args are used)"
         else:
             student_key = "student.model_args"
-        models.append(check_buildable(student_spec, student_key))
+        models.append(check_buildable(student_spec, student_key, data))
+    if new_files:
+        check_member_files(teacher_spec, config, models[0])
     if students_from_spec:
         for name in config.methods:
             check_student_buildable(teacher_spec, student_spec, config, name)
@@ -99,7 +126,37 @@ def prepare(
     config = resolve_hardware(config, data, device, any(map(has_convolutions, models)))
     if config.memory_format == "channels_last":
         data = channels_last_data(data)
-    return Setup(config, data, teacher_spec, student_spec, device)
+    distill_inputs = distill_inputs_of(config, data)
+    examples = len(data.train) if distill_inputs is None else len(distill_inputs)
+    inputs_of = {name: input_names(name) for name in config.methods}
+    shapes = (data.input_shape, (config.members, outputs))
+    check_pool(config.perturbation, inputs_of, examples, *shapes)
+    return Setup(config, data, teacher_spec, student_spec, device, distill_inputs)
+
+
+def distill_inputs_of(config: RunConfig, data: DataSplits) -> Tensor | None:
+    """The inputs ``distill_data`` names, checked against ``data`` (in its memory format);
+    None without it: students distil on the training inputs."""
+    if config.distill_data is None:
+        return None
+    x = load_distill_inputs(
+        config.distill_data,
+        data,
+        data_dir=config.data_dir,
+        download=config.download,
+        split_seed=config.split_seed,
+        val_fraction=config.val_fraction,
+    )
+    return channels_last(x) if config.memory_format == "channels_last" else x
+
+
+def default_methods(config: RunConfig, task: str) -> list[str]:
+    """The task's default methods; for a student from an import path, those whose student is
+    the whole network (:data:`WHOLE_NETWORK_METHODS`)."""
+    methods = DEFAULT_METHODS[task]
+    if is_factory(config.student.model or config.model):
+        methods = [name for name in methods if name in WHOLE_NETWORK_METHODS]
+    return methods
 
 
 def resolve_hardware(
@@ -217,12 +274,42 @@ def supported_methods(task: str) -> str:
     return f"{names}, each optionally +{' / +'.join(allowed)}"
 
 
-def check_buildable(spec: ModelSpec, key: str) -> nn.Module:
+def check_buildable(spec: ModelSpec, key: str, data: DataSplits) -> nn.Module:
     """Build ``spec`` on the meta device (no memory, no random draws): arguments (config key
     ``key``) that cannot build it, or build a layer without weights, are refused now rather
-    than once training starts. Returns the model built (on the meta device)."""
+    than once training starts; a network from an import path must also map ``data``'s inputs
+    to the task's outputs. Returns the model built (on the meta device)."""
     fix = f"fix {key} (model {spec.name!r}, arguments {spec.kwargs})"
-    return _build_on_meta(lambda: create_model(spec), "the model", fix)
+    model = _build_on_meta(lambda: create_model(spec), "the model", fix)
+    if is_factory(spec.name):
+        check_factory_outputs(spec, data, fix)
+    return model
+
+
+def check_factory_outputs(spec: ModelSpec, data: DataSplits, fix: str) -> None:
+    """A network from an import path, built once for real (the caller's random state kept),
+    must map two training inputs to (2, outputs): the classes, or (mean, raw variance) for
+    regression. Nothing else says how many outputs a factory's network gives."""
+    probe = data.train.x[:2]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model = create_model(spec).eval()
+        try:
+            out = model(probe)
+        except Exception as exc:  # the user's network: name the input shape it could not take
+            raise ConfigError(
+                f"model {spec.name!r} cannot take inputs of shape {tuple(probe.shape)} "
+                f"({type(exc).__name__}: {exc}); {fix}"
+            ) from None
+    need = (len(probe), spec.num_classes)
+    if not isinstance(out, Tensor) or tuple(out.shape) != need:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        outputs = (
+            "mean and raw variance" if data.task == "regression" else f"{spec.num_classes} classes"
+        )
+        raise ConfigError(
+            f"model {spec.name!r} gives outputs {shape} for inputs {tuple(probe.shape)}, where "
+            f"{need} ({outputs} of dataset {data.name!r}) are needed; {fix} (timm: num_classes)"
+        )
 
 
 def check_student_buildable(
@@ -232,6 +319,13 @@ def check_student_buildable(
     check of both architectures: options that need the architecture to judge (e.g.
     ``hydra.split`` beyond its layers) are refused before training."""
     method, _ = resolve_method(name)
+    if is_factory(spec.name) and method.section not in WHOLE_NETWORK_METHODS:
+        raise ConfigError(
+            f"method {name!r} builds its student on a registered model's body (the layers "
+            f"before its head), which model {spec.name!r} does not expose; use "
+            f"{' or '.join(WHOLE_NETWORK_METHODS)} with it, or set student.model to a "
+            f"registered model ({', '.join(MODELS.names())})"
+        )
     method.check_architectures(method.options(config), teacher_spec, spec)
     fix = f"fix the {method.section}.* options or student.model_args"
 
@@ -269,22 +363,28 @@ def train_teacher(
     setup: Setup, *, quiet: bool = True, **progress: Any
 ) -> tuple[DeepEnsemble, list[dict[str, Any]]]:
     """Train the deep ensemble of ``setup`` (see :func:`~ensemble_distill.teachers.train.
-    train_deep_ensemble`; ``progress``: its ``progress_dir`` and ``progress_settings``)."""
-    with seeded(setup.config.seed, setup.device):
+    train_deep_ensemble`; ``progress``: its ``progress_dir`` and ``progress_settings``); with
+    ``teacher.members`` set, load the user's members from those files instead (no history)."""
+    config, data = setup.config, setup.data
+    with seeded(config.seed, setup.device):
+        if config.teacher.members is not None:
+            teacher = load_member_files(setup.teacher_spec, config, data.mean, data.std, data.task)
+            return teacher.to(setup.device), []
         return train_from_config(
-            setup.teacher_spec, setup.data, setup.config, setup.device, quiet=quiet, **progress
+            setup.teacher_spec, data, config, setup.device, quiet=quiet, **progress
         )
 
 
 def teacher_train_outputs(setup: Setup, teacher: DeepEnsemble) -> Tensor:
-    """(N_train, members, outputs) teacher outputs on the clean training inputs: computed once
-    and shared by every student that distils on them."""
+    """(N, members, outputs) teacher outputs on the clean distillation inputs (the training
+    inputs, or ``setup.distill_inputs``): computed once and shared by every student that
+    distils on them."""
     if teacher.num_members != setup.config.members:
         raise ConfigError(
             f"the saved teacher has {teacher.num_members} members but the config "
             f"says members={setup.config.members}; retrain the teacher or fix members"
         )
-    x = setup.data.train.x
+    x = setup.data.train.x if setup.distill_inputs is None else setup.distill_inputs
     return predict_outputs(teacher, x, setup.config.eval.batch_size, setup.device)
 
 
@@ -357,6 +457,7 @@ def distill_student(
             perturbation=perturbation,
             progress_dir=progress_dir,
             progress_settings=progress_settings or {},
+            distill_inputs=setup.distill_inputs,
         )
         context.bind_student(student)  # for perturbations that probe it (``diverse``)
         history = method.train(student, context, options)

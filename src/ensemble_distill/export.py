@@ -65,7 +65,8 @@ CLASSIFICATION_OUTPUTS = ("mean_probs", "entropy", "mutual_information")
 REGRESSION_OUTPUTS = ("mean", "aleatoric", "epistemic")
 METADATA_FILE = "metadata.json"  # the TorchScript extra file; ONNX: one metadata_props entry
 METADATA_KEY = "ensemble_distill"
-INSTALL_HINT = "pip install 'ensemble-distill[export]'"
+# From a clone (the package is not on PyPI): the export extra of the checked-out source.
+INSTALL_HINT = "pip install -e '.[export]' in your clone of ensemble-distill"
 ONNX_MODULES = ("onnx", "onnxruntime", "onnxscript")
 # The CLI refuses an export whose outputs differ from PyTorch's by more than this.
 VERIFY_TOLERANCE = 1e-4
@@ -251,6 +252,7 @@ def export_metadata(
     }
     if task == "classification":
         info["output_shapes"] = [["batch", spec["num_classes"]], ["batch"], ["batch"]]
+        info["class_names"] = manifest.get("class_names")  # save_student(class_names=...)
     else:
         info["output_shapes"] = [["batch"], ["batch"], ["batch"]]
         info["target_mean"], info["target_std"] = target_scale(manifest)

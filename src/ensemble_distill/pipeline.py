@@ -8,6 +8,7 @@ Output directory layout::
     OUT/predictions.safetensors  test and OOD outputs of every model, for reports
     OUT/results.json, .md        metrics of the ensemble, one member and each student
     OUT/progress/                per-epoch state of unfinished phases (removed once finished)
+    OUT/tb/<phase>/              TensorBoard events (with tensorboard=true)
     OUT/run.log                  what each run into OUT did
     OUT/.lock                    held (flock) by the run using OUT; a second run is refused
 
@@ -44,7 +45,7 @@ from typing import IO, Any
 
 import torch
 from safetensors.torch import save
-from torch import nn
+from torch import Tensor, nn
 
 from ensemble_distill import distributed, engine
 from ensemble_distill.checkpoint import (
@@ -59,20 +60,24 @@ from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.evaluation import (
     GAUSSIAN,
+    LOGITS,
     classification_scores,
     cost_metrics,
     epoch_validator,
     input_grid,
     output_kind,
     predict_outputs,
+    predictive,
     regression_scores,
 )
 from ensemble_distill.methods import resolve_method
 from ensemble_distill.methods.diversity import diversity_analysis
+from ensemble_distill.metrics import diversity_by_confidence
 from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.resume import is_progress_file
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed
+from ensemble_distill.tensorboard_log import phase_log
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,23 @@ TEACHER_KEYS = (
     "memory_format",  # so does another convolution algorithm
     "compile",
 )
+# What decides a teacher loaded from the user's files (``teacher.members``): the files (their
+# SHA-256 are in ``teacher``) and the architecture they load into; training keys play no part.
+LOADED_TEACHER_KEYS = (
+    "dataset",
+    "dataset_args",
+    "val_fraction",
+    "split_seed",
+    "model",
+    "model_args",
+    "members",
+    "teacher",
+)
+
+
+def teacher_keys(config: RunConfig) -> tuple[str, ...]:
+    """The config keys whose values a finished teacher is checked against on a rerun."""
+    return LOADED_TEACHER_KEYS if config.teacher.members is not None else TEACHER_KEYS
 
 
 def run(
@@ -132,7 +154,8 @@ def run(
         log.info("computing on %s", hardware_line(setup.config, setup.device))
         teacher = None
         if "teacher" in steps:
-            if finished(out / "teacher", fingerprint(setup.config, TEACHER_KEYS), force):
+            settings = fingerprint(setup.config, teacher_keys(setup.config))
+            if finished(out / "teacher", settings, force):
                 log.info("teacher: already trained with these settings, kept")
             else:
                 teacher = train_teacher(setup, out, quiet, force)
@@ -143,11 +166,23 @@ def run(
             return None
         remove_empty_progress(out, setup.config.methods)
         if "evaluate" in steps:
+            log.info("evaluating %s ...", evaluation_scope(setup))
             results = evaluate_run(setup, out)
+            log.info("writing the report ...")
             build_report(out)
             log.info("wrote %s and %s", out / "results.md", out / "report.html")
             return results
     return None
+
+
+def evaluation_scope(setup: Setup) -> str:
+    """What evaluation is about to compute, for the progress note before it (it takes
+    seconds, in which nothing else is printed)."""
+    students = len(setup.config.methods)
+    ood = next(iter(setup.data.ood), None)
+    where = f"the test split and the OOD set {ood}" if ood else "the test split"
+    plural = "" if students == 1 else "s"
+    return f"{students + 2} models (ensemble, member, {students} student{plural}) on {where}"
 
 
 @contextlib.contextmanager
@@ -243,7 +278,7 @@ def check_checkpoints(out: Path, config: RunConfig, steps: Sequence[str], force:
     """A step that trains refuses a finished checkpoint with other settings (unless
     ``force``); a step that only reads one (distill the teacher, evaluate every model) needs
     it present and trained with this config's settings, so that no result mixes settings."""
-    teacher = fingerprint(config, TEACHER_KEYS)
+    teacher = fingerprint(config, teacher_keys(config))
     if "teacher" in steps:
         finished(out / "teacher", teacher, force)
     else:
@@ -421,9 +456,11 @@ def fingerprint(config: RunConfig, keys: Sequence[str]) -> dict[str, Any]:
 
 def student_settings(config: RunConfig, section: str, perturbed: bool) -> dict[str, Any]:
     """What decides a student's weights: its teacher's settings, the student architecture and
-    epochs, its method's config section and, if it has one, the perturbation."""
+    epochs, its method's config section and, if it has them, the perturbation and the
+    auxiliary distillation data (``distill_data``)."""
     keys = (*TEACHER_KEYS, "task", "student", section, *(("perturbation",) if perturbed else ()))
-    return fingerprint(config, keys)
+    aux = ("distill_data",) if config.distill_data is not None else ()
+    return fingerprint(config, (*keys, *aux))
 
 
 def finished(directory: Path, settings: dict[str, Any], force: bool) -> bool:
@@ -468,40 +505,65 @@ def changed_settings(directory: Path, settings: dict[str, Any]) -> str:
         return ""
     if not isinstance(saved, dict):
         saved = {}
-    return ", ".join(sorted(key for key in settings if saved.get(key) != settings[key]))
+    defaults = fingerprint(load_config(), list(settings))
+    return ", ".join(
+        sorted(
+            key
+            for key in settings
+            if not same_setting(saved.get(key, defaults[key]), settings[key], defaults[key])
+        )
+    )
+
+
+def same_setting(saved: Any, value: Any, default: Any) -> bool:
+    """``saved == value``, where a key missing from a saved section is one the config gained
+    after that checkpoint was written (``perturbation.pool``, ``teacher.members``): it was
+    trained as that key's default does."""
+    if not (isinstance(saved, dict) and isinstance(value, dict) and isinstance(default, dict)):
+        return saved == value
+    if set(saved) - set(value):
+        return False
+    return all(
+        same_setting(saved.get(key, default.get(key)), item, default.get(key))
+        for key, item in value.items()
+    )
 
 
 def train_teacher(setup: Setup, out: Path, quiet: bool, force: bool = False) -> DeepEnsemble:
     """Train the teacher into OUT/teacher, with per-epoch progress in OUT/progress (started
     over with ``force``)."""
     config, data = setup.config, setup.data
+    loaded = config.teacher.members is not None
     directory = out / "teacher"
     progress_dir = out / PROGRESS / "teacher"
     if force:
         start_over(progress_dir)
     start = time.perf_counter()
-    ensemble, history = engine.train_teacher(
-        setup,
-        quiet=quiet,
-        progress_dir=progress_dir,
-        progress_settings=fingerprint(config, TEACHER_KEYS),
-    )
+    with phase_log(config.tensorboard, out, "teacher"):
+        ensemble, history = engine.train_teacher(
+            setup,
+            quiet=quiet,
+            progress_dir=progress_dir,
+            progress_settings=fingerprint(config, teacher_keys(config)),
+        )
     seconds = time.perf_counter() - start
     distributed.barrier()  # every rank has read its progress before rank 0 removes it
     if not distributed.is_main():
         return ensemble
     info = {
         "dataset": data.name,
-        "seeds": [member_seed(config.seed, m) for m in range(config.members)],
+        # None for members loaded from files (their fingerprint names the files' SHA-256)
+        "seeds": None if loaded else [member_seed(config.seed, m) for m in range(config.members)],
         "train_seconds": seconds,
         "val_metrics": epoch_validator(ensemble, data.val, setup.device)(config.epochs),
-        "config": fingerprint(config, TEACHER_KEYS),
+        "config": fingerprint(config, teacher_keys(config)),
     }
     save_config(out, config)
     _write_history(directory / "history.csv", history)
     save_teacher(directory, ensemble, setup.teacher_spec, info)  # manifest last: finished
     remove_progress(progress_dir)
-    log.info("teacher: %d members trained in %.1f s", config.members, seconds)
+    how = "loaded from teacher.members" if loaded else "trained"
+    log.info("teacher: %d members %s in %.1f s", config.members, how, seconds)
     return ensemble
 
 
@@ -524,15 +586,16 @@ def distill_all(
         if force:
             start_over(progress_dir)
         start = time.perf_counter()
-        student, history = engine.distill_student(
-            setup,
-            teacher,
-            name,
-            train_outputs,
-            quiet=quiet,
-            progress_dir=progress_dir,
-            progress_settings=settings,
-        )
+        with phase_log(config.tensorboard, out, name):
+            student, history = engine.distill_student(
+                setup,
+                teacher,
+                name,
+                train_outputs,
+                quiet=quiet,
+                progress_dir=progress_dir,
+                progress_settings=settings,
+            )
         distributed.barrier()  # every rank has read its progress before rank 0 removes it
         if not distributed.is_main():
             continue
@@ -551,7 +614,9 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     Outputs are computed once per model and split (val, test, OOD, and for 1-D regression an
     input grid for the report's bands) and saved to OUT/predictions.safetensors. results.json
     records the SHA-256 of each model's weights (``weights_sha256``; ``member`` is the
-    teacher's member 0), the ones its manifest vouches for. Every file is written at the end,
+    teacher's member 0), the ones its manifest vouches for, and for a classification run with
+    a student of several members their test diversity per confidence bin next to the
+    teacher's (``test_diversity``, :func:`member_diversity`). Every file is written at the end,
     so a failure leaves the earlier results whole.
     """
     config, data = setup.config, setup.data
@@ -593,6 +658,8 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         results["methods"], results["ensemble_size_cnll"] = classification_scores(
             outputs, kinds, data
         )
+        if diversity := member_diversity(outputs, kinds):
+            results["test_diversity"] = diversity
     for name, model in models.items():
         repeats = config.eval.latency_repeats
         results["methods"][name] |= cost_metrics(model, data.test.x, repeats, setup.device)
@@ -609,6 +676,31 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     atomic_write(out / RESULTS, json.dumps(results, indent=2))
     atomic_write(out / "results.md", results_markdown(results))
     return results
+
+
+def member_diversity(
+    outputs: dict[str, dict[str, Tensor]], kinds: dict[str, str]
+) -> dict[str, Any]:
+    """Members' disagreement on the test split of every model with members next to the
+    teacher's (Nam et al. 2021, Fig. 3b): whether a student kept the ensemble's diversity.
+
+    Per model whose test outputs are the logits of two or more members (the teacher, Hydra,
+    BatchEnsemble, LatentBE), :func:`diversity_by_confidence` of its test probabilities,
+    binned by its own confidence max p̄; {} when no student has members. KD and one member
+    have no members to disagree; EnD²'s Dirichlet has none either (sampled members would add
+    noise and a seed), so it is left out. It reads the outputs evaluation already holds (no
+    forward pass), so every classification run gets it, without the perturbation analysis of
+    ``eval.diversity_etas``.
+    """
+    tests = {name: by_split["test"] for name, by_split in outputs.items()}
+    names = [
+        name
+        for name, test in tests.items()
+        if kinds[name] == LOGITS and test.dim() == 3 and test.shape[1] >= 2
+    ]
+    if set(names) <= {"ensemble"}:
+        return {}
+    return {name: diversity_by_confidence(predictive(tests[name]).probs) for name in names}
 
 
 def teacher_diversity(setup: Setup, teacher: DeepEnsemble) -> dict[str, Any]:

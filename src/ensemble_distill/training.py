@@ -6,6 +6,8 @@ steps the optimiser and schedule, and records one history row per epoch.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -180,6 +182,43 @@ def one_cycle(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
 
+class FitReporter:
+    """What :func:`fit` tells a listener as it trains (e.g. TensorBoard, ``tensorboard_log``).
+
+    This base class listens to nothing. Step numbers are those of one ``fit`` call: steps done
+    so far, carried over a resume.
+    """
+
+    def begin(self, total_steps: int) -> None:
+        """A ``fit`` call starts (or resumes); it runs ``total_steps`` steps in all."""
+
+    def step(self, step: int, loss: float) -> None:
+        """Step ``step`` (counted from 1) is done; ``loss`` its batch's loss, per member."""
+
+    def epoch(self, step: int, lr: float, metrics: dict[str, float]) -> None:
+        """An epoch ended after ``step`` steps: the learning rate and ``on_epoch``'s metrics."""
+
+
+_REPORTER: contextvars.ContextVar[FitReporter | None] = contextvars.ContextVar(
+    "fit_reporter", default=None
+)
+
+
+@contextlib.contextmanager
+def reporting(reporter: FitReporter) -> Iterator[None]:
+    """Report every :func:`fit` run inside the block to ``reporter``.
+
+    A context rather than an argument of ``fit``: a phase's ``fit`` calls sit layers below
+    whoever knows where to report (the teacher's members in ``teachers.train``, each method's
+    phases), and none of those layers has to pass it on.
+    """
+    token = _REPORTER.set(reporter)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
+
+
 def index_batches(
     num_examples: int, batch_size: int, generators: Sequence[torch.Generator]
 ) -> Iterator[Tensor]:
@@ -210,6 +249,7 @@ def fit(
     precision: str = "fp32",
     module: nn.Module | None = None,
     compile: bool = False,
+    summed_over: int = 1,
 ) -> list[dict[str, Any]]:
     """Minimise ``loss_fn(batch_index)`` over ``epochs`` passes of the data.
 
@@ -229,14 +269,21 @@ def fit(
             parameters' device (weights, gradients and optimiser state stay fp32); ``auto``
             (:func:`resolve_precision`): bf16 where the device computes it natively.
         compile: run ``loss_fn`` through ``torch.compile`` (:func:`compiled`).
+        summed_over: ``loss_fn`` returns the sum of this many per-member mean losses (stacked
+            members, so that each gets exactly its own gradient); the history and the
+            progress bar show their mean, the loss of one member as a looped member reports it.
         module: the module owning ``params``. Given one, and an initialised process group of
             W > 1 ranks, training is data-parallel: every rank draws the same batches and
             computes its 1/W share of each (see :func:`distributed.data_parallel`), only rank
             0 saves progress and every rank resumes from it. Without: this rank trains alone
             (e.g. its share of the teacher's members) and saves its own progress.
 
+    Each step's loss and each epoch's learning rate and metrics also go to the
+    :class:`FitReporter` of the :func:`reporting` block around the call, if any.
+
     Returns:
-        One row per epoch: ``epoch``, mean ``loss``, ``lr``, ``seconds`` and ``on_epoch``'s keys.
+        One row per epoch: ``epoch``, mean ``loss`` (per example and, with ``summed_over``, per
+        member), ``lr``, ``seconds`` and ``on_epoch``'s keys.
 
     Raises:
         EnsembleDistillError: the loss became NaN or infinite (the progress file, if any,
@@ -262,6 +309,8 @@ def fit(
         Position(epoch=0, step=0, history=[])
     )
     history, step = position.history, position.step
+    reporter = _REPORTER.get() or FitReporter()
+    reporter.begin(epochs * steps_per_epoch)
     parallel = module is not None and distributed.world()[1] > 1
     if parallel:
         loss_fn = distributed.data_parallel(module, loss_fn)
@@ -297,17 +346,20 @@ def fit(
             optimizer.step()
             schedule.step()
             step += 1
-            total += loss.item() * index.shape[1]
+            value = loss.item()
+            total += value * index.shape[1]
             count += index.shape[1]
+            reporter.step(step, value / summed_over)
             bar.update()
         row = {
             "epoch": epoch,
-            "loss": total / count,
+            "loss": total / count / summed_over,
             "lr": schedule.get_last_lr()[0],
             "seconds": time.perf_counter() - start,
         }
-        if on_epoch is not None:
-            row |= on_epoch(epoch)
+        metrics = on_epoch(epoch) if on_epoch is not None else {}
+        row |= metrics
+        reporter.epoch(step, row["lr"], metrics)
         history.append(row)
         if progress is not None and (distributed.is_main() or not parallel):
             save_progress(

@@ -269,5 +269,21 @@ def test_split_with_head_widths_is_one_line_exit_2_and_writes_nothing(
     code = cli.main(["run", "--out", str(out), "hydra.split=1", "hydra.head_widths=[8]"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.splitlines()) == 1
-    assert "'hydra.split' cannot be combined with head_widths" in err
+    assert "'hydra.split' cannot be combined with hidden head_widths" in err
     assert not out.exists()
+
+
+def test_the_default_heads_are_linear_and_each_starts_from_its_own_weights():
+    """The RQ3 study's choice (docs/results/hydra_tradeoff.md): one linear layer per head on the
+    body's features, and phase 2 keeps each head's own random start."""
+    options = HydraConfig()
+    student = HYDRA.build(MLP, 3, options)
+    # MLP 64 → 16 → 12 is the body; each head 12 → 10.
+    assert count(student) == linear(64, 16) + linear(16, 12) + 3 * linear(12, 10)
+    start_heads(student, options, seed=0)
+    weights = student.heads.weights[0]
+    assert not torch.equal(weights[1], weights[0]) and not torch.equal(weights[2], weights[0])
+
+
+def test_split_takes_empty_head_widths():
+    assert HydraConfig(split=1, head_widths=[]).mlp_widths == []

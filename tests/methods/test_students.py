@@ -36,8 +36,9 @@ def train_student(name, context):
     return student, history
 
 
-def test_hydra_heads_are_identical_after_phase_one(splits):
-    context = make_context(splits, hydra={"phase1_fraction": 1.0, "head_widths": [8]})
+def test_copied_hydra_heads_are_identical_after_phase_one(splits):
+    hydra = {"phase1_fraction": 1.0, "head_widths": [8], "head_init": "copy"}
+    context = make_context(splits, hydra=hydra)
     student, history = train_student("hydra", context)
     assert {row["phase"] for row in history} == {1}
     logits = student(splits.test.x)

@@ -2,7 +2,7 @@
 
 Classification: the ensemble (3 members), its first member, and three students covering every
 output kind: ``kd`` (one network's logits), ``hydra`` (member logits) and ``endd`` (Dirichlet
-log-concentrations).
+log-concentrations); the test diversity per confidence bin of the two with members.
 
 Regression: a 1-D toy with a gap (test inputs on [-4, -1] ∪ [1, 4], OOD inputs in the gap
 (-1, 1), a 50-point input grid), like ``toy-gap``. A Gaussian ensemble of 3 members whose means
@@ -145,11 +145,29 @@ def fake_diversity(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     return analysis
 
 
-def make_run(directory: Path, seed: int = 0, ood: bool = True, diversity: bool = True) -> Path:
-    """Write a fake run into ``directory`` (created) and return it."""
+def fake_test_diversity(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """results.json's ``test_diversity``: the models with members (ensemble, hydra), each
+    binned by its own confidence on the test split."""
+    return {
+        name: metrics.diversity_by_confidence(torch.softmax(tensors[f"{name}/test"].double(), -1))
+        for name in ("ensemble", "hydra")
+    }
+
+
+def make_run(
+    directory: Path,
+    seed: int = 0,
+    ood: bool = True,
+    diversity: bool = True,
+    test_diversity: bool = True,
+) -> Path:
+    """Write a fake run into ``directory`` (created) and return it; ``test_diversity=False``
+    writes a run from before the students' diversity was measured."""
     directory.mkdir(parents=True)
     tensors, kinds = fake_outputs(seed)
     results = fake_results(tensors, kinds)
+    if test_diversity:
+        results["test_diversity"] = fake_test_diversity(tensors)
     if not ood:
         results["ood"] = None
         tensors = {k: v for k, v in tensors.items() if not k.endswith("/ood")}

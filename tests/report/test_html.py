@@ -1,8 +1,11 @@
 """build_report and compare_runs: self-contained HTML, markdown with PNGs, byte-equal rebuilds."""
 
+import datetime
+import html
 import json
 import re
 import shutil
+from importlib import metadata
 
 import pytest
 
@@ -31,6 +34,7 @@ def test_report_files_are_written(built):
                 "mi_agreement",
                 "ood_histograms",
                 "diversity",
+                "student_diversity",
                 "cost",
                 "dee",
                 "training",
@@ -58,6 +62,36 @@ def test_markdown_links_the_pngs_relatively(built):
     assert "OOD AUROC (entropy) ↑" in text and "NLL (nats) ↓" in text
 
 
+def test_report_shows_student_diversity_with_its_caption(built):
+    _, html_path, md_path = built
+    caption = "a student that keeps the ensemble's disagreement lies on the teacher's line"
+    md = md_path.read_text()
+    assert "### Student diversity per confidence bin" in md
+    assert "![Student diversity per confidence bin](report/student_diversity.png)" in md
+    assert caption in md
+    text = html_path.read_text()
+    assert "<h3>Student diversity per confidence bin</h3>" in text
+    assert html.escape(caption) in text
+
+
+def test_a_run_from_before_student_diversity_still_reports(tmp_path, make_fake_run):
+    run = make_fake_run(tmp_path / "old", test_diversity=False)
+    _, md_path = build_report(run)
+    assert not (run / "report" / "student_diversity.png").exists()
+    assert "Student diversity" not in md_path.read_text()
+    assert (run / "report" / "diversity.png").is_file()  # the teachers' figure is unaffected
+
+
+def test_an_edited_student_diversity_is_refused_naming_results_json(tmp_path, make_fake_run):
+    run = make_fake_run(tmp_path / "edited")
+    results = json.loads((run / "results.json").read_text())
+    results["test_diversity"]["hydra"]["edges"] = "0,1"
+    (run / "results.json").write_text(json.dumps(results))
+    with pytest.raises(DataError, match=r"results\.json: 'test_diversity' is missing or not"):
+        build_report(run)
+    assert not (run / "report.html").exists()
+
+
 def test_report_marks_a_dee_extrapolated_below_one_member(built):
     run, html_path, md_path = built
     kd = json.loads((run / "results.json").read_text())["methods"]["kd"]
@@ -72,6 +106,42 @@ def test_rebuilding_reproduces_every_file_byte_for_byte(built):
     before = {path: path.read_bytes() for path in paths}
     build_report(run)
     assert {path: path.read_bytes() for path in paths} == before
+
+
+def test_report_names_the_run_log_dates_and_the_package_version(run_dir, tmp_path):
+    run = tmp_path / "run_a"
+    shutil.copytree(run_dir, run)
+    log = (
+        b"2024-03-01 23:59:58,100 INFO ensemble_distill.pipeline: teacher into /r\xff\n"
+        b"a record's continuation line, undated\n"
+        b"2024-03-02 00:00:03,200 INFO ensemble_distill.pipeline: evaluating ...\n"
+    )
+    (run / "run.log").write_bytes(log)  # not UTF-8: a path logged with surrogateescape
+    html_path, md_path = build_report(run)
+    version = metadata.version("ensemble-distill")
+    line = (
+        f"Run made 2024-03-01 to 2024-03-02 (dates from run.log); "
+        f"report by ensemble-distill {version}."
+    )
+    assert line in md_path.read_text().splitlines()
+    assert f"<p>{html.escape(line)}</p>" in html_path.read_text()
+
+
+def test_a_run_without_run_log_shows_the_build_date_and_says_so(built):
+    _, html_path, md_path = built
+    days = [datetime.date.today() - datetime.timedelta(days=d) for d in (0, 1)]  # midnight
+    version = metadata.version("ensemble-distill")
+    for text in (md_path.read_text(), html_path.read_text()):
+        assert "Run date not recorded (no dated run.log)" in text
+        assert any(f"report built {day.isoformat()}, " in text for day in days)
+        assert f"report by ensemble-distill {version}." in text
+
+
+def test_compare_names_the_package_version(run_dir, tmp_path):
+    html_path, md_path = compare_runs([run_dir], tmp_path / "cmp")
+    version = metadata.version("ensemble-distill")
+    assert f"Report by ensemble-distill {version}." in md_path.read_text()
+    assert f"Report by ensemble-distill {version}." in html_path.read_text()
 
 
 def test_report_of_a_directory_without_results_fails_cleanly(tmp_path):

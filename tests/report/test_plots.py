@@ -1,5 +1,6 @@
 """Every figure is drawn from a fake run's saved files, with the expected panels."""
 
+import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
@@ -55,6 +56,41 @@ def test_diversity_has_a_panel_per_perturbation(run):
     assert_drawn(figure, 2)
     # clean train, clean test and two step sizes in each panel
     assert all(len(ax.lines) == 4 for ax in figure.axes)
+
+
+def test_student_diversity_draws_each_student_and_the_teachers_dashed(run):
+    diversity = run.results["test_diversity"]
+    figure = plots.student_diversity_figure(diversity)
+    assert_drawn(figure, 1)
+    ax = figure.axes[0]
+    assert ax.get_yscale() == "log"
+    hydra, ensemble = ax.lines  # one line per student, then the teachers'
+    assert hydra.get_color() == plots.method_style("hydra").color
+    assert ensemble.get_color() == "black" and ensemble.get_linestyle() == "--"
+    for line, name in ((hydra, "hydra"), (ensemble, "ensemble")):
+        values = [v for v in diversity[name]["diversity"] if v is not None]
+        assert line.get_ydata()[~np.isnan(line.get_ydata())].tolist() == values
+
+
+def test_a_collapsed_students_zero_diversity_sits_on_the_floor(run):
+    diversity = dict(run.results["test_diversity"])
+    bins = diversity["hydra"]
+    diversity["hydra"] = bins | {
+        "diversity": [None if v is None else 0.0 for v in bins["diversity"]]
+    }
+    ax = plots.student_diversity_figure(diversity).axes[0]
+    drawn = ax.lines[0].get_ydata()
+    assert (drawn[~np.isnan(drawn)] == plots.DIVERSITY_FLOOR).all() and (~np.isnan(drawn)).any()
+    assert ax.lines[-1].get_ydata()[0] == plots.DIVERSITY_FLOOR  # the dotted floor line
+
+
+@pytest.mark.parametrize(
+    "diversity", [None, {}, "ensemble only"], ids=["old run", "empty", "ensemble only"]
+)
+def test_student_diversity_is_left_out_without_a_student_with_members(run, diversity):
+    if diversity == "ensemble only":
+        diversity = {"ensemble": run.results["test_diversity"]["ensemble"]}
+    assert plots.student_diversity_figure(diversity) is None
 
 
 def test_cost_has_four_panels_with_every_model(run):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,12 @@ from ensemble_distill.methods.losses import (
     kd_loss,
     kd_regression_loss,
 )
-from ensemble_distill.methods.perturbations import Perturbation, PerturbationState
+from ensemble_distill.methods.perturbations import (
+    InputPool,
+    Perturbation,
+    PerturbationState,
+    build_pool,
+)
 from ensemble_distill.models import Classifier, ModelSpec, create_model
 from ensemble_distill.options import Section, positive, unit_interval
 from ensemble_distill.resume import Progress
@@ -38,6 +45,8 @@ from ensemble_distill.training import fit, supervised_loss
 if TYPE_CHECKING:
     from ensemble_distill.config import OptimConfig, RunConfig
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Batch:
@@ -46,7 +55,8 @@ class Batch:
     Attributes:
         x, y: clean inputs (batch, ...) and labels or regression targets (batch,): for the
             supervised term.
-        x_distill: inputs of the distillation term: ``x`` itself, or a perturbed x̃.
+        x_distill: inputs of the distillation term: ``x`` itself, or other inputs: a
+            perturbed x̃ and/or a batch of the auxiliary inputs (``distill_data``).
         teacher_outputs: (batch, members, classes) teacher logits on ``x_distill``; for
             regression (batch, members, 2) raw Gaussian outputs (see ``models.gaussian``).
     """
@@ -58,6 +68,8 @@ class Batch:
 
     @property
     def perturbed(self) -> bool:
+        """Whether the distillation inputs differ from ``x`` (the label term then needs its
+        own forward pass on ``x``)."""
         return self.x_distill is not self.x
 
 
@@ -66,14 +78,20 @@ class DistillContext:
     """Inputs shared by all methods of one run.
 
     Attributes:
-        teacher_train_outputs: (N_train, members, classes) teacher outputs on the clean
-            training inputs, computed once and reused by every unperturbed method and epoch.
+        teacher_train_outputs: (N, members, classes) teacher outputs on the distillation
+            inputs (the clean training inputs, or ``distill_inputs``), computed once and reused
+            by every unperturbed method and epoch.
         perturbation: the input perturbation of this method (``METHOD+NAME``), or None; with
-            one, teachers run live on each perturbed batch, as one stacked computation.
+            one, teachers run live on each perturbed batch, as one stacked computation, unless
+            ``perturbation.pool`` = K ≥ 1: then K perturbed copies of the distillation inputs
+            and the teachers' outputs on them are computed once, here (:class:`InputPool`).
         progress_dir: where each training phase keeps its per-epoch progress file (see
             :mod:`ensemble_distill.resume`) and resumes from; None: no progress files.
         progress_settings: what decides the student's weights (the run's config values),
             saved in its progress files so that other settings are never resumed.
+        distill_inputs: auxiliary unlabelled inputs (``distill_data``) of the distillation
+            term, or None: the training inputs. Each batch then draws its distillation inputs
+            from them at random, as many as its labelled examples.
     """
 
     data: DataSplits
@@ -85,6 +103,7 @@ class DistillContext:
     perturbation: Perturbation | None = None
     progress_dir: Path | None = None
     progress_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    distill_inputs: Tensor | None = None
 
     def __post_init__(self) -> None:
         self._x = self.data.train.x.to(self.device)
@@ -100,18 +119,59 @@ class DistillContext:
             mixup_alpha=self.config.perturbation.mixup_alpha,
             max_shift=self.config.perturbation.max_shift,
         )
+        aux = self.distill_inputs
+        self._aux = None if aux is None else aux.to(self.device)
+        # Which auxiliary rows and which pooled copies a batch gets: a stream of its own,
+        # saved with the progress, so a resumed run draws what an uninterrupted one would.
+        seed = distributed.perturbation_seed(self.config.seed) + 1
+        self._draws = torch.Generator().manual_seed(seed)
+        pooled = self.perturbation is not None and self.config.perturbation.pool > 0
+        self._pool = self._build_pool() if pooled else None
+
+    def _build_pool(self) -> InputPool:
+        """The K perturbed copies of the distillation inputs and their teacher outputs."""
+        start = time.perf_counter()
+        pool = build_pool(
+            self._x if self._aux is None else self._aux,
+            self.perturbation,
+            self._state,
+            self.config.perturbation.pool,
+            self.config.eval.batch_size,
+            self.config.precision,
+        )
+        log.info(
+            "input pool: %d copies of %d inputs (%.1f MB) built in %.2f s",
+            pool.copies,
+            pool.examples,
+            pool.nbytes / 2**20,
+            time.perf_counter() - start,
+        )
+        return pool
+
+    @property
+    def pool(self) -> InputPool | None:
+        """The pool of perturbed distillation inputs (``perturbation.pool`` ≥ 1), or None."""
+        return self._pool
 
     def bind_student(self, student: nn.Module) -> None:
         """Let perturbations that probe the student (``diverse``) see ``student``."""
         self._state.student = student
 
     def batch(self, index: Tensor) -> Batch:
-        """The batch of training examples ``index`` (1, batch) drawn by ``fit``."""
-        x, y = self._x[index[0]], self._y[index[0]]
+        """The batch of training examples ``index`` (1, batch) drawn by ``fit``, with its
+        distillation inputs: the same examples, or as many random auxiliary inputs; clean
+        (cached outputs), from the pool, or perturbed live."""
+        rows = index[0]
+        x, y = self._x[rows], self._y[rows]
+        if self._aux is not None:
+            rows = torch.randint(len(self._aux), (len(rows),), generator=self._draws)
+        if self._pool is not None:
+            return Batch(x, y, *self._pool.draw(rows.to(self.device), self._draws))
+        x_source = x if self._aux is None else self._aux[rows]
         if self.perturbation is None:
-            return Batch(x, y, x, self._cached[index[0]])
+            return Batch(x, y, x_source, self._cached[rows])
         self.teacher.eval()
-        x_tilde = self.perturbation(x, self._state)
+        x_tilde = self.perturbation(x_source, self._state)
         # Stacked members, no autograd graph, in the autocast precision ``fit`` runs the step in.
         with torch.no_grad():
             return Batch(x, y, x_tilde, self.teacher(x_tilde))
@@ -126,9 +186,7 @@ class DistillContext:
         progress = None
         if self.progress_dir is not None:
             path = self.progress_dir / f"{desc.replace(' ', '-')}.safetensors"
-            progress = Progress(
-                path, student, [self._state.generator], settings=self.progress_settings
-            )
+            progress = Progress(path, student, self._streams(), settings=self.progress_settings)
         return fit(
             params,
             loss_fn,
@@ -146,6 +204,13 @@ class DistillContext:
             module=student,
             compile=self.config.compile,
         )
+
+    def _streams(self) -> list[torch.Generator]:
+        """The random streams a resume restores: the perturbation's, and the draws' when
+        batches draw auxiliary rows or pooled copies (progress files of other runs hold only
+        the first)."""
+        drawing = self._aux is not None or self._pool is not None
+        return [self._state.generator, *([self._draws] if drawing else [])]
 
     @property
     def regression(self) -> bool:

@@ -30,6 +30,12 @@ clipped):
   the student's members. Needs a student with members (``state.student``).
 
 Only ``gaussian`` ignores the teacher's class probabilities, so only it applies to regression.
+
+A pool (``perturbation.pool`` = K ≥ 1, :class:`InputPool`) perturbs K copies of the
+distillation inputs once, before training, with the teachers' outputs on them; each batch then
+draws one copy per example, and no teacher runs during training. It trades K × the inputs'
+memory for the teachers' forward passes (and ODS's backward pass) of every step; ``diverse``
+probes the student being trained, so it always runs live.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.options import Section, at_least, positive
 from ensemble_distill.registry import Registry
 from ensemble_distill.teachers import DeepEnsemble
@@ -56,9 +63,13 @@ class PerturbationConfig(Section):
     temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
     mixup_alpha: float = 1.0  # mixup: λ ~ Beta(a, a); 1 = uniform
     max_shift: int = 2  # augment: largest shift in pixels
+    # 0: perturb every batch live. K >= 1: perturb K copies of the distillation inputs once,
+    # with the teachers' outputs on them, and draw one copy per example (no teacher in training)
+    pool: int = 0
 
     def check(self) -> None:
         at_least(self, 0.0, "eta", "max_shift")
+        at_least(self, 0, "pool")
         positive(self, "temperature", "mixup_alpha")
 
 
@@ -197,3 +208,93 @@ def diverse(x: Tensor, state: PerturbationState) -> Tensor:
         (grad,) = torch.autograd.grad(objective, x)
     student.train(was_training)
     return apply_step(x, state.eta * math.sqrt(x[0].numel()) * per_example_unit(grad), state.clip)
+
+
+# The most memory a pool (``perturbation.pool``: inputs and teacher outputs) may take.
+MAX_POOL_BYTES = 8 * 2**30
+
+
+@dataclass
+class InputPool:
+    """K perturbed copies of N distillation inputs, copy-major (K·N, ...), and the teachers'
+    float32 outputs on them (K·N, members, outputs): computed once, drawn from every step."""
+
+    inputs: Tensor
+    outputs: Tensor
+    copies: int
+
+    @property
+    def examples(self) -> int:
+        """N: the distillation inputs each copy perturbs."""
+        return len(self.inputs) // self.copies
+
+    @property
+    def nbytes(self) -> int:
+        return self.inputs.nbytes + self.outputs.nbytes
+
+    def draw(self, rows: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """One of the K copies of each of ``rows`` at random (from ``generator``, which a
+        resume restores): their inputs and the teachers' outputs on them."""
+        copy = torch.randint(self.copies, (len(rows),), generator=generator).to(rows.device)
+        flat = copy * self.examples + rows
+        return self.inputs[flat], self.outputs[flat]
+
+
+def build_pool(
+    x: Tensor,
+    perturbation: Perturbation,
+    state: PerturbationState,
+    copies: int,
+    batch_size: int,
+    precision: str,
+) -> InputPool:
+    """``copies`` passes of ``perturbation`` over ``x`` in batches of ``batch_size``, with
+    ``state`` (its generator: the same stream a live run starts from), and the teachers'
+    outputs on each batch as one stacked call, without gradients, under bf16 autocast when
+    ``precision`` is bf16 (as a live step computes them)."""
+    teacher = state.teacher.eval()
+    count = len(x)
+    images = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if images else torch.contiguous_format
+    inputs = torch.empty(
+        (copies * count, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout
+    )
+    outputs = []
+    bf16 = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    for copy in range(copies):
+        for start in range(0, count, batch_size):
+            x_tilde = perturbation(x[start : start + batch_size], state)
+            inputs[copy * count + start : copy * count + start + len(x_tilde)] = x_tilde
+            with torch.no_grad(), bf16:
+                outputs.append(teacher(x_tilde).float())
+    return InputPool(inputs, torch.cat(outputs), copies)
+
+
+def check_pool(
+    config: PerturbationConfig,
+    inputs_of: dict[str, list[str]],
+    examples: int,
+    input_shape: tuple[int, ...],
+    output_shape: tuple[int, ...],
+) -> None:
+    """Refuse ``perturbation.pool`` before anything trains: for a method whose inputs probe
+    the student (``inputs_of``: each method name's input names), or when K copies of
+    ``examples`` inputs and their teacher outputs would exceed :data:`MAX_POOL_BYTES`."""
+    pooled = {name: inputs for name, inputs in inputs_of.items() if inputs}
+    if config.pool == 0 or not pooled:
+        return
+    for name, inputs in pooled.items():
+        live = [i for i in inputs if i in NEEDS_STUDENT_MEMBERS]
+        if live:
+            raise ConfigError(
+                f"perturbation.pool={config.pool} cannot pool method {name!r}: its +{live[0]} "
+                "input probes the student being trained, so it must run live; set "
+                "perturbation.pool=0 or give the method another input"
+            )
+    size = 4 * config.pool * examples * (math.prod(input_shape) + math.prod(output_shape))
+    if size > MAX_POOL_BYTES:
+        raise ConfigError(
+            f"perturbation.pool={config.pool} would hold {size / 2**30:.1f} GB ({config.pool} "
+            f"copies of {examples} inputs and their teacher outputs), above the "
+            f"{MAX_POOL_BYTES / 2**30:.0f} GB limit; lower perturbation.pool (0: live)"
+        )

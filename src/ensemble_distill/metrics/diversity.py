@@ -15,6 +15,9 @@ from torch import Tensor
 
 from ensemble_distill.metrics.classification import mean_probs, pairwise_kl_diversity
 
+# Examples per call of pairwise_kl_diversity (see diversity_by_confidence).
+CHUNK = 1024
+
 
 def diversity_by_confidence(probs: Tensor, num_bins: int = 10) -> dict[str, Any]:
     """Mean pairwise-KL diversity overall and per equal-width confidence bin.
@@ -26,7 +29,9 @@ def diversity_by_confidence(probs: Tensor, num_bins: int = 10) -> dict[str, Any]
         ``mean`` (over all N inputs), ``edges`` (num_bins + 1), ``counts`` and ``diversity``
         (mean per bin; None for an empty bin). Bins are (lo, hi], the first closed at 1/C.
     """
-    diversity = pairwise_kl_diversity(probs)
+    # Pairwise KL holds (N, M, M) float64 terms: chunks keep a 50-head Hydra on 10 000 test
+    # inputs in tens of MB instead of most of a GB, with the same per-example values.
+    diversity = torch.cat([pairwise_kl_diversity(part) for part in probs.split(CHUNK)])
     confidence = mean_probs(probs).max(dim=-1).values
     low = 1.0 / probs.shape[-1]  # the confidence can never be below 1/C
     edges = torch.linspace(low, 1.0, num_bins + 1, dtype=torch.float64)

@@ -4,16 +4,19 @@ comparison of several runs (``compare.html``, ``compare.md``).
 A report is a list of blocks (headings, notes, tables, figures, code) written twice: as HTML,
 self-contained (PNG figures as base64 data URIs, inline CSS, no external reference), and as
 markdown linking the same PNGs, written into a folder beside it. Rebuilding from the same
-files reproduces every output byte for byte: no timestamps, no absolute paths, and PNGs
-without a software stamp.
+files reproduces every output byte for byte: no absolute paths, PNGs without a software stamp,
+and the only dates are the run's own, read from its run.log (a run without one shows the day
+the report was built, and says so).
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +244,15 @@ FIGURES = (
         lambda run: plots.diversity_figure(run.diversity) if run.diversity else None,
     ),
     FigureSpec(
+        "student_diversity",
+        "Student diversity per confidence bin",
+        "The mean pairwise KL between each student's members (heads, BatchEnsemble members) "
+        "on the test split, per bin of its own confidence, next to the teachers' (black, "
+        "dashed): a student that keeps the ensemble's disagreement lies on the teacher's line, "
+        "a collapsed Hydra orders of magnitude below it.",
+        lambda run: plots.student_diversity_figure(run.results.get("test_diversity")),
+    ),
+    FigureSpec(
         "cost",
         "Quality against cost",
         "Test accuracy and NLL against parameters and latency (log scales). The dashed "
@@ -332,7 +344,12 @@ def build_report(run_dir: Path) -> tuple[Path, Path]:
     ensemble = "Gaussian deep ensemble" if regression else "deep ensemble"
     title = f"{results['dataset']}: {ensemble} of {results['members']} members vs students"
     note = REGRESSION_TABLE_NOTE if regression else TABLE_NOTE
-    blocks: list[Block] = [Note(_summary(run)), Heading(2, "Results"), Note(note)]
+    blocks: list[Block] = [
+        Note(_summary(run)),
+        Note(_provenance(run)),
+        Heading(2, "Results"),
+        Note(note),
+    ]
     for name, columns in report_tables(results).items():
         headers = ["model", *(column.header for column in columns)]
         blocks += [Heading(3, name), Table(headers, table_rows(results["methods"], columns))]
@@ -359,6 +376,26 @@ def _summary(run: RunDir) -> str:
         f"Run `{run.path.name}`: {len(run.labels('test'))} test examples, {kind}, "
         f"OOD set: {run.ood or 'none'}; students: {', '.join(run.students) or 'none'}."
     )
+
+
+def package_version() -> str:
+    """This package's installed version (the one building the report), or ``unknown``."""
+    try:
+        return metadata.version("ensemble-distill")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _provenance(run: RunDir) -> str:
+    """When the run was made, from run.log's dates (results.json has none), else the day the
+    report was built, saying which; and the version of ensemble-distill writing the report."""
+    version = f"report by ensemble-distill {package_version()}"
+    if run.run_dates is None:
+        today = datetime.date.today().isoformat()
+        return f"Run date not recorded (no dated run.log); report built {today}, {version}."
+    first, last = run.run_dates
+    made = first if first == last else f"{first} to {last}"
+    return f"Run made {made} (dates from run.log); {version}."
 
 
 def _diversity_blocks(diversity: Mapping[str, Any] | None) -> list[Block]:
@@ -425,6 +462,7 @@ def compare_runs(run_dirs: Sequence[Path], out: Path) -> tuple[Path, Path]:
             "reference; **bold**: the best student within each run."
             + ("" if regression else " " + DEE_FOOTNOTE)
             + (" Metrics in each run's original target units." if regression else "")
+            + f" Report by ensemble-distill {package_version()}."
         )
     ]
     for column in compare_columns(runs[0]) if runs else []:

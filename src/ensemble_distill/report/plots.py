@@ -5,9 +5,10 @@ when saved: no global figure registry, no display needed), or None when the run 
 the figure shows. Every model keeps one colour across all figures (:func:`method_style`), the
 ensemble always black.
 
-Classification runs get reliability diagrams, MI agreement, entropy histograms, diversity and
-DEE; regression runs (Gaussian outputs) get predictive bands over a 1-D input grid, interval
-calibration curves and test-vs-OOD variance distributions. Cost and training curves serve both.
+Classification runs get reliability diagrams, MI agreement, entropy histograms, teacher and
+student diversity and DEE; regression runs (Gaussian outputs) get predictive bands over a 1-D
+input grid, interval calibration curves and test-vs-OOD variance distributions. Cost and
+training curves serve both.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from matplotlib.colors import LinearSegmentedColormap, to_hex, to_rgb, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import (
+    EngFormatter,
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+)
 
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import GaussianPredictive
@@ -65,12 +72,20 @@ PERTURBATION_SHADES = {"ods": 0.4, "gaussian": 0.6, "confods": -0.4, "diverse": 
 PERTURBATION_MARKERS = {"ods": "^", "gaussian": "v", "confods": "D", "diverse": "P"}
 # MI spans many orders of magnitude and is exactly 0 for single networks: log axes need a floor.
 MI_FLOOR = 1e-6
+# Members' pairwise KL (nats) below this is drawn on it: a collapsed student's can be 0.
+DIVERSITY_FLOOR = 1e-6
 # Reliability bins with fewer test examples than this are drawn pale.
 FEW_EXAMPLES = 10
 # Half-width of the regression bands, in standard deviations (≈ a central 95 % interval).
 BAND_SIGMAS = 2.0
 # The OOD inputs' range in the band plots: hatched, so it reads apart from grey bands.
 OOD_SPAN = {"facecolor": "none", "edgecolor": "#c9a0a0", "hatch": "///", "lw": 0}
+# Major ticks of a log axis spanning less than two decades: 1-2-5 × 10^k.
+ONE_TWO_FIVE = (1.0, 2.0, 5.0)
+# Below two of those in view, this many evenly spaced round numbers (at least two) instead.
+SHORT_LOG_TICKS = 4
+# Training curves longer than this get a marker every few epochs instead of every epoch.
+MARKED_EPOCHS = 30
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,78 @@ def _label_grid(axes: Sequence[Axes], ncols: int, xlabel: str, ylabel: str) -> N
 
 def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _log_ticks(low: float, high: float, subs: Sequence[float]) -> list[float]:
+    """Every ``s × 10^k`` (``s`` in ``subs``) in ``[low, high]``, ascending."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    ticks = (s * 10.0**k for k in range(first, last + 1) for s in subs)
+    # Relative slack: 10.0**k * s is not exact, and a limit may sit on a tick.
+    return sorted(t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9))
+
+
+class FewLogTicks(LogLocator):
+    """Major ticks of a log axis that label at least two values however short its span.
+
+    Matplotlib's own locator puts ticks at decades only, so data spanning less than a decade
+    (a student and a member of similar size, an ensemble of 3) got one labelled tick or none.
+    This one puts them at decades where at least three are in view (every n-th decade where
+    the axis has no room for all), else at 1-2-5 × 10^k where that gives two, else at round
+    numbers evenly spaced across the view (less than a factor 5: nearly even on a log axis
+    too), as matplotlib's linear axes do.
+    """
+
+    def tick_values(self, vmin: float, vmax: float) -> list[float]:
+        low, high = sorted((vmin, vmax))
+        decades = _log_ticks(low, high, (1.0,))
+        if len(decades) >= 3:
+            return decades[:: math.ceil(len(decades) / self._room())]
+        one_two_five = _log_ticks(low, high, ONE_TWO_FIVE)
+        if len(one_two_five) >= 2:
+            return one_two_five
+        linear = MaxNLocator(nbins=SHORT_LOG_TICKS, min_n_ticks=2).tick_values(low, high)
+        return [float(t) for t in linear if low <= t <= high]
+
+    def _room(self) -> int:
+        """How many tick labels fit along the axis (at least 3); 9 before it has one."""
+        return max(3, self.axis.get_tick_space()) if self.axis is not None else 9
+
+
+def _log_scale(ax: Axes, which: str, label: Callable[[float], str]) -> None:
+    """Put ``ax``'s ``which`` axis ("x" or "y") on a log scale with :class:`FewLogTicks`,
+    major ticks labelled by ``label`` and minor ticks unlabelled (they crowd each other)."""
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(FewLogTicks())
+    axis.set_major_formatter(FuncFormatter(lambda value, _: label(value)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plain_number(value: float) -> str:
+    """A tick value as a plain number: ``0.2``, ``5``, ``1e-05`` (not ``2×10⁻¹``)."""
+    return f"{value:g}"
+
+
+def count_label(value: float) -> str:
+    """A count with an SI prefix: ``500``, ``20k``, ``1.5M``."""
+    return EngFormatter(sep="").format_eng(value)
+
+
+def time_unit(milliseconds: float) -> tuple[str, float]:
+    """The unit (s, ms, µs, ns) in which ``milliseconds`` reads 1 … 999, and its size in ms:
+    one unit per axis, named once in its label, keeps every tick label a short number."""
+    for unit, size in (("s", 1e3), ("ms", 1.0), ("µs", 1e-3)):
+        if milliseconds >= size:
+            return unit, size
+    return "ns", 1e-6
+
+
+def _epoch_axis(ax: Axes, epochs: int) -> None:
+    """Whole epochs 1 … ``epochs`` on the x axis, with half an epoch of room on each side
+    (a one-epoch curve is one point in the middle), and only as many integer ticks as fit
+    side by side (``nbins="auto"`` asks the axis how many its length holds)."""
+    ax.set_xlim(0.5, epochs + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True, min_n_ticks=1))
 
 
 @styled
@@ -326,11 +413,56 @@ def diversity_figure(diversity: Mapping[str, Any]) -> Figure:
     return figure
 
 
-def _diversity_line(ax: Axes, bins: Mapping[str, Any], color: str, ls: str, marker: str) -> None:
-    """One diversity-per-bin curve; empty bins (None) and zeros (off a log axis) skipped."""
+@styled
+def student_diversity_figure(diversity: Mapping[str, Any] | None) -> Figure | None:
+    """Each student's members' mean pairwise KL on the test split per bin of its own
+    confidence, next to the teachers' (black, dashed): Nam et al. 2021, Fig. 3b.
+
+    ``diversity`` is results.json's ``test_diversity`` (model → bins); None for a run without
+    a student of several members, or one evaluated before it was measured. A collapsed
+    student's KL can be exactly 0, which a log axis cannot show: values below
+    :data:`DIVERSITY_FLOOR` sit on the floor (dotted), so that the collapse stays visible.
+    """
+    students = [name for name in diversity or {} if name != "ensemble"]
+    if not students:
+        return None
+    figure = _new_figure(5.0, 3.6)
+    ax = figure.subplots()
+    handles = []
+    for name in students:
+        style = method_style(name)
+        _diversity_line(ax, diversity[name], style.color, style.linestyle, style.marker, True)
+        handles.append(
+            Line2D([], [], color=style.color, ls=style.linestyle, marker=style.marker, label=name)
+        )
+    if "ensemble" in diversity:
+        _diversity_line(ax, diversity["ensemble"], "black", "--", "s", True)
+        handles.append(Line2D([], [], color="black", ls="--", marker="s", label="ensemble"))
+    values = [v for bins in diversity.values() for v in bins["diversity"] if v is not None]
+    if min(values, default=DIVERSITY_FLOOR) < DIVERSITY_FLOOR:
+        ax.axhline(DIVERSITY_FLOOR, color="0.5", ls=":", lw=1)
+        label = f"floor: KL < {DIVERSITY_FLOOR:g} nats (or 0)"
+        handles.append(Line2D([], [], color="0.5", ls=":", label=label))
+    ax.set_yscale("log")
+    ax.set(
+        xlabel="each model's own confidence max p̄ (bin centre)",
+        ylabel="mean pairwise KL (nats, log)",
+        title="members' diversity on the test split",
+    )
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)))
+    return figure
+
+
+def _diversity_line(
+    ax: Axes, bins: Mapping[str, Any], color: str, ls: str, marker: str, floored: bool = False
+) -> None:
+    """One diversity-per-bin curve; empty bins (None) skipped, and values below
+    :data:`DIVERSITY_FLOOR` drawn on it when ``floored``, else zeros skipped (off a log axis)."""
     edges = np.asarray(bins["edges"])
     centres = (edges[:-1] + edges[1:]) / 2
-    values = np.array([np.nan if v is None or v <= 0 else v for v in bins["diversity"]])
+    floor = DIVERSITY_FLOOR if floored else 0.0
+    values = np.array([np.nan if v is None else max(v, floor) for v in bins["diversity"]])
+    values[values <= 0] = np.nan  # unfloored zeros: off a log axis
     ax.plot(centres, values, color=color, ls=ls, marker=marker, ms=3.5, lw=1.3)
 
 
@@ -492,10 +624,7 @@ def regression_uncertainty_figure(run: RunDir) -> Figure | None:
                 va="bottom",
                 fontsize=7,
             )
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        _log_scale(ax, "y", plain_number)
         ax.set_xticks([3 * i + 0.5 for i in range(len(run.names))], run.names)
         ax.set_xlim(-1, 3 * len(run.names) - 1)
         ax.tick_params(axis="x", labelrotation=30 if len(run.names) > 4 else 0)
@@ -537,9 +666,10 @@ def _variance_boxes(
     boxes["medians"][0].set_color("black")
 
 
+# results.json's cost keys (parameters, then latencies in ms) and what their axes say.
 COST_AXES = (
-    ("params", "parameters (count, log scale)"),
-    ("latency_ms_b256", "latency (ms per example at batch 256, log scale)"),
+    ("params", "parameters"),
+    ("latency_ms_b256", "latency per example at batch 256"),
 )
 QUALITY_AXES = (
     ("acc", "test accuracy (fraction) ↑"),
@@ -563,7 +693,9 @@ def cost_figure(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure:
     """
     regression = any(task_of(results) == REGRESSION for _, results in runs)
     figure = _new_figure(9.5, 6.2)
-    grid = figure.subplots(2, 2, squeeze=False)
+    # Shared x per column: the upper panel's limits and ticks are the lower one's, whose
+    # labels they use (label_outer), even where one quality is missing for some model.
+    grid = figure.subplots(2, 2, sharex="col", squeeze=False)
     quality_axes = REGRESSION_QUALITY_AXES if regression else QUALITY_AXES
     for row, (quality, quality_label) in enumerate(quality_axes):
         for col, (cost, cost_label) in enumerate(COST_AXES):
@@ -571,13 +703,24 @@ def cost_figure(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> Figure:
             for index, (_, results) in enumerate(runs):
                 marker = RUN_MARKERS[index % len(RUN_MARKERS)] if len(runs) > 1 else None
                 _cost_points(ax, results["methods"], cost, quality, marker)
-            ax.set_xscale("log")
-            # Minor log ticks crowd into each other over short ranges: keep them unlabelled.
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set(xlabel=cost_label, ylabel=quality_label)
+            costs = [r.get(cost) or 0 for _, results in runs for r in results["methods"].values()]
+            _cost_axis(ax, cost, cost_label, max(costs))
+            ax.set(ylabel=quality_label)
             ax.label_outer()
     figure.legend(handles=_cost_legend(runs), loc="outside right upper")
     return figure
+
+
+def _cost_axis(ax: Axes, cost: str, label: str, largest: float) -> None:
+    """The log x axis of one cost with short tick labels: parameter counts as 500 / 20k / 1M,
+    latencies as numbers in the :func:`time_unit` of the ``largest``, named in the label."""
+    if cost == "params":
+        _log_scale(ax, "x", count_label)
+        ax.set_xlabel(f"{label} (count, log scale)")
+        return
+    unit, size = time_unit(largest)
+    _log_scale(ax, "x", lambda value: plain_number(value / size))
+    ax.set_xlabel(f"{label} ({unit}, log scale)")
 
 
 def _cost_points(
@@ -694,9 +837,10 @@ def dee_figure(results: Mapping[str, Any]) -> Figure | None:
     left.set(
         xlabel="ensemble size k (members)",
         ylabel="calibrated test NLL (nats) ↓",
-        xticks=sizes,
         title="cNLL of DE-k and of each student",
     )
+    # Whole ensemble sizes, thinned for a large M (50 labels would run into each other).
+    left.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
     left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     values = [methods[n].get("dee") or 0.0 for n in students]
     bars = right.bar(students, values, color=[method_style(n).color for n in students])
@@ -740,7 +884,8 @@ def _epoch_curves(rows: History) -> list[History]:
 def training_figure(histories: Mapping[str, History]) -> Figure | None:
     """Validation NLL per epoch of every model (top) and each model's own training loss
     (bottom; the objectives differ, so each gets its own axis). The NLL axis is logarithmic
-    unless some NLL is ≤ 0 (a Gaussian NLL can be negative)."""
+    unless some NLL is ≤ 0 (a Gaussian NLL can be negative). Every curve has markers, so
+    that a one-epoch run shows a point rather than an empty panel."""
     if not histories:
         return None
     names = list(histories)
@@ -750,31 +895,21 @@ def training_figure(histories: Mapping[str, History]) -> Figure | None:
         style = method_style("ensemble" if name == "teacher" else name)
         curves = _epoch_curves(histories[name])
         for index, rows in enumerate(curves):
-            epochs = np.arange(1, len(rows) + 1)
             nll = [row.get("val_nll") for row in rows]
             label = (name if len(curves) == 1 else f"{name} (each member)") if index == 0 else None
             if None not in nll:
-                axes["nll"].plot(
-                    epochs, nll, color=style.color, ls=style.linestyle, lw=1.4, label=label
-                )
-            axes[name].plot(
-                epochs, [row["loss"] for row in rows], color=style.color, ls=style.linestyle, lw=1.4
-            )
+                _epoch_line(axes["nll"], nll, style, label)
+            _epoch_line(axes[name], [row["loss"] for row in rows], style, None)
         _mark_phases(axes[name], histories[name])
         axes[name].set(title=name, xlabel="epoch")
-        axes[name].xaxis.set_major_locator(MaxNLocator(integer=True))
+        _epoch_axis(axes[name], max(map(len, curves)))
     axes[names[0]].set_ylabel("training loss (own objective)")
     nll_ax = axes["nll"]
     values = [row.get("val_nll") for rows in histories.values() for row in rows]
     log_scale = all(value is None or value > 0 for value in values)
     if log_scale:
-        nll_ax.set_yscale("log")
-        # Ticks at 1-2-5 as plain numbers: a log axis spanning one decade otherwise shows
-        # crowded 2×10⁻¹-style labels.
-        nll_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        nll_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        nll_ax.yaxis.set_minor_formatter(NullFormatter())
-    nll_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _log_scale(nll_ax, "y", plain_number)
+    _epoch_axis(nll_ax, max(len(rows) for h in histories.values() for rows in _epoch_curves(h)))
     nll_ax.set(
         xlabel="epoch",
         ylabel=f"validation NLL (nats{', log' if log_scale else ''}) ↓",
@@ -782,6 +917,22 @@ def training_figure(histories: Mapping[str, History]) -> Figure | None:
     )
     nll_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
+
+
+def _epoch_line(ax: Axes, values: Sequence[float], style: MethodStyle, label: str | None) -> None:
+    """One value per epoch (1, 2, …) as a line with the model's markers; a marker every few
+    epochs on a long curve, where one per epoch would merge into a thick line."""
+    ax.plot(
+        np.arange(1, len(values) + 1),
+        values,
+        color=style.color,
+        ls=style.linestyle,
+        lw=1.4,
+        marker=style.marker,
+        ms=3.5,
+        markevery=math.ceil(len(values) / MARKED_EPOCHS),
+        label=label,
+    )
 
 
 def _mark_phases(ax: Axes, rows: History) -> None:

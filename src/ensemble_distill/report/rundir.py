@@ -4,6 +4,7 @@ Everything a report shows comes from these files, never from models: results.jso
 predictions.safetensors, the history CSVs, diversity.json and config.yaml. Each is checked
 against the shape ``ensemble-distill evaluate`` writes before a report reads it, so that an
 edited or damaged file is one :class:`DataError` naming it, not a traceback halfway through.
+run.log gives only the run's dates, and a report does without them when it has none.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +39,8 @@ REWRITE = "it was edited or damaged; rerun `ensemble-distill evaluate` to rewrit
 RESTORE = "it was edited or damaged; restore it, or delete it to leave it out of the report"
 # config.yaml's first line (see pipeline.SIGNATURE): bookkeeping, not part of the settings.
 SIGNATURE_PREFIX = "# written by ensemble-distill;"
+# run.log's records start with the date and time they were logged (pipeline.run_log).
+LOG_DATE = re.compile(r"(\d{4}-\d{2}-\d{2}) \d{2}:\d{2}:\d{2}")
 
 
 def load_results(run_dir: Path) -> dict[str, Any]:
@@ -84,6 +88,7 @@ def results_problem(results: Any) -> str | None:
         ("target_mean", is_number),
         ("target_std", is_number),
         ("diversity", diversity_summary_ok),
+        ("test_diversity", lambda v: isinstance(v, dict) and all(map(bins_ok, v.values()))),
     ]
     for key, ok in checks + [item for item in optional if item[0] in results]:
         if key not in results or not ok(results[key]):
@@ -180,6 +185,18 @@ def load_config_text(path: Path) -> str | None:
     return body if head.startswith(SIGNATURE_PREFIX) else text
 
 
+def load_run_dates(path: Path) -> tuple[str, str] | None:
+    """The first and the last date in run.log (YYYY-MM-DD): when the run started and when it
+    last trained or evaluated, since results.json records no date. None when run.log is
+    absent, unreadable or has no dated record: the report then says so instead."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")  # dates are ASCII
+    except OSError:
+        return None
+    dates = [match[1] for line in text.splitlines() if (match := LOG_DATE.match(line))]
+    return (dates[0], dates[-1]) if dates else None
+
+
 def load_predictions(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """The tensors of predictions.safetensors and its metadata (model name → output kind)."""
     if not path.is_file():
@@ -238,6 +255,7 @@ class RunDir:
     histories: dict[str, History]
     diversity: dict[str, Any] | None
     config_text: str | None
+    run_dates: tuple[str, str] | None  # first and last date in run.log
     _predictive: dict[tuple[str, str], Predictive] = field(default_factory=dict, repr=False)
     _gaussian: dict[tuple[str, str], GaussianPredictive] = field(default_factory=dict, repr=False)
 
@@ -330,4 +348,5 @@ def load_run(run_dir: Path) -> RunDir:
         histories={name: rows for name, rows in histories.items() if rows},
         diversity=load_diversity(run_dir / "diversity.json"),
         config_text=load_config_text(run_dir / "config.yaml"),
+        run_dates=load_run_dates(run_dir / "run.log"),
     )

@@ -3,7 +3,8 @@
 The members' weights are stacked along a leading member axis and evaluated as one batched
 computation instead of M small ones: as grouped layers (:mod:`ensemble_distill.models.stacked`)
 when the members are a plain layer stack, else with ``torch.func.vmap`` over
-``functional_call`` (any architecture).
+``functional_call``. A network vmap cannot run (data-dependent control flow, ``.item()``, ...,
+as a user's own module may hold) runs member by member on the same stacked weights.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class DeepEnsemble(nn.Module):
         self._skeleton = [copy.deepcopy(members[0]).to("meta")]
         # The stacked copy's own layers, when they can run as grouped layers (else vmap).
         self._leaves = grouped_leaves(self.stacked)
+        # Set once vmap failed where one member at a time ran: from then on, member by member.
+        self._looped = False
 
     def train(self, mode: bool = True) -> DeepEnsemble:
         self._skeleton[0].train(mode)
@@ -60,13 +63,13 @@ class DeepEnsemble(nn.Module):
             return grouped_forward(self._leaves, x, self.num_members, per_member=False).transpose(
                 0, 1
             )
-        return self._vmapped(in_dims_x=None)(x).transpose(0, 1)
+        return self._each_member(x, in_dims_x=None).transpose(0, 1)
 
     def forward_members(self, x: Tensor) -> Tensor:
         """x: (members, batch, ...), one batch per member → logits (members, batch, classes)."""
         if self._leaves is not None:
             return grouped_forward(self._leaves, x, self.num_members, per_member=True)
-        return self._vmapped(in_dims_x=0)(x)
+        return self._each_member(x, in_dims_x=0)
 
     def forward_member(self, x: Tensor, index: int) -> Tensor:
         """Member ``index`` alone: x (batch, ...) → logits (batch, classes); differentiable."""
@@ -83,6 +86,28 @@ class DeepEnsemble(nn.Module):
         state = {name: value[index] for name, value in self.stacked.state_dict().items()}
         module.load_state_dict(state)
         return module.train(self.training)
+
+    def _each_member(self, x: Tensor, in_dims_x: int | None) -> Tensor:
+        """(members, batch, outputs): vmapped, or member by member once vmap failed on a
+        network that runs that way. An input no member can take fails in the loop too, and
+        that error (the member's own) is raised."""
+        if not self._looped:
+            try:
+                return self._vmapped(in_dims_x)(x)
+            except Exception:  # vmap's refusal of the network, whatever it is: try the loop
+                outputs = self._looped_forward(x, in_dims_x)
+                self._looped = True
+                return outputs
+        return self._looped_forward(x, in_dims_x)
+
+    def _looped_forward(self, x: Tensor, in_dims_x: int | None) -> Tensor:
+        """Member by member through :meth:`forward_member`, stacked (members, batch, ...)."""
+        return torch.stack(
+            [
+                self.forward_member(x if in_dims_x is None else x[index], index)
+                for index in range(self.num_members)
+            ]
+        )
 
     def _vmapped(self, in_dims_x: int | None):
         params = dict(self.stacked.named_parameters())
@@ -108,6 +133,21 @@ def _set_tensor(module: nn.Module, dotted: str, value: Tensor) -> None:
         owner._parameters[leaf] = value
     else:
         owner._buffers[leaf] = value
+
+
+def can_stack(members: Sequence[nn.Module], x: Tensor) -> bool:
+    """Whether vmap runs the members (a stacked copy of up to two, in training mode) on the
+    inputs ``x``; the caller's random state and the members are left as they were."""
+    ensemble = DeepEnsemble(list(members)[:2]).train()
+    if ensemble._leaves is not None:
+        return True
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        try:
+            ensemble._vmapped(in_dims_x=None)(x)
+        except Exception:  # vmap's refusal, whatever it is: the members then run one by one
+            return False
+    return True
 
 
 def check_same_architecture(reference: nn.Module, other: nn.Module, index: int) -> None:

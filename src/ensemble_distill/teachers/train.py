@@ -17,7 +17,7 @@ from ensemble_distill.evaluation import epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.models.stacked import grouped_leaves
 from ensemble_distill.resume import Progress
-from ensemble_distill.teachers.ensemble import DeepEnsemble
+from ensemble_distill.teachers.ensemble import DeepEnsemble, can_stack
 from ensemble_distill.training import fit, supervised_loss
 
 if TYPE_CHECKING:
@@ -44,9 +44,12 @@ def build_members(spec: ModelSpec, data: DataSplits, members: int, seed: int) ->
     return modules
 
 
-def should_vectorize(choice: str, members: list[torch.nn.Module]) -> bool:
+def should_vectorize(
+    choice: str, members: list[torch.nn.Module], probe: torch.Tensor | None = None
+) -> bool:
     """``teacher.vectorize``: ``true``, ``false``, or ``auto``: stacked when the members are a
-    fully connected layer stack, else while M x weights <= ``VECTORIZE_MAX_WEIGHTS``."""
+    fully connected layer stack, else while M x weights <= ``VECTORIZE_MAX_WEIGHTS`` and vmap
+    can run them on the inputs ``probe`` (a user's network may not be; None: not tried)."""
     if choice not in ("auto", "true", "false"):
         raise ConfigError(f"teacher.vectorize must be auto, true or false; got {choice!r}")
     if choice != "auto":
@@ -55,7 +58,9 @@ def should_vectorize(choice: str, members: list[torch.nn.Module]) -> bool:
     if leaves is not None and not any(isinstance(leaf, nn.Conv2d) for leaf in leaves):
         return True
     weights = sum(p.numel() for p in members[0].parameters()) * len(members)
-    return weights <= VECTORIZE_MAX_WEIGHTS
+    if weights > VECTORIZE_MAX_WEIGHTS:
+        return False
+    return probe is None or can_stack(members, probe)
 
 
 def train_deep_ensemble(
@@ -123,7 +128,7 @@ def train_deep_ensemble(
     )
     ids = list(range(rank, members, size)) if split else list(range(members))
     # Decided on all M members, so that every rank (and a single process) decides alike.
-    vectorized = should_vectorize(vectorize, modules)
+    vectorized = should_vectorize(vectorize, modules, data.train.x[:2])
     train = _train_stacked if vectorized else _train_looped
     trained, history = train([modules[m] for m in ids], ids, job)
     if not split:
@@ -209,10 +214,9 @@ def _train_stacked(
         on_epoch=None if job.split else epoch_validator(ensemble, job.data.val, job.device),
         progress=job.progress(name, ensemble),
         module=None if job.split else ensemble,
+        summed_over=count,
         **job.fit_args,
     )
-    for row in history:
-        row["loss"] /= count
     if not job.split:
         return ensemble, history
     return [ensemble.member(i) for i in range(count)], history
