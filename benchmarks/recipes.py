@@ -39,7 +39,10 @@ from ensemble_distill.report.machine import machine_info, machine_line
 from ensemble_distill.teachers import load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ["members=10", "epochs=8", "eval.latency_repeats=3"]
+# fp32 and Hydra's heads as they were when the study ran (the paper's MLP heads, copied), so
+# that its finished runs are kept whatever the defaults become.
+BASE = ["members=10", "epochs=8", "eval.latency_repeats=3", "precision=fp32"]
+BASE += ["hydra.head_widths=[100, 100]", "hydra.head_init=copy"]
 # --quick: the same study on digits in seconds (a smoke test; its numbers mean nothing).
 QUICK = ["dataset=digits", "members=3", "epochs=2", "model_args={widths: [32]}"]
 FUNCTION_MATCHING = ["kd.alpha=1", "kd.temperature=1", "student.schedule=onecycle"]
@@ -57,6 +60,12 @@ VARIANTS = {
         for k in (1, 3, 6)
     },
     "fm-mixup-3x": (["kd+mixup", "hydra+mixup"], [*FUNCTION_MATCHING, "student.epochs_multiple=3"]),
+    # The same mixup inputs from a pool of 4 copies built once (perturbation.pool): no teacher
+    # runs during training. What does the pool's lesser variety cost against live mixup?
+    "fm-mixup-pool4-3x": (
+        ["kd+mixup", "hydra+mixup"],
+        [*FUNCTION_MATCHING, "student.epochs_multiple=3", "perturbation.pool=4"],
+    ),
 }
 
 
@@ -72,14 +81,19 @@ def use_quick_settings() -> None:
 
 
 def run_seed(data_dir: str, seed: int, runs: Path) -> None:
-    """The teacher once, then every recipe from a copy of it (resumable)."""
+    """The teacher once, then every recipe from a copy of it (resumable). A finished teacher or
+    recipe (its results.json written) is kept as it is, whichever version wrote it: remove its
+    folder to rerun it."""
     folder = runs / f"seed{seed}"
     teacher_run = folder / "teacher"
     start = time.perf_counter()
-    run(config_for(data_dir, seed, [], ["kd"]), teacher_run, steps=("teacher",), quiet=True)
+    if not (teacher_run / "teacher" / "manifest.json").is_file():
+        run(config_for(data_dir, seed, [], ["kd"]), teacher_run, steps=("teacher",), quiet=True)
     print(f"seed {seed}: teacher ready ({time.perf_counter() - start:.0f} s)", flush=True)
     for name, (methods, overrides) in VARIANTS.items():
         out = folder / name
+        if (out / "results.json").is_file():
+            continue
         if not (out / "teacher").is_dir():
             shutil.copytree(teacher_run / "teacher", out / "teacher")
         start = time.perf_counter()
@@ -107,13 +121,15 @@ def ensemble_curve(run_dir: Path) -> list[float]:
 
 def training_flops(run_dir: Path, name: str, config, setup, teacher_fwd: int) -> float:
     """Training FLOPs of a student: 3 × its forward FLOPs (forward + backward) per example and
-    epoch, plus the live teachers' forward where its inputs are not the cached clean ones."""
+    epoch, plus the teachers' forward where its inputs are not the cached clean ones: live every
+    epoch, or once per pooled copy (``perturbation.pool``)."""
     student = load_student(run_dir / "students" / name)
     x = setup.data.train.x[:64]
-    per_example = 3 * metrics.forward_flops(student, x)
+    epochs = config.student_epochs()
+    per_example = 3 * metrics.forward_flops(student, x) * epochs
     if input_names(name):
-        per_example += teacher_fwd
-    return float(per_example * len(setup.data.train) * config.student_epochs())
+        per_example += teacher_fwd * (config.perturbation.pool or epochs)
+    return float(per_example * len(setup.data.train))
 
 
 def collect(data_dir: str, seed: int, runs: Path) -> dict:
@@ -228,7 +244,7 @@ def plot(summary: dict, path: Path) -> None:
     """Test cNLL against training compute (seconds, FLOPs), DE-k as horizontal lines."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
-    markers |= {"fm-mixup-3x": "^"}
+    markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
     for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
         for k, value in enumerate(summary["curve"], start=1):
@@ -287,15 +303,18 @@ def markdown(record: dict) -> str:
         "(mean ± sample std). Seconds were measured while other jobs shared the 2 cores at "
         "times (the teacher took 72–138 s for the same work): read them as rough; FLOPs are "
         "exact counts (FlopCounterMode; training = 3 × forward, plus the teachers' forward "
-        "for live inputs).",
+        "for live inputs, or once per copy for a pool).",
         "",
         "Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP 400-400, Adam, cosine). "
         "Recipes: `today` = the defaults before this study (KD α = 0.9, T = 4, plus labels; "
         "cosine; student epochs = teacher epochs; cached teacher outputs on clean inputs); "
         "`fm-*` = function matching (KD α = 1, T = 1; Hydra's defaults already are), one-cycle "
         "schedule (10 % warm-up), student epochs 1× / 3× / 6× the teacher's, on clean inputs "
-        "(cached) or mixup inputs (teachers live, Beta(1, 1)). EnD² keeps its own loss "
-        "(temperature annealed from 5) in every recipe.",
+        "(cached) or mixup inputs (teachers live, Beta(1, 1)); `fm-mixup-pool4-3x` = the "
+        "same mixup inputs drawn from 4 copies built once with the teachers' outputs "
+        "(`perturbation.pool=4`: no teacher in training). Hydra keeps the paper's copied "
+        "[100, 100] heads (the default when this study ran; docs/results/hydra_tradeoff.md "
+        "chose today's). EnD² keeps its own loss (temperature annealed from 5) in every recipe.",
         "",
         "| model [recipe] | val cNLL (choice) | test ACC | test cNLL | DEE | OOD AUROC (entropy) "
         "| OOD AUROC (MI) | train s | train GFLOPs |",

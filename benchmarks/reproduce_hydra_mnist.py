@@ -40,7 +40,7 @@ PAPER = {
 # The row of the project's default head design; HEAD_DEFAULTS restores HydraConfig's defaults
 # over the paper's heads that configs/hydra_mnist.yaml sets (a test keeps the two in step).
 DEFAULT_HEADS = "hydra (default heads)"
-HEAD_DEFAULTS = ["hydra.head_widths=null", "hydra.head_init=independent", "hydra.split=null"]
+HEAD_DEFAULTS = ["hydra.head_widths=[]", "hydra.head_init=independent", "hydra.split=null"]
 NAMES = {
     "ensemble": "Ensemble (M=50)",
     "member": "one member",

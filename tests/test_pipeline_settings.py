@@ -47,3 +47,36 @@ def test_a_key_the_config_no_longer_has_is_a_change(tmp_path):
     older = json.loads(json.dumps(settings))
     older["teacher"]["retired"] = 1
     assert changed_settings(saved(tmp_path, older), settings) == "teacher"
+
+
+@pytest.mark.parametrize(
+    ("key", "now", "changed"),
+    [
+        ("memory_format", "contiguous", ""),  # what every run did before the key existed
+        ("memory_format", "channels_last", "memory_format"),
+    ],
+)
+def test_a_key_whose_default_changed_counts_as_what_runs_did_before_it(tmp_path, key, now, changed):
+    settings = fingerprint(load_config(None, [f"{key}={now}"]), TEACHER_KEYS)
+    older = {name: value for name, value in settings.items() if name != key}
+    assert changed_settings(saved(tmp_path, older), settings) == changed
+
+
+@pytest.mark.parametrize(("head_init", "changed"), [("copy", ""), ("independent", "hydra")])
+def test_hydra_students_from_before_head_init_were_copied_heads(tmp_path, head_init, changed):
+    config = load_config(None, ["methods=[hydra]", f"hydra.head_init={head_init}"])
+    settings = student_settings(config, "hydra", perturbed=False)
+    older = without(settings, "hydra", "head_init")
+    assert changed_settings(saved(tmp_path, older), settings) == changed
+
+
+@pytest.mark.parametrize(
+    ("copy_head", "head_init", "changed"),
+    [(True, "copy", ""), (False, "independent", ""), (True, "independent", "hydra")],
+)
+def test_the_retired_copy_head_means_its_head_init(tmp_path, copy_head, head_init, changed):
+    config = load_config(None, ["methods=[hydra]", f"hydra.head_init={head_init}"])
+    settings = student_settings(config, "hydra", perturbed=False)
+    older = without(settings, "hydra", "head_init")
+    older["hydra"]["copy_head"] = copy_head
+    assert changed_settings(saved(tmp_path, older), settings) == changed

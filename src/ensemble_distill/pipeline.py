@@ -510,22 +510,38 @@ def changed_settings(directory: Path, settings: dict[str, Any]) -> str:
         sorted(
             key
             for key in settings
-            if not same_setting(saved.get(key, defaults[key]), settings[key], defaults[key])
+            if not same_setting(saved.get(key, MISSING), settings[key], defaults[key], key)
         )
     )
 
 
-def same_setting(saved: Any, value: Any, default: Any) -> bool:
-    """``saved == value``, where a key missing from a saved section is one the config gained
-    after that checkpoint was written (``perturbation.pool``, ``teacher.members``): it was
-    trained as that key's default does."""
+MISSING = object()  # a key a saved checkpoint's settings do not have
+# What a checkpoint written before these keys existed was trained as, where that differs from
+# today's default; any other missing key counts as its default (which is what the code did).
+BEFORE_THE_KEY = {"memory_format": "contiguous", "hydra.head_init": "copy"}
+# Keys a checkpoint may still hold that the config has replaced: saved value -> the (key, value)
+# in the same section that means the same.
+RETIRED = {"hydra.copy_head": {True: ("head_init", "copy"), False: ("head_init", "independent")}}
+
+
+def same_setting(saved: Any, value: Any, default: Any, key: str) -> bool:
+    """``saved == value`` for the (dotted) ``key``, where a key missing from the saved settings
+    is one the config gained after that checkpoint was written (``perturbation.pool``,
+    ``teacher.members``): it was trained as :data:`BEFORE_THE_KEY` or the default says; a key
+    only the saved settings have must be a :data:`RETIRED` one that means what ``value`` says."""
+    if saved is MISSING:
+        saved = BEFORE_THE_KEY.get(key, default)
     if not (isinstance(saved, dict) and isinstance(value, dict) and isinstance(default, dict)):
         return saved == value
-    if set(saved) - set(value):
-        return False
+    saved = dict(saved)
+    for name in set(saved) - set(value):
+        replaced_by = RETIRED.get(f"{key}.{name}", {}).get(saved.pop(name))
+        if replaced_by is None:
+            return False
+        saved.setdefault(*replaced_by)
     return all(
-        same_setting(saved.get(key, default.get(key)), item, default.get(key))
-        for key, item in value.items()
+        same_setting(saved.get(name, MISSING), item, default.get(name), f"{key}.{name}")
+        for name, item in value.items()
     )
 
 

@@ -285,5 +285,9 @@ def test_the_default_heads_are_linear_and_each_starts_from_its_own_weights():
     assert not torch.equal(weights[1], weights[0]) and not torch.equal(weights[2], weights[0])
 
 
-def test_split_takes_empty_head_widths():
-    assert HydraConfig(split=1, head_widths=[]).mlp_widths == []
+def test_null_head_widths_keep_meaning_the_papers_heads():
+    """Checkpoints written while [100, 100] was the default store head_widths null: they must
+    still build the heads they were trained with."""
+    assert HydraConfig(head_widths=None).mlp_widths == [100, 100]
+    assert HydraConfig().mlp_widths == []
+    assert HydraConfig(split=1, head_widths=[]).split == 1  # no hidden widths: split allowed

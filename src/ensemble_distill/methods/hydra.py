@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 # The layers that count as one of the member architecture's weight layers for ``split``.
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 
+# The paper's MNIST heads (Tran et al. 2020, main table: head = [100, 100, 10]): what a null
+# head_widths means, as it did when they were the default.
+PAPER_HEAD_WIDTHS = (100, 100)
 HeadInit = Literal["copy", "independent", "perturbed", "members"]
 
 
@@ -40,10 +43,11 @@ class HydraConfig(DistillOptions):
     ensemble mean; phase 2 trains head m on member m, all heads at once.
 
     The heads (issue 16: how Hydra trades parameters against the ensemble's diversity, the
-    paper's RQ3) are either MLPs on the body's feature vector (``head_widths``: hidden widths,
-    empty or null for one linear layer per head; the paper's MNIST heads are [100, 100]) or,
-    with ``split: k``, copies of the member architecture's last k weight layers and its
-    classifier on the body's earlier layers; k = all of them makes M full networks, the
+    paper's RQ3) are either MLPs on the body's feature vector (``head_widths``: hidden widths;
+    [] for one linear layer per head; null for the paper's MNIST heads [100, 100], what null
+    meant before linear heads became the default, so older checkpoints load as they were
+    trained) or, with ``split: k``, copies of the member architecture's last k weight layers and
+    its classifier on the body's earlier layers; k = all of them makes M full networks, the
     ensemble's own architecture. ``split`` excludes hidden ``head_widths``.
 
     The defaults — linear heads, each from its own random start — are the choice of the RQ3
@@ -71,8 +75,8 @@ class HydraConfig(DistillOptions):
       to distil one-to-one from the ensemble's own weights.
     """
 
-    # Hidden widths of each MLP head; null or []: linear heads ([100, 100]: the paper's MNIST heads)
-    head_widths: list[int] | None = None
+    # Hidden widths of each head's MLP; []: linear heads; null: the paper's MNIST heads [100, 100]
+    head_widths: list[int] | None = field(default_factory=list)
     temperature: float = 1.0
     alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
     phase1_fraction: float = 0.5
@@ -107,7 +111,7 @@ class HydraConfig(DistillOptions):
     @property
     def mlp_widths(self) -> list[int]:
         """The heads' hidden widths (when ``split`` is null); none: linear heads."""
-        return list(self.head_widths or [])
+        return list(PAPER_HEAD_WIDTHS if self.head_widths is None else self.head_widths)
 
 
 class HydraStudent(nn.Module):
