@@ -301,7 +301,8 @@ def markdown(record: dict) -> str:
         f"Command: `{record['command']}`  ",
         f"Machine: {record['machine_line']}. Seeds: {', '.join(map(str, seeds))} "
         "(mean ± sample std). Seconds were measured while other jobs shared the 2 cores at "
-        "times (the teacher took 72–138 s for the same work): read them as rough; FLOPs are "
+        "times (the teacher took 72–138 s for the same work), and the pooled recipe was added "
+        "by a later run with 1 torch thread: read them as rough; FLOPs are "
         "exact counts (FlopCounterMode; training = 3 × forward, plus the teachers' forward "
         "for live inputs, or once per copy for a pool).",
         "",
