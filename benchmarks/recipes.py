@@ -66,6 +66,9 @@ VARIANTS = {
         ["kd+mixup", "hydra+mixup"],
         [*FUNCTION_MATCHING, "student.epochs_multiple=3", "perturbation.pool=4"],
     ),
+    # EnD² stays below one member on clean inputs: do inputs where the teachers disagree (the
+    # reason Malinin et al. distil on auxiliary data) lift it?
+    "endd-mixup-3x": (["endd+mixup"], [*FUNCTION_MATCHING, "student.epochs_multiple=3"]),
 }
 
 
@@ -244,7 +247,7 @@ def plot(summary: dict, path: Path) -> None:
     """Test cNLL against training compute (seconds, FLOPs), DE-k as horizontal lines."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
-    markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v"}
+    markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v", "endd-mixup-3x": "^"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
     for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
         for k, value in enumerate(summary["curve"], start=1):
@@ -313,7 +316,8 @@ def markdown(record: dict) -> str:
         "schedule (10 % warm-up), student epochs 1× / 3× / 6× the teacher's, on clean inputs "
         "(cached) or mixup inputs (teachers live, Beta(1, 1)); `fm-mixup-pool4-3x` = the "
         "same mixup inputs drawn from 4 copies built once with the teachers' outputs "
-        "(`perturbation.pool=4`: no teacher in training). Hydra keeps the paper's copied "
+        "(`perturbation.pool=4`: no teacher in training); `endd-mixup-3x` = EnD² on live "
+        "mixup inputs. Hydra keeps the paper's copied "
         "[100, 100] heads (the default when this study ran; docs/results/hydra_tradeoff.md "
         "chose today's). EnD² keeps its own loss (temperature annealed from 5) in every recipe.",
         "",
