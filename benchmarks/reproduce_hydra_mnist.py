@@ -114,7 +114,8 @@ def run_default_heads(args: argparse.Namespace, steps: tuple[str, ...]) -> dict:
         shutil.copytree(args.out / "teacher", out / "teacher")
     overrides = [f"data_dir={args.data_dir}", *args.overrides, "methods=[hydra]", *HEAD_DEFAULTS]
     config = load_config(ROOT / "configs" / "hydra_mnist.yaml", overrides)
-    return run(config, out, steps=("distill", "evaluate")[1 if "distill" not in steps else 0 :])
+    steps = ("distill", "evaluate")[1 if "distill" not in steps else 0 :]
+    return run(config, out, steps=steps, quiet=True)
 
 
 def fmt(value, spec: str) -> str:
@@ -158,7 +159,11 @@ def markdown(record: dict) -> str:
         "## All metrics (test split; OOD = Fashion-MNIST test set)",
         "",
         "cNLL and DEE: after temperature scaling fitted on the validation split; DEE = the size "
-        "of a deep ensemble of these teachers with the same cNLL (docs/methods.md).",
+        "of a deep ensemble of these teachers with the same cNLL (docs/methods.md). "
+        f"*{NAMES[DEFAULT_HEADS]}*: the project's default heads (one linear layer per head, "
+        "each from its own random start; chosen in docs/results/hydra_tradeoff.md) on the same "
+        "teacher, with this config's recipe otherwise (10 epochs, half of them phase 1, T = 1). "
+        "Times were measured with one torch thread while other jobs shared the machine.",
         "",
         "| model | ACC ↑ | NLL ↓ | cNLL ↓ | DEE ↑ | Brier ↓ | BS (TFP) ↓ | ECE ↓ | MU | "
         "OOD AUROC by MI ↑ | OOD AUROC by entropy ↑ | Spearman MI vs ensemble, test / OOD | "
