@@ -41,6 +41,7 @@ from ensemble_distill.config import load_config
 from ensemble_distill.engine import distill_student, prepare, teacher_train_outputs, train_teacher
 from ensemble_distill.evaluation import (
     classification_scores,
+    has_members,
     output_kind,
     predict_outputs,
     predictive,
@@ -263,7 +264,7 @@ def diversity(outputs: dict[str, dict], kinds: dict[str, str]) -> dict[str, dict
             for split in ("test", "ood")
         }
         for name, by_split in outputs.items()
-        if kinds[name] == "logits" and by_split["test"].dim() == 3
+        if has_members(by_split["test"], kinds[name])
     }
 
 

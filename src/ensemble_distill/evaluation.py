@@ -93,6 +93,13 @@ def gaussian_predictive(
     return GaussianPredictive(mean * target_std + target_mean, variance * target_std**2)
 
 
+def has_members(outputs: Tensor, kind: str = LOGITS) -> bool:
+    """Whether ``outputs`` are the logits of two or more members (batch, members, classes): a
+    model whose members can disagree (the teacher, Hydra, BatchEnsemble), unlike one network
+    or a Prior Network's Dirichlet."""
+    return kind == LOGITS and outputs.dim() == 3 and outputs.shape[1] >= 2
+
+
 def as_member_logits(logits: Tensor) -> Tensor:
     """(batch, classes) → (batch, 1, classes); (batch, members, classes) unchanged."""
     return logits.unsqueeze(1) if logits.dim() == 2 else logits

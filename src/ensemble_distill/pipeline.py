@@ -60,10 +60,10 @@ from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.evaluation import (
     GAUSSIAN,
-    LOGITS,
     classification_scores,
     cost_metrics,
     epoch_validator,
+    has_members,
     input_grid,
     output_kind,
     predict_outputs,
@@ -709,11 +709,7 @@ def member_diversity(
     ``eval.diversity_etas``.
     """
     tests = {name: by_split["test"] for name, by_split in outputs.items()}
-    names = [
-        name
-        for name, test in tests.items()
-        if kinds[name] == LOGITS and test.dim() == 3 and test.shape[1] >= 2
-    ]
+    names = [name for name, test in tests.items() if has_members(test, kinds[name])]
     if set(names) <= {"ensemble"}:
         return {}
     return {name: diversity_by_confidence(predictive(tests[name]).probs) for name in names}
