@@ -132,16 +132,21 @@ def data_parallel(
     wrapped = DistributedDataParallel(_Loss(module, loss_fn), find_unused_parameters=True)
 
     def shard_loss(index: Tensor) -> Tensor:  # index: (streams, N)
-        shard = index[:, rank::size]
-        weight = shard.shape[1] * size / index.shape[1]
-        if shard.shape[1] == 0:
-            shard = index[:, :1]
-        scaled = wrapped(shard, weight)
+        weight = index[:, rank::size].shape[1] * size / index.shape[1]
+        scaled = wrapped(shard(index), weight)
         mean = scaled.detach().clone()
         dist.all_reduce(mean)
         return scaled + (mean / size - scaled).detach()
 
     return shard_loss
+
+
+def shard(index: Tensor) -> Tensor:
+    """This rank's share ``index[:, rank::W]`` of a global (streams, N) batch index; one example
+    (weighted 0 by :func:`data_parallel`) when N < W leaves it none."""
+    rank, size = world()
+    part = index[:, rank::size]
+    return part if part.shape[1] else index[:, :1]
 
 
 def gather(value: Any) -> list[Any]:

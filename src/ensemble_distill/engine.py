@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ensemble_distill import distributed
 from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
-from ensemble_distill.data import ArrayDataset, DataSplits, create_dataset
+from ensemble_distill.data import ArrayDataset, DataSplits, ImageFiles, create_dataset
 from ensemble_distill.data.distill import load_distill_inputs
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import predict_outputs
@@ -147,7 +147,13 @@ def distill_inputs_of(config: RunConfig, data: DataSplits) -> Tensor | None:
         split_seed=config.split_seed,
         val_fraction=config.val_fraction,
     )
-    return channels_last(x) if config.memory_format == "channels_last" else x
+    return as_channels_last(x) if config.memory_format == "channels_last" else x
+
+
+def as_channels_last(x: Tensor | ImageFiles) -> Tensor | ImageFiles:
+    """Images stored channels-last: a copy of a tensor, or image files whose every decoded
+    batch is."""
+    return x.mapped(channels_last) if isinstance(x, ImageFiles) else channels_last(x)
 
 
 def default_methods(config: RunConfig, task: str) -> list[str]:
@@ -197,7 +203,7 @@ def channels_last_data(data: DataSplits) -> DataSplits:
     channels_last`): batches indexed from it, and the convolutions on them, stay so."""
 
     def convert(split: ArrayDataset) -> ArrayDataset:
-        return ArrayDataset(channels_last(split.x), split.y)
+        return ArrayDataset(as_channels_last(split.x), split.y)
 
     return dataclasses.replace(
         data,
@@ -504,6 +510,8 @@ def student_manifest(setup: Setup, name: str) -> dict[str, Any]:
         "dataset": setup.data.name,
         "task": setup.data.task,
     }
+    if setup.data.class_names is not None:  # e.g. an image folder's class folders
+        manifest["class_names"] = list(setup.data.class_names)
     if setup.data.task == "regression":  # the student predicts standardised targets
         manifest |= {"target_mean": setup.data.target_mean, "target_std": setup.data.target_std}
     return manifest

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ensemble_distill import metrics
-from ensemble_distill.data import ArrayDataset, DataSplits
+from ensemble_distill.data import ArrayDataset, DataSplits, ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.models.gaussian import gaussian_params
 
@@ -107,13 +107,16 @@ def as_member_logits(logits: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def predict_outputs(
-    model: nn.Module, x: Tensor, batch_size: int = 1024, device: torch.device | str = "cpu"
+    model: nn.Module,
+    x: Tensor | ImageFiles,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
 ) -> Tensor:
-    """The model's raw outputs on ``x``, on the CPU, in eval mode, batch by batch."""
+    """The model's raw outputs on ``x`` (a tensor, or image files decoded by worker
+    processes), on the CPU, in eval mode, batch by batch."""
     model.eval()
     chunks = [
-        _output_tensor(model(x[i : i + batch_size].to(device))).float().cpu()
-        for i in range(0, len(x), batch_size)
+        _output_tensor(model(batch.to(device))).float().cpu() for batch in batches_of(x, batch_size)
     ]
     return torch.cat(chunks)
 

@@ -1,7 +1,8 @@
 """The one training loop every phase uses (teacher members, KD, Hydra, ...).
 
-Data lives in memory as tensors, so a batch is just an index tensor; ``fit`` draws the indices,
-steps the optimiser and schedule, and records one history row per epoch.
+A batch is an index tensor into the data (tensors in memory, or image files that decode what
+they are indexed with); ``fit`` draws the indices, steps the optimiser and schedule, and records
+one history row per epoch.
 """
 
 from __future__ import annotations
@@ -250,6 +251,7 @@ def fit(
     module: nn.Module | None = None,
     compile: bool = False,
     summed_over: int = 1,
+    prefetch: Callable[[list[Tensor]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Minimise ``loss_fn(batch_index)`` over ``epochs`` passes of the data.
 
@@ -272,6 +274,9 @@ def fit(
         summed_over: ``loss_fn`` returns the sum of this many per-member mean losses (stacked
             members, so that each gets exactly its own gradient); the history and the
             progress bar show their mean, the loss of one member as a looped member reports it.
+        prefetch: called at the start of every epoch with the index batches ``loss_fn`` will
+            get, in order (this rank's shares under data parallelism): streamed images
+            decode them ahead (:func:`~ensemble_distill.data.image_files.planner`).
         module: the module owning ``params``. Given one, and an initialised process group of
             W > 1 ranks, training is data-parallel: every rank draws the same batches and
             computes its 1/W share of each (see :func:`distributed.data_parallel`), only rank
@@ -327,7 +332,10 @@ def fit(
     )
     for epoch in range(position.epoch + 1, epochs + 1):
         start, total, count = time.perf_counter(), 0.0, 0
-        for index in index_batches(num_examples, batch_size, generators):
+        batches = list(index_batches(num_examples, batch_size, generators))
+        if prefetch is not None:
+            prefetch([distributed.shard(b) for b in batches] if parallel else batches)
+        for index in batches:
             if on_step is not None:
                 on_step(step)
             with autocast(optimizer, precision):

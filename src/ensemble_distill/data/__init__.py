@@ -4,6 +4,9 @@
 
 * Classification: ``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``cifar100``,
   ``svhn``; images are float tensors in [0, 1], labels int64.
+* The user's images: ``imagefolder`` (``data_dir`` with one sub-folder per class; streamed
+  from disk by worker processes, see :mod:`ensemble_distill.data.imagefolder`; dataset_args
+  ``image_size``, ``resize``, ``channels``, ``test_fraction``, ``workers``).
 * Regression (``task="regression"``, ``num_classes=1``, targets float32 standardised with
   training statistics): ``toy-gap`` (1-D cubic with a gap, OOD set ``gap``), ``diabetes``,
   ``auto-mpg`` and ``csv`` (the user's own table; dataset_args ``path``, ``target`` and
@@ -44,6 +47,7 @@ from ensemble_distill.data.base import (
     stratified_split,
     torch_permutations,
 )
+from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.registry import Registry
 
@@ -156,6 +160,35 @@ def _svhn_test(data_dir: Path | None, download: bool) -> dict[str, ArrayDataset]
     return load_ood_test(data_dir, download)
 
 
+@DATASETS.register("imagefolder")
+def _imagefolder(
+    data_dir: Path | None,
+    download: bool,
+    split_seed: int,
+    val_fraction: float,
+    *,
+    image_size: int | list[int] | None = None,
+    resize: int | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.2,
+    workers: int | None = None,
+):
+    from ensemble_distill.data.imagefolder import load_imagefolder_splits
+
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"dataset_args.workers must be an integer ≥ 0; got {workers!r}")
+    return load_imagefolder_splits(
+        data_dir,
+        split_seed,
+        val_fraction,
+        image_size=image_size,
+        resize=resize,
+        channels=channels,
+        test_fraction=test_fraction,
+        workers=workers,
+    )
+
+
 @DATASETS.register("toy-gap")
 def _toy_gap(data_dir: Path | None, download: bool, split_seed: int, val_fraction: float):
     from ensemble_distill.data.regression import load_toy_gap_splits
@@ -262,8 +295,10 @@ __all__ = [
     "ArrayDataset",
     "DataLike",
     "DataSplits",
+    "ImageFiles",
     "as_dataset",
     "as_inputs",
+    "batches_of",
     "check_dataset_args",
     "create_dataset",
     "dataset_args_of",

@@ -1,7 +1,9 @@
-"""In-memory datasets and the train / validation / test / OOD bundle every loader returns."""
+"""Datasets (in memory, or images streamed from files) and the train / validation / test / OOD
+bundle every loader returns."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -9,19 +11,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ensemble_distill.data.image_files import ImageFiles
 from ensemble_distill.errors import DataError
 
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """Examples held as tensors.
+    """Examples: labels in memory, inputs in memory or read from image files when indexed.
 
     Attributes:
-        x: inputs, (N, channels, height, width) float32 in [0, 1] for images, (N, D) for tables.
+        x: inputs, (N, channels, height, width) float32 in [0, 1] for images, (N, D) for tables;
+            or :class:`ImageFiles`, which decodes the images it is indexed with.
         y: integer labels, (N,) int64 in [0, num_classes); for regression, targets (N,) float32.
     """
 
-    x: Tensor
+    x: Tensor | ImageFiles
     y: Tensor
 
     def __post_init__(self) -> None:
@@ -31,7 +35,7 @@ class ArrayDataset:
             )
         if self.x.shape[0] == 0:
             raise DataError("the dataset is empty; give at least one example")
-        if not torch.isfinite(self.x).all():
+        if isinstance(self.x, Tensor) and not torch.isfinite(self.x).all():
             raise DataError("inputs contain NaN or Inf; clean the data before training")
         if self.y.is_floating_point() and not torch.isfinite(self.y).all():
             raise DataError("targets contain NaN or Inf; clean the data before training")
@@ -40,7 +44,9 @@ class ArrayDataset:
         return self.x.shape[0]
 
     def subset(self, index: Tensor) -> ArrayDataset:
-        return ArrayDataset(self.x[index], self.y[index])
+        """Examples ``index`` (int64); image files are selected, not read."""
+        x = self.x.subset(index) if isinstance(self.x, ImageFiles) else self.x[index]
+        return ArrayDataset(x, self.y[index])
 
 
 TASKS = ("classification", "regression")
@@ -63,6 +69,8 @@ class DataSplits:
             targets; metrics are reported back in the original units with them.
         mean, std: per-channel statistics of ``train.x``; models normalise with them
             internally so perturbations act in [0, 1] pixel space.
+        class_names: each class's name in label order, where the data names them (an image
+            folder's class folders); kept in the students' manifests and exports.
     """
 
     name: str
@@ -74,6 +82,7 @@ class DataSplits:
     task: str = "classification"
     target_mean: float = 0.0
     target_std: float = 1.0
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -88,6 +97,21 @@ class DataSplits:
                     f"found {int(y.min())}..{int(y.max())}"
                 )
 
+    def in_memory(self) -> DataSplits:
+        """These splits with images streamed from files (:class:`ImageFiles`) decoded into
+        float32 tensors: faster training where they fit in memory, the same weights."""
+
+        def held(split: ArrayDataset) -> ArrayDataset:
+            return ArrayDataset(split.x[:], split.y) if isinstance(split.x, ImageFiles) else split
+
+        return dataclasses.replace(
+            self,
+            train=held(self.train),
+            val=held(self.val),
+            test=held(self.test),
+            ood={name: held(split) for name, split in self.ood.items()},
+        )
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example, e.g. (1, 28, 28)."""
@@ -95,11 +119,18 @@ class DataSplits:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(_channel_reduce(self.train.x, torch.mean))
+        return tuple(_channel_stats(self.train.x)[0])
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(v if v > 0 else 1.0 for v in _channel_reduce(self.train.x, torch.std))
+        return tuple(v if v > 0 else 1.0 for v in _channel_stats(self.train.x)[1])
+
+
+def _channel_stats(x: Tensor | ImageFiles) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation; image files in one streamed pass, once."""
+    if isinstance(x, ImageFiles):
+        return x.channel_stats()
+    return _channel_reduce(x, torch.mean), _channel_reduce(x, torch.std)
 
 
 def _channel_reduce(x: Tensor, fn) -> list[float]:

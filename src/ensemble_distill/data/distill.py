@@ -33,6 +33,7 @@ from ensemble_distill.data import (
     create_dataset,
     dataset_args_of,
 )
+from ensemble_distill.data.image_files import ImageFiles, in_unit_interval
 from ensemble_distill.errors import ConfigError
 
 NUMPY_SUFFIXES = (".npy", ".npz")
@@ -53,6 +54,8 @@ def distill_data_problem(value: str, dataset: str | None) -> str | None:
     if value not in DATASETS:
         names = ", ".join(DATASETS.names())
         return f"must be a registered dataset ({names}) or a .npy / .npz file of inputs"
+    if value == "imagefolder":
+        return "names imagefolder, which reads the run's data_dir: save those images as .npz"
     if any(dataset_args_of(value).values()):
         return f"names dataset {value!r}, which needs dataset_args: save its inputs as .npz"
     if value == dataset:
@@ -147,7 +150,7 @@ def _as_float_inputs(array: np.ndarray, path: Path) -> Tensor:
     return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
-def checked_inputs(x: Tensor, train_x: Tensor, value: str) -> Tensor:
+def checked_inputs(x: Tensor, train_x: Tensor | ImageFiles, value: str) -> Tensor:
     """``x`` shaped and scaled as ``train_x`` (a missing single channel axis added), refused
     with the fix when it is empty, not finite, of another shape or outside [0, 1] pixels."""
     shape = tuple(train_x.shape[1:])
@@ -160,7 +163,7 @@ def checked_inputs(x: Tensor, train_x: Tensor, value: str) -> Tensor:
         )
     if not torch.isfinite(x).all():
         raise ConfigError(f"distill_data {value!r} holds NaN or Inf; give finite inputs")
-    pixels = bool(train_x.min() >= 0 and train_x.max() <= 1)
+    pixels = in_unit_interval(train_x)
     if pixels and not bool(x.min() >= 0 and x.max() <= 1):
         raise ConfigError(
             f"distill_data {value!r} has values in [{float(x.min()):g}, {float(x.max()):g}] but "

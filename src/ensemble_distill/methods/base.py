@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ensemble_distill import distributed
 from ensemble_distill.data import DataSplits
+from ensemble_distill.data.image_files import in_unit_interval, planner
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
 from ensemble_distill.methods.losses import (
     hydra_loss,
@@ -115,7 +116,7 @@ class DistillContext:
             self.config.perturbation.temperature,
             # Under DDP each rank perturbs its own shard: with its own noise (rank 0's as alone).
             torch.Generator().manual_seed(distributed.perturbation_seed(self.config.seed)),
-            clip=bool(self.data.train.x.min() >= 0 and self.data.train.x.max() <= 1),
+            clip=in_unit_interval(self.data.train.x),
             mixup_alpha=self.config.perturbation.mixup_alpha,
             max_shift=self.config.perturbation.max_shift,
         )
@@ -203,6 +204,7 @@ class DistillContext:
             precision=self.config.precision,
             module=student,
             compile=self.config.compile,
+            prefetch=planner(self._x),
         )
 
     def _streams(self) -> list[torch.Generator]:

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.options import Section, at_least, positive
 from ensemble_distill.registry import Registry
@@ -241,7 +242,7 @@ class InputPool:
 
 
 def build_pool(
-    x: Tensor,
+    x: Tensor | ImageFiles,
     perturbation: Perturbation,
     state: PerturbationState,
     copies: int,
@@ -254,20 +255,28 @@ def build_pool(
     ``precision`` is bf16 (as a live step computes them)."""
     teacher = state.teacher.eval()
     count = len(x)
-    images = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    layout = torch.channels_last if images else torch.contiguous_format
-    inputs = torch.empty(
-        (copies * count, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout
-    )
-    outputs = []
+    inputs, outputs = None, []
     bf16 = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     for copy in range(copies):
-        for start in range(0, count, batch_size):
-            x_tilde = perturbation(x[start : start + batch_size], state)
+        # In order, batch by batch: slices of a tensor, or streamed images decoded ahead.
+        for start, batch in zip(
+            range(0, count, batch_size), batches_of(x, batch_size), strict=True
+        ):
+            if inputs is None:  # the pool keeps the inputs' layout (channels-last stays so)
+                inputs = _pool_storage(batch, copies * count)
+            x_tilde = perturbation(batch, state)
             inputs[copy * count + start : copy * count + start + len(x_tilde)] = x_tilde
             with torch.no_grad(), bf16:
                 outputs.append(teacher(x_tilde).float())
     return InputPool(inputs, torch.cat(outputs), copies)
+
+
+def _pool_storage(batch: Tensor, size: int) -> Tensor:
+    """Uninitialised room for ``size`` inputs like ``batch``: its dtype, device and layout."""
+    images = batch.dim() == 4 and batch.is_contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if images else torch.contiguous_format
+    shape = (size, *batch.shape[1:])
+    return torch.empty(shape, dtype=batch.dtype, device=batch.device, memory_format=layout)
 
 
 def check_pool(

@@ -12,6 +12,7 @@ from torch import nn
 from ensemble_distill import distributed
 from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
 from ensemble_distill.data import DataSplits
+from ensemble_distill.data.image_files import planner
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import epoch_validator
 from ensemble_distill.models import ModelSpec, create_model
@@ -106,9 +107,10 @@ def train_deep_ensemble(
     # Under DDP with at least one member per rank, rank r trains members r, r + W, ... alone;
     # with fewer members than ranks every rank trains all of them on its share of each batch.
     split = size > 1 and members >= size
+    x = data.train.x.to(device)  # a view that decodes onto ``device`` when streamed from files
     job = _Job(
         data=data,
-        x=data.train.x.to(device),
+        x=x,
         y=data.train.y.to(device),
         seed=seed,
         members=members,
@@ -124,6 +126,7 @@ def train_deep_ensemble(
             quiet=quiet,
             precision=precision,
             compile=compile,
+            prefetch=planner(x),
         ),
     )
     ids = list(range(rank, members, size)) if split else list(range(members))

@@ -1,0 +1,294 @@
+"""Images read from files as they are needed, instead of held in memory.
+
+:class:`ImageFiles` stands in for an (N, channels, height, width) float32 tensor of pixels in
+[0, 1] wherever the engine indexes one: ``x[index]``, ``x[a:b]``, ``x.to(device)``, ``len(x)``,
+``x.shape``. Only the indexed images are decoded, by Pillow, so 50 000 RGB images at 224² need
+no 30 GB of memory. Two paths keep the decoding off the critical path, both through a
+:class:`torch.utils.data.DataLoader` with worker processes:
+
+* sequential passes (prediction, evaluation, teacher outputs): :func:`batches_of`;
+* training: ``fit`` knows each epoch's batches when it draws the epoch's order and hands them
+  to :meth:`ImageFiles.plan`; the workers then decode them ahead, in that order, while the
+  network trains on the previous ones. Indexing with anything other than the next planned
+  batch decodes in the calling process (and drops the plan).
+
+Decoding is deterministic, so results do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ensemble_distill.errors import DataError
+
+log = logging.getLogger(__name__)
+
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
+def default_workers() -> int:
+    """Decoding processes when the config names none: one core is left to training."""
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """How one file becomes a (channels, height, width) float32 tensor in [0, 1].
+
+    Attributes:
+        channels: 1 (Pillow mode ``L``) or 3 (``RGB``).
+        size: the output (height, width); None: the file's own size, which must then be
+            ``native`` (every image of a dataset has one shape).
+        resize: the shorter side is scaled to this (bilinear, antialiased) before the centre
+            crop to ``size``; None: to the crop's longer side, so that the crop fits.
+        native: the (height, width) every file must have when ``size`` is None.
+    """
+
+    channels: int
+    size: tuple[int, int] | None = None
+    resize: int | None = None
+    native: tuple[int, int] | None = None
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        height, width = self.size or self.native
+        return (self.channels, height, width)
+
+    def __call__(self, path: Path) -> Tensor:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if self.channels == 1 else "RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
+        if self.size is not None:
+            image = self._resized_crop(image)
+        elif (image.height, image.width) != self.native:
+            raise DataError(
+                f"image {path} is {image.height}x{image.width} but the others are "
+                f"{self.native[0]}x{self.native[1]}; set dataset_args.image_size to resize "
+                "every image to one size"
+            )
+        pixels = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, -1)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / 255.0)
+
+    def _resized_crop(self, image):
+        from PIL import Image
+
+        height, width = self.size
+        shorter = self.resize or max(height, width)
+        scale = shorter / min(image.height, image.width)
+        scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        if scaled != image.size:
+            image = image.resize(scaled, Image.Resampling.BILINEAR)
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        return image.crop((left, top, left + width, top + height))
+
+
+class _Files(Dataset):
+    """The DataLoader's view: file i decoded (what a worker process runs)."""
+
+    def __init__(self, paths: Sequence[Path], transform: ImageTransform) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.transform(self.paths[i])
+
+
+class ImageFiles:
+    """An (N, channels, height, width) float32 image tensor read from ``paths`` on indexing.
+
+    Args:
+        paths: one file per example, in example order.
+        transform: how a file is decoded, resized and cropped.
+        workers: DataLoader worker processes for sequential passes and planned batches (0:
+            decode in the calling process).
+        device: where indexed batches are put (:meth:`to`).
+        layout: applied to every decoded batch, e.g. a channels-last copy (:meth:`mapped`).
+    """
+
+    dtype = torch.float32
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        transform: ImageTransform,
+        *,
+        workers: int = 0,
+        device: torch.device | str = "cpu",
+        layout: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+        self.workers = workers
+        self.device = torch.device(device)
+        self.layout = layout
+        self._stats: tuple[list[float], list[float]] | None = None
+        self._plan: list[Tensor] = []
+        self._planned: Iterator[Tensor] | None = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), *self.transform.output_shape))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def dim(self) -> int:
+        return 4
+
+    def __repr__(self) -> str:
+        return f"ImageFiles({len(self)} files, shape {tuple(self.shape)}, workers={self.workers})"
+
+    def _like(self, **changes) -> ImageFiles:
+        kwargs = dict(workers=self.workers, device=self.device, layout=self.layout) | changes
+        other = ImageFiles(kwargs.pop("paths", self.paths), self.transform, **kwargs)
+        if "paths" not in changes:
+            other._stats = self._stats
+        return other
+
+    def to(self, device: torch.device | str) -> ImageFiles:
+        """The same files, with indexed batches put on ``device``."""
+        return self._like(device=device)
+
+    def mapped(self, layout: Callable[[Tensor], Tensor]) -> ImageFiles:
+        """The same files, every decoded batch passed through ``layout`` (e.g. channels-last)."""
+        return self._like(layout=layout)
+
+    def subset(self, index: Tensor) -> ImageFiles:
+        """Examples ``index`` (int64), without reading a file."""
+        return self._like(paths=[self.paths[i] for i in index.tolist()])
+
+    def __getitem__(self, index: int | slice | Tensor) -> Tensor:
+        """The images at ``index``: (*index.shape, C, H, W) for an integer tensor, (k, C, H, W)
+        for a slice, (C, H, W) for an int. The next planned batch comes from the workers."""
+        if isinstance(index, int):
+            return self._finish(self.transform(self.paths[index]).unsqueeze(0))[0]
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        index = torch.as_tensor(index).cpu()
+        flat = index.flatten()
+        if self._plan and torch.equal(flat, self._plan[0]):
+            self._plan.pop(0)
+            batch = next(self._planned)
+        else:
+            if self._plan:  # the caller went off the plan: stop decoding ahead for it
+                log.debug("batch off the plan; decoding in the calling process from now on")
+                self._plan, self._planned = [], None
+            batch = self._decode(flat.tolist())
+        return _unflatten(self._finish(batch), tuple(index.shape))
+
+    def _decode(self, rows: list[int]) -> Tensor:
+        if not rows:
+            return torch.empty((0, *self.transform.output_shape))
+        return torch.stack([self.transform(self.paths[i]) for i in rows])
+
+    def _finish(self, batch: Tensor) -> Tensor:
+        """A decoded (n, C, H, W) batch in the layout and on the device indexing gives."""
+        if self.layout is not None:
+            batch = self.layout(batch)
+        return batch.to(self.device)
+
+    def _loader(self, batches: list[list[int]]) -> Iterator[Tensor]:
+        """The decoded ``batches`` in order, from worker processes (or this one)."""
+        loader = DataLoader(
+            _Files(self.paths, self.transform),
+            batch_sampler=batches,
+            num_workers=self.workers,
+            prefetch_factor=4 if self.workers else None,
+            # Its own seed source: a DataLoader otherwise draws one from torch's global RNG,
+            # and training would no longer be the same with streamed and in-memory images.
+            generator=torch.Generator(),
+        )
+        return _short_errors(iter(loader))
+
+    def plan(self, batches: Sequence[Tensor]) -> None:
+        """The index tensors the next ``x[index]`` calls will use, in order: decoded ahead."""
+        self._plan = [b.flatten().cpu() for b in batches]
+        self._planned = self._loader([b.tolist() for b in self._plan])
+
+    def _in_order(self, batch_size: int) -> list[list[int]]:
+        starts = range(0, len(self), batch_size)
+        return [list(range(s, min(s + batch_size, len(self)))) for s in starts]
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        """Every image in order, ``batch_size`` at a time (the last batch may be smaller)."""
+        for batch in self._loader(self._in_order(batch_size)):
+            yield self._finish(batch)
+
+    def channel_stats(self, batch_size: int = 256) -> tuple[list[float], list[float]]:
+        """Per-channel mean and (unbiased) standard deviation over every image, in one pass
+        (float64 sums), computed once."""
+        if self._stats is None:
+            total = squares = 0
+            for batch in self._loader(self._in_order(batch_size)):
+                pixels = batch.double().transpose(0, 1).flatten(1)  # (C, n·H·W)
+                total = total + pixels.sum(1)
+                squares = squares + (pixels * pixels).sum(1)
+            count = len(self) * math.prod(self.transform.output_shape[1:])
+            mean = total / count
+            variance = (squares - count * mean * mean) / max(count - 1, 1)
+            self._stats = (mean.tolist(), variance.clamp_min(0).sqrt().tolist())
+        return self._stats
+
+
+def _unflatten(batch: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """(n, C, H, W) as (*shape, C, H, W), n = prod(shape), the image axes' strides kept as
+    they are (``view`` renormalises a one-channel channels-last batch's, and then convolutions
+    take another path than on an indexed in-memory tensor)."""
+    if len(shape) == 1:
+        return batch
+    outer = [batch.stride(0) * math.prod(shape[i + 1 :]) for i in range(len(shape))]
+    return batch.as_strided((*shape, *batch.shape[1:]), (*outer, *batch.stride()[1:]))
+
+
+def _short_errors(batches: Iterator[Tensor]) -> Iterator[Tensor]:
+    """A worker's DataError re-raised with its own one-line message (the DataLoader's copy
+    carries the worker's traceback)."""
+    try:
+        yield from batches
+    except DataError as exc:
+        raise DataError(str(exc).strip().splitlines()[-1].removeprefix("DataError: ")) from None
+
+
+def batches_of(x: Tensor | ImageFiles, batch_size: int) -> Iterator[Tensor]:
+    """``x`` in order, ``batch_size`` examples at a time: slices of a tensor, or images decoded
+    by worker processes for :class:`ImageFiles`."""
+    if isinstance(x, ImageFiles):
+        yield from x.batches(batch_size)
+        return
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size]
+
+
+def planner(*sources: Tensor | ImageFiles | None) -> Callable[[Sequence[Tensor]], None] | None:
+    """What ``fit`` calls with each epoch's index batches so that the :class:`ImageFiles`
+    among ``sources`` decode them ahead; None when none streams."""
+    streamed = [x for x in sources if isinstance(x, ImageFiles)]
+    if not streamed:
+        return None
+
+    def plan(batches: Sequence[Tensor]) -> None:
+        for x in streamed:
+            x.plan(batches)
+
+    return plan
+
+
+def in_unit_interval(x: Tensor | ImageFiles) -> bool:
+    """Whether every value of ``x`` lies in [0, 1] (decoded pixels always do)."""
+    return isinstance(x, ImageFiles) or bool(x.min() >= 0 and x.max() <= 1)

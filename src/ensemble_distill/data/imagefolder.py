@@ -1,0 +1,224 @@
+"""The user's own images: a folder with one sub-folder per class (torchvision's ImageFolder
+layout), streamed from disk (:class:`~ensemble_distill.data.image_files.ImageFiles`).
+
+Layouts of ``data_dir`` (the class folders' names, sorted, are the classes in label order)::
+
+    DIR/<class>/*.png                   test and validation split off at random (seeded)
+    DIR/train/<class>/*.png             the same, training images under train/
+    DIR/train/..., DIR/val/<class>/..., DIR/test/<class>/...   given splits (either or both)
+    DIR/ood/**/*.png                    optional: out-of-distribution images (set "ood")
+
+Any format Pillow reads counts as an image (:data:`EXTENSIONS`); other files are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ensemble_distill.data.base import ArrayDataset, DataSplits, holdout_split, torch_permutations
+from ensemble_distill.data.image_files import GREY_MODES, ImageFiles, ImageTransform
+from ensemble_distill.errors import DataError
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SPLITS = ("train", "val", "test")
+OOD_FOLDER = "ood"
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of ``root`` (hidden ones and the split/OOD names skipped), sorted."""
+    reserved = {*SPLITS, OOD_FOLDER}
+    folders = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folders if p.name not in reserved)
+
+
+def scan_classes(root: Path, classes: Sequence[str] | None = None) -> tuple[list[Path], Tensor]:
+    """Every image under ``root/<class>/`` (recursively) and its label.
+
+    Args:
+        classes: the classes in label order (from the training folder); None: ``root``'s own.
+            A class folder of ``root`` outside them is refused.
+    """
+    folders = class_folders(root)
+    names = [p.name for p in folders] if classes is None else list(classes)
+    unknown = sorted({p.name for p in folders} - set(names))
+    if unknown:
+        raise DataError(
+            f"{root} has class folders {', '.join(unknown)} that the training images lack; "
+            f"the classes are {', '.join(names)}: rename or remove them"
+        )
+    paths, labels = [], []
+    for folder in folders:
+        images = sorted(p for p in folder.rglob("*") if is_image(p))
+        if not images:
+            raise DataError(
+                f"class folder {folder} holds no images ({', '.join(EXTENSIONS)}); add images "
+                "or remove the folder"
+            )
+        paths += images
+        labels += [names.index(folder.name)] * len(images)
+    return paths, torch.tensor(labels, dtype=torch.long)
+
+
+def load_imagefolder_splits(
+    data_dir: Path | None,
+    split_seed: int,
+    val_fraction: float,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    resize: int | None = None,
+    channels: int | None = None,
+    test_fraction: float = 0.2,
+    workers: int | None = None,
+) -> DataSplits:
+    """The images of ``data_dir`` as streamed :class:`DataSplits` (see the module docstring).
+
+    Missing splits are held out stratified and seeded like every built-in dataset's: the test
+    split (``test_fraction``) with ``split_seed``, then validation (``val_fraction``) with
+    ``split_seed + 1``. Class names are kept (``DataSplits.class_names``) for the manifests.
+    """
+    from ensemble_distill.data.image_files import default_workers
+
+    root = _root(data_dir)
+    train_root = root / "train" if (root / "train").is_dir() else root
+    paths, labels = scan_classes(train_root)
+    if not paths:
+        raise DataError(
+            f"{train_root} has no class folders; put each class's images in its own sub-folder "
+            f"({train_root}/<class>/image.png)"
+        )
+    classes = [p.name for p in class_folders(train_root)]
+    given = {
+        split: scan_classes(root / split, classes)
+        for split in ("val", "test")
+        if train_root != root and (root / split).is_dir()
+    }
+    ood = _ood_images(root)
+    transform = image_transform(paths[0], image_size, resize, channels)
+    if transform.size is None:
+        every = [*paths, *(p for split, _ in given.values() for p in split), *ood]
+        check_native_sizes(every, transform.native)
+    workers = default_workers() if workers is None else workers
+
+    def files(split_paths: Sequence[Path]) -> ImageFiles:
+        return ImageFiles(split_paths, transform, workers=workers)
+
+    def dataset(split_paths: Sequence[Path], split_labels: Tensor, what: str) -> ArrayDataset:
+        if not split_paths:
+            fraction = {"val": "val_fraction", "test": "dataset_args.test_fraction"}.get(what)
+            raise DataError(
+                f"the {what} split of {root} is empty; add images"
+                + (f", raise {fraction}" if fraction else "")
+                + f" or give {root}/train/<class>/ and {root}/{what}/<class>/ folders"
+            )
+        return ArrayDataset(files(split_paths), split_labels)
+
+    if "test" not in given:
+        rest, held = _split(labels, test_fraction, split_seed)
+        given["test"] = ([paths[i] for i in held], labels[held])
+        paths, labels = [paths[i] for i in rest], labels[rest]
+    if "val" not in given:
+        rest, held = _split(labels, val_fraction, split_seed + 1)
+        given["val"] = ([paths[i] for i in held], labels[held])
+        paths, labels = [paths[i] for i in rest], labels[rest]
+    return DataSplits(
+        name="imagefolder",
+        train=dataset(paths, labels, "train"),
+        val=dataset(*given["val"], "val"),
+        test=dataset(*given["test"], "test"),
+        num_classes=len(classes),
+        ood={OOD_FOLDER: ArrayDataset(files(ood), torch.zeros(len(ood), dtype=torch.long))}
+        if ood
+        else {},
+        class_names=tuple(classes),
+    )
+
+
+def _root(data_dir: Path | None) -> Path:
+    if data_dir is None:
+        raise DataError(
+            "dataset imagefolder reads data_dir: set data_dir=DIR, a folder with one "
+            "sub-folder of images per class"
+        )
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data_dir {root} is not a folder; set data_dir to your image folder")
+    if not (root / "train").is_dir():
+        stray = [split for split in ("val", "test") if (root / split).is_dir()]
+        if stray:
+            raise DataError(
+                f"{root} has {stray[0]}/ but no train/; put the training images in "
+                f"{root}/train/<class>/"
+            )
+    return root
+
+
+def _split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"split fraction must lie in (0, 1); got {fraction}")
+    return holdout_split(len(labels), fraction, torch_permutations(seed), strata=labels)
+
+
+def _ood_images(root: Path) -> list[Path]:
+    folder = root / OOD_FOLDER
+    return sorted(p for p in folder.rglob("*") if is_image(p)) if folder.is_dir() else []
+
+
+def image_transform(
+    first: Path,
+    image_size: int | Sequence[int] | None,
+    resize: int | None,
+    channels: int | None,
+) -> ImageTransform:
+    """The dataset_args checked and made a transform; ``first`` (the first training image)
+    decides the channels and, without ``image_size``, the size every image must have."""
+    from PIL import Image
+
+    size = _size(image_size)
+    if resize is not None and (size is None or not isinstance(resize, int) or resize < 1):
+        raise DataError(
+            "dataset_args.resize (the shorter side before the centre crop) must be a positive "
+            "integer and needs dataset_args.image_size (the crop)"
+        )
+    if channels not in (None, 1, 3):
+        raise DataError(f"dataset_args.channels must be 1 or 3; got {channels!r}")
+    try:
+        with Image.open(first) as image:
+            mode, native = image.mode, (image.height, image.width)
+    except OSError as exc:
+        raise DataError(f"cannot read image {first} ({exc}); remove or replace it") from None
+    channels = channels or (1 if mode in GREY_MODES else 3)
+    return ImageTransform(channels, size, resize, None if size else native)
+
+
+def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    size = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
+    if len(size) != 2 or not all(isinstance(v, int) and v >= 1 for v in size):
+        raise DataError(
+            f"dataset_args.image_size must be a positive integer or [height, width]; "
+            f"got {image_size!r}"
+        )
+    return (size[0], size[1])
+
+
+def check_native_sizes(paths: Sequence[Path], native: tuple[int, int]) -> None:
+    """Without ``image_size`` every image must have the first one's size (headers only)."""
+    from PIL import Image
+
+    for path in paths:
+        with Image.open(path) as image:
+            if (image.height, image.width) != native:
+                raise DataError(
+                    f"image {path} is {image.height}x{image.width} but {paths[0]} is "
+                    f"{native[0]}x{native[1]}; set dataset_args.image_size to resize every "
+                    "image to one size"
+                )
