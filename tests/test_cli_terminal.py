@@ -14,7 +14,7 @@ from test_config_validation import config_leaves
 from ensemble_distill import training
 from ensemble_distill.cli import field_comments, main
 from ensemble_distill.config import OptimConfig, StudentConfig
-from ensemble_distill.data import DATASETS
+from ensemble_distill.data import DATASETS, dataset_args_of
 from ensemble_distill.methods import METHODS
 from ensemble_distill.methods.perturbations import PERTURBATIONS
 from ensemble_distill.models import MODELS, ModelSpec
@@ -42,6 +42,9 @@ def test_config_lists_every_key_with_its_default_and_the_registered_names(capsys
     listed = "\n".join(lines)
     for registry in (DATASETS, MODELS, METHODS, PERTURBATIONS):
         assert all(name in listed for name in registry.names())
+    for name in ("csv", "imagefolder"):  # the datasets that take dataset_args name them
+        args = ", ".join(dataset_args_of(name))
+        assert f"#   {name} takes dataset_args: {args}" in lines
 
 
 def test_config_comments_are_the_source_comments_above_and_beside_each_key(capsys):

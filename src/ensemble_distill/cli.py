@@ -256,7 +256,7 @@ def config_listing() -> str:
     """``ensemble-distill config``: every key as ``key = default  # meaning``, each section
     headed by its docstring's first line, then the registered names a key may take."""
     from ensemble_distill.config import Config  # imports torch: after parsing
-    from ensemble_distill.data import DATASETS
+    from ensemble_distill.data import DATASETS, dataset_args_of
     from ensemble_distill.methods import METHODS
     from ensemble_distill.methods.perturbations import PERTURBATIONS
     from ensemble_distill.models import MODELS
@@ -266,6 +266,11 @@ def config_listing() -> str:
     lines += [
         "",
         f"# datasets (dataset=NAME): {', '.join(DATASETS.names())}",
+        *(
+            f"#   {name} takes dataset_args: {', '.join(args)}"
+            for name in DATASETS.names()
+            if (args := dataset_args_of(name))
+        ),
         f"# models (model=NAME, student.model=NAME): {', '.join(MODELS.names())}",
         f"# methods (methods=[NAME, ...]): {', '.join(METHODS.names())}",
         f"# inputs (methods=[METHOD+NAME]): {', '.join(PERTURBATIONS.names())}",

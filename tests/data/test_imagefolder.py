@@ -155,8 +155,10 @@ def test_training_on_streamed_images_is_bit_identical_to_training_in_memory(tree
         }
     )
     streamed = create_dataset("imagefolder", data_dir=tree, workers=1)
+    held = create_dataset("imagefolder", data_dir=tree, workers=1, in_memory=True)
+    assert isinstance(held.train.x, torch.Tensor) and held.class_names == streamed.class_names
     weights = []
-    for data in (streamed, streamed.in_memory()):
+    for data in (streamed, held):
         setup = prepare(config, data)
         teacher, _ = train_teacher(setup)
         outputs = teacher_train_outputs(setup, teacher)

@@ -6,7 +6,7 @@
   ``svhn``; images are float tensors in [0, 1], labels int64.
 * The user's images: ``imagefolder`` (``data_dir`` with one sub-folder per class; streamed
   from disk by worker processes, see :mod:`ensemble_distill.data.imagefolder`; dataset_args
-  ``image_size``, ``resize``, ``channels``, ``test_fraction``, ``workers``).
+  ``image_size``, ``resize``, ``channels``, ``test_fraction``, ``workers``, ``in_memory``).
 * Regression (``task="regression"``, ``num_classes=1``, targets float32 standardised with
   training statistics): ``toy-gap`` (1-D cubic with a gap, OOD set ``gap``), ``diabetes``,
   ``auto-mpg`` and ``csv`` (the user's own table; dataset_args ``path``, ``target`` and
@@ -172,12 +172,15 @@ def _imagefolder(
     channels: int | None = None,
     test_fraction: float = 0.2,
     workers: int | None = None,
+    in_memory: bool = False,
 ):
     from ensemble_distill.data.imagefolder import load_imagefolder_splits
 
     if workers is not None and (not isinstance(workers, int) or workers < 0):
         raise ConfigError(f"dataset_args.workers must be an integer ≥ 0; got {workers!r}")
-    return load_imagefolder_splits(
+    if not isinstance(in_memory, bool):
+        raise ConfigError(f"dataset_args.in_memory must be true or false; got {in_memory!r}")
+    splits = load_imagefolder_splits(
         data_dir,
         split_seed,
         val_fraction,
@@ -187,6 +190,8 @@ def _imagefolder(
         test_fraction=test_fraction,
         workers=workers,
     )
+    # Decoded once into float32 tensors: faster where they fit, the same weights.
+    return splits.in_memory() if in_memory else splits
 
 
 @DATASETS.register("toy-gap")

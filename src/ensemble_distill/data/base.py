@@ -102,7 +102,9 @@ class DataSplits:
         float32 tensors: faster training where they fit in memory, the same weights."""
 
         def held(split: ArrayDataset) -> ArrayDataset:
-            return ArrayDataset(split.x[:], split.y) if isinstance(split.x, ImageFiles) else split
+            if not isinstance(split.x, ImageFiles):
+                return split
+            return ArrayDataset(torch.cat(list(split.x.batches(1024))), split.y)
 
         return dataclasses.replace(
             self,
