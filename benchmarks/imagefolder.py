@@ -17,6 +17,7 @@ scratch folder, removed afterwards), then, in one process on this machine:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -61,6 +62,7 @@ def train_seconds(config, data: DataSplits) -> tuple[float, dict[str, torch.Tens
 
 
 def measure(data_dir: str, count: int, epochs: int, workers: int) -> dict:
+    load = os.getloadavg()[0]  # other work on the machine slows both sides, decoding more
     scratch = Path(tempfile.mkdtemp(prefix="imagefolder-"))
     try:
         write_folder(data_dir, count, scratch)
@@ -87,6 +89,7 @@ def measure(data_dir: str, count: int, epochs: int, workers: int) -> dict:
         "train_seconds": {"streamed": seconds_streamed, "in_memory": seconds_memory},
         "same_weights": same,
         "inputs_bytes": {"streamed": path_bytes, "in_memory": memory.train.x.numel() * 4},
+        "load_average": load,
         "machine": machine_info(),
     }
 
@@ -99,7 +102,9 @@ def markdown(record: dict) -> str:
     lines = [
         "# Image folders: streamed from disk against held in memory",
         "",
-        f"Machine: {machine_line(record['machine'])}.",
+        f"Machine: {machine_line(record['machine'])}; load average "
+        f"{record['load_average']:.1f} when the run started (near or above the CPU count: "
+        "other jobs shared the cores, and the worker processes had none of their own).",
         "",
         "Command: `python benchmarks/imagefolder.py --data-dir ../shared/data "
         "--doc docs/results/imagefolder`",

@@ -135,10 +135,10 @@ def test_planned_batches_come_decoded_ahead_and_in_order(tree, workers):
     streamed.plan(batches)
     for index in batches:
         assert torch.equal(streamed[index], files[index])
-    assert streamed._plan == []
+    assert not streamed._plan
     streamed.plan(batches)
     assert torch.equal(streamed[batches[1]], files[batches[1]])  # off the plan: read here
-    assert streamed._plan == [] and streamed._planned is None
+    assert not streamed._plan and streamed._planned is None
     assert torch.equal(torch.cat(list(streamed.batches(7))), files[:])
 
 
@@ -233,3 +233,29 @@ def test_unknown_classes_in_a_given_split_and_a_missing_folder_are_refused(tmp_p
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--quiet", "dataset=imagefolder"]) == 2
     assert "set data_dir=DIR" in capsys.readouterr().err and not out.exists()
+
+
+def test_training_reads_every_batch_from_the_plan(tree, monkeypatch):
+    """Teacher and student steps take their batches from the workers' planned stream: only a
+    few probes (e.g. ``x[:2]``) are decoded in the training process itself."""
+    decoded_here = []
+    decode = ImageFiles._decode
+    monkeypatch.setattr(
+        ImageFiles,
+        "_decode",
+        lambda self, rows: decoded_here.append(len(rows)) or decode(self, rows),
+    )
+    config = build_config(
+        {
+            "dataset": "imagefolder",
+            "members": 2,
+            "epochs": 2,
+            "batch_size": 16,
+            "model_args": {"widths": [8]},
+            "eval": {"diversity_etas": []},
+        }
+    )
+    setup = prepare(config, create_dataset("imagefolder", data_dir=tree, workers=0))
+    teacher, _ = train_teacher(setup)
+    distill_student(setup, teacher, "kd+mixup", teacher_train_outputs(setup, teacher))
+    assert sum(decoded_here) <= 8, decoded_here

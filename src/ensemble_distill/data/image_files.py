@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +139,7 @@ class ImageFiles:
         self.device = torch.device(device)
         self.layout = layout
         self._stats: tuple[list[float], list[float]] | None = None
-        self._plan: list[Tensor] = []
+        self._plan: deque[Tensor] = deque()
         self._planned: Iterator[Tensor] | None = None
 
     @property
@@ -183,12 +184,12 @@ class ImageFiles:
         index = torch.as_tensor(index).cpu()
         flat = index.flatten()
         if self._plan and torch.equal(flat, self._plan[0]):
-            self._plan.pop(0)
+            self._plan.popleft()
             batch = next(self._planned)
         else:
             if self._plan:  # the caller went off the plan: stop decoding ahead for it
-                log.debug("batch off the plan; decoding in the calling process from now on")
-                self._plan, self._planned = [], None
+                log.debug("batch off the plan; decoding in the calling process until the next")
+                self._plan, self._planned = deque(), None
             batch = self._decode(flat.tolist())
         return _unflatten(self._finish(batch), tuple(index.shape))
 
@@ -218,7 +219,7 @@ class ImageFiles:
 
     def plan(self, batches: Sequence[Tensor]) -> None:
         """The index tensors the next ``x[index]`` calls will use, in order: decoded ahead."""
-        self._plan = [b.flatten().cpu() for b in batches]
+        self._plan = deque(b.flatten().cpu() for b in batches)
         self._planned = self._loader([b.tolist() for b in self._plan])
 
     def _in_order(self, batch_size: int) -> list[list[int]]:
