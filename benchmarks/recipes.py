@@ -1,23 +1,39 @@
-"""Distillation recipes on MNIST (M = 10, MLP 400-400): are the students worth more than one
-member? Writes docs/results/recipes.{json,md} and docs/img/recipes.png.
+"""Distillation recipes: are the students worth more than one member? On MNIST (M = 10, MLP
+400-400) and on Fashion-MNIST (M = 4, the CNN of configs/diversity_fashion.yaml). Writes
+docs/results/recipes[_fashion].{json,md} and docs/img/recipes[_fashion].png:
 
     python benchmarks/recipes.py --data-dir ../shared/data --seeds 0 1 2
+    python benchmarks/recipes.py --data-dir ../shared/data --dataset fashion-mnist --seeds 0
     python benchmarks/recipes.py --data-dir ../shared/data --seeds 0 1 2 --tabulate-only
 
-Per seed, the teacher of configs/mnist.yaml (members=10, epochs=8) is trained once into
-RUNS/seed<k>/teacher; every recipe (VARIANTS) is a run folder RUNS/seed<k>/<recipe> that starts
-from a copy of it and distils and evaluates its students (the pipeline's resume keeps what is
-finished, so the command can be stopped and rerun). Settings are chosen per method on
-*validation* cNLL (temperature fitted and scored on the validation split); test numbers are
-read once, for the chosen and for every recipe, beside the ensemble's DE-1 … DE-M curve.
+Per seed, the study's teacher (MNIST: configs/mnist.yaml members=10 epochs=8) is trained once
+into RUNS/seed<k>/teacher; every recipe of the study (:class:`Study`: VARIANTS on MNIST,
+FASHION_VARIANTS on Fashion-MNIST) is a run folder RUNS/seed<k>/<recipe> that starts from a copy
+of it and distils and evaluates its students (the pipeline's resume keeps what is finished, so
+the command can be stopped and rerun). Settings are chosen per method on *validation* cNLL
+(temperature fitted and scored on the validation split); test numbers are read once, for the
+chosen and for every recipe, beside the ensemble's DE-1 … DE-M curve. The page holds the seeds
+whose recipes are all finished and names the requested ones that are not.
+
+Fashion-MNIST was sized at one torch thread (seconds per epoch: the teacher's 4 members 36,
+a student on clean inputs 9-10, on live mixup inputs 31-33, BatchEnsemble 58; each recipe
+run adds about 25 s for the teachers' outputs and 50 s of evaluation) so that one seed takes
+about 80 minutes: the teacher (15 epochs) and FASHION_VARIANTS. Left out for cost: live mixup
+(pooled mixup instead: perturbation.pool=4), EnD² at 4x and on mixup, 6x budgets, and
+BatchEnsemble (58 s per epoch: 15 min at 1x; its 2x function-matching row is in
+docs/results/hydra_tradeoff_fashion.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -71,36 +87,75 @@ VARIANTS = {
     "endd-mixup-3x": (["endd+mixup"], [*FUNCTION_MATCHING, "student.epochs_multiple=3"]),
 }
 
+# Fashion-MNIST: configs/diversity_fashion.yaml (M = 4 CNNs, 15 epochs) with fp32 and its Hydra
+# heads ([128], copied) pinned, and the student budget given as a multiple of the teacher's
+# epochs. The config's own loss (α = 0.9, T = 4, for Hydra too) is "today" here, spelt out.
+FASHION_BASE = ["precision=fp32", "hydra.head_widths=[128]", "hydra.head_init=copy"]
+FASHION_BASE += ["eval.diversity_etas=[]", "eval.latency_repeats=3", "student.epochs=null"]
+FASHION_QUICK = ["dataset=digits", "members=2", "epochs=2", "hydra.head_widths=[8]"]
+FASHION_QUICK += ["model_args={channels: [4], hidden: 16, pool_size: 2}"]
+FASHION_FM = [*FUNCTION_MATCHING, "hydra.alpha=1", "hydra.temperature=1"]
+FASHION_TODAY = [*TODAY, "hydra.alpha=0.9", "hydra.temperature=4"]
+# Sized at one torch thread so that one seed takes about 80 minutes (module docstring): the
+# budgets 1x / 2x / 4x on clean inputs (EnD² not at 4x), and mixup from a pool of 4 copies (no
+# teacher in training: live mixup costs 3x a clean epoch here) at 2x beside clean 2x.
+FASHION_VARIANTS = {
+    "today": (["kd", "hydra", "endd"], [*FASHION_TODAY, "student.epochs_multiple=1"]),
+    **{
+        f"fm-clean-{k}x": (["kd", "hydra", "endd"], [*FASHION_FM, f"student.epochs_multiple={k}"])
+        for k in (1, 2)
+    },
+    "fm-clean-4x": (["kd", "hydra"], [*FASHION_FM, "student.epochs_multiple=4"]),
+    "fm-mixup-pool4-2x": (
+        ["kd+mixup", "hydra+mixup"],
+        [*FASHION_FM, "student.epochs_multiple=2", "perturbation.pool=4"],
+    ),
+}
 
-def config_for(data_dir: str, seed: int, overrides: list[str], methods: list[str]):
-    methods_arg = f"methods=[{','.join(methods)}]"
-    items = [*BASE, f"data_dir={data_dir}", f"seed={seed}", methods_arg, *overrides]
-    return load_config(ROOT / "configs" / "mnist.yaml", items)
+
+@dataclass(frozen=True)
+class Study:
+    """One data set's study: its teacher and recipes, where it reads and writes, and the page's
+    words for it."""
+
+    config: str  # under configs/
+    base: tuple[str, ...]  # overrides of every run (teacher and students)
+    variants: dict[str, tuple[list[str], list[str]]]  # recipe -> (methods, overrides)
+    quick: tuple[str, ...]  # --quick: added to base (digits, tiny)
+    runs: Path  # RUNS/seed<k>/<recipe>
+    doc: Path  # the page and its JSON; the plot is docs/img/<doc name>.png
+    title: str
+    timing_text: str  # how the seconds were measured
+    recipe_text: str  # the teacher and the recipes
+    floors_title: str  # {seeds}: the seeds the page holds
+    floors: Callable[[dict], list[str]]
+
+    def config_for(self, data_dir: str, seed: int, overrides: list[str], methods: list[str]):
+        methods_arg = f"methods=[{','.join(methods)}]"
+        items = [*self.base, f"data_dir={data_dir}", f"seed={seed}", methods_arg, *overrides]
+        return load_config(ROOT / "configs" / self.config, items)
 
 
-def use_quick_settings() -> None:
-    """--quick: every config of the study on digits, tiny (see QUICK)."""
-    BASE[:] = [*BASE, *QUICK]
-
-
-def run_seed(data_dir: str, seed: int, runs: Path) -> None:
+def run_seed(study: Study, data_dir: str, seed: int) -> None:
     """The teacher once, then every recipe from a copy of it (resumable). A finished teacher or
     recipe (its results.json written) is kept as it is, whichever version wrote it: remove its
     folder to rerun it."""
-    folder = runs / f"seed{seed}"
+    folder = study.runs / f"seed{seed}"
     teacher_run = folder / "teacher"
     start = time.perf_counter()
     if not (teacher_run / "teacher" / "manifest.json").is_file():
-        run(config_for(data_dir, seed, [], ["kd"]), teacher_run, steps=("teacher",), quiet=True)
+        print(f"seed {seed}: training the teacher ({time.strftime('%H:%M')})", flush=True)
+        teacher_config = study.config_for(data_dir, seed, [], ["kd"])
+        run(teacher_config, teacher_run, steps=("teacher",), quiet=True)
     print(f"seed {seed}: teacher ready ({time.perf_counter() - start:.0f} s)", flush=True)
-    for name, (methods, overrides) in VARIANTS.items():
+    for name, (methods, overrides) in study.variants.items():
         out = folder / name
         if (out / "results.json").is_file():
             continue
         if not (out / "teacher").is_dir():
             shutil.copytree(teacher_run / "teacher", out / "teacher")
         start = time.perf_counter()
-        config = config_for(data_dir, seed, overrides, methods)
+        config = study.config_for(data_dir, seed, overrides, methods)
         run(config, out, steps=("distill", "evaluate"), quiet=True)
         print(f"seed {seed}: {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -135,11 +190,11 @@ def training_flops(run_dir: Path, name: str, config, setup, teacher_fwd: int) ->
     return float(per_example * len(setup.data.train))
 
 
-def collect(data_dir: str, seed: int, runs: Path) -> dict:
+def collect(study: Study, data_dir: str, seed: int) -> dict:
     """Every recipe's rows (test metrics, validation cNLL, training cost) for one seed."""
-    folder = runs / f"seed{seed}"
+    folder = study.runs / f"seed{seed}"
     teacher_manifest = read_manifest(folder / "teacher" / "teacher")
-    config = config_for(data_dir, seed, [], ["kd"])
+    config = study.config_for(data_dir, seed, [], ["kd"])
     setup = prepare(config)
     teacher, _ = load_teacher(folder / "teacher" / "teacher")
     teacher_fwd = metrics.forward_flops(teacher, setup.data.train.x[:64])
@@ -151,13 +206,13 @@ def collect(data_dir: str, seed: int, runs: Path) -> dict:
         "recipes": {},
         # DE-1 … DE-M and every DEE are recomputed here with today's metric code, whichever
         # version wrote the runs (the teacher, hence the curve, is the same in every recipe).
-        "curve": ensemble_curve(folder / "today"),
+        "curve": ensemble_curve(folder / next(iter(study.variants))),
     }
     curve = record["curve"]
-    for recipe, (methods, overrides) in VARIANTS.items():
+    for recipe, (methods, overrides) in study.variants.items():
         run_dir = folder / recipe
         results = json.loads((run_dir / "results.json").read_text())
-        recipe_config = config_for(data_dir, seed, overrides, methods)
+        recipe_config = study.config_for(data_dir, seed, overrides, methods)
         rows = {}
         for name, row in results["methods"].items():
             rows[name] = {k: row.get(k) for k in ("acc", "cnll", "ood_auroc", "ood_auroc_mi")}
@@ -214,10 +269,6 @@ def floors(summary: dict) -> list[str]:
     ensemble = rows["ensemble"]
     picked = [rows[label] for label in chosen.values()]
     best = min(picked, key=lambda r: r["cnll"][0])
-    teacher_s, teacher_f = (
-        summary["teacher"]["train_seconds"][0],
-        summary["teacher"]["train_flops"][0],
-    )
     lines = [
         _check("every chosen student's DEE ≥ 2", all(r["dee"][0] >= 2 for r in picked)),
         _check(
@@ -228,15 +279,47 @@ def floors(summary: dict) -> list[str]:
             f"its accuracy {best['acc'][0]:.4f} ≥ ensemble − 0.001 ({ensemble['acc'][0]:.4f})",
             best["acc"][0] >= ensemble["acc"][0] - 0.001,
         ),
-        _check(
-            "chosen students' training compute ≤ 2 × the teacher's (seconds and FLOPs)",
-            all(
-                r["train_seconds"][0] <= 2 * teacher_s and r["train_flops"][0] <= 2 * teacher_f
-                for r in picked
-            ),
-        ),
+        _compute_floor(summary),
     ]
     return lines
+
+
+def fashion_floors(summary: dict) -> list[str]:
+    """The issue's Fashion-MNIST floors, checked on the chosen students (test split, mean over
+    the seeds the page holds)."""
+    rows, chosen = summary["rows"], summary["chosen"]
+    member = rows["member"]
+    picked = {label: rows[label] for label in chosen.values()}
+    best = min(picked, key=lambda label: picked[label]["cnll"][0])
+    return [
+        _check("every chosen student's DEE > 1", all(r["dee"][0] > 1 for r in picked.values())),
+        _check(
+            f"every chosen student's accuracy ≥ one member's ({member['acc'][0]:.4f})",
+            all(r["acc"][0] >= member["acc"][0] for r in picked.values()),
+        ),
+        _check(
+            f"best chosen student ({best}, by test cNLL) DEE {picked[best]['dee'][0]:.2f} ≥ 2",
+            picked[best]["dee"][0] >= 2,
+        ),
+        _compute_floor(summary),
+    ]
+
+
+def _compute_floor(summary: dict) -> str:
+    """Every chosen student's training seconds and FLOPs ≤ 2 × the teacher's (all members)."""
+    rows = summary["rows"]
+    picked = [rows[label] for label in summary["chosen"].values()]
+    teacher_s, teacher_f = (
+        summary["teacher"]["train_seconds"][0],
+        summary["teacher"]["train_flops"][0],
+    )
+    return _check(
+        "chosen students' training compute ≤ 2 × the teacher's (seconds and FLOPs)",
+        all(
+            r["train_seconds"][0] <= 2 * teacher_s and r["train_flops"][0] <= 2 * teacher_f
+            for r in picked
+        ),
+    )
 
 
 def _check(text: str, ok: bool) -> str:
@@ -248,6 +331,7 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
     markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v", "endd-mixup-3x": "^"}
+    markers |= {"fm-clean-2x": "D", "fm-clean-4x": "P", "fm-mixup-pool4-2x": "v"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
     for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
         for k, value in enumerate(summary["curve"], start=1):
@@ -291,35 +375,33 @@ def dee_marks(row: dict) -> str:
     return "".join(marks[note] for note in row.get("dee_notes", []) if note in marks)
 
 
-def markdown(record: dict) -> str:
+def markdown(study: Study, record: dict) -> str:
     summary = record["summary"]
     seeds = summary["seeds"]
+    spread = len(seeds) > 1  # one seed has no spread to show
 
     def c(value, fmt=".4f"):
-        return "n/a" if value is None else f"{format(value[0], fmt)} ± {format(value[1], fmt)}"
+        if value is None:
+            return "n/a"
+        return format(value[0], fmt) + (f" ± {format(value[1], fmt)}" if spread else "")
 
     lines = [
-        "# Distillation recipes on MNIST (M = 10): students against one member",
+        f"# {study.title}",
         "",
         f"Command: `{record['command']}`  ",
         f"Machine: {record['machine_line']}. Seeds: {', '.join(map(str, seeds))} "
-        "(mean ± sample std). Seconds were measured while other jobs shared the 2 cores at "
-        "times (the teacher took 72–138 s for the same work), and the pooled recipe was added "
-        "by a later run with 1 torch thread: read them as rough; FLOPs are "
-        "exact counts (FlopCounterMode; training = 3 × forward, plus the teachers' forward "
-        "for live inputs, or once per copy for a pool).",
+        + ("(mean ± sample std)" if spread else "(a single seed: no spread)")
+        + f". {study.timing_text}",
         "",
-        "Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP 400-400, Adam, cosine). "
-        "Recipes: `today` = the defaults before this study (KD α = 0.9, T = 4, plus labels; "
-        "cosine; student epochs = teacher epochs; cached teacher outputs on clean inputs); "
-        "`fm-*` = function matching (KD α = 1, T = 1; Hydra's defaults already are), one-cycle "
-        "schedule (10 % warm-up), student epochs 1× / 3× / 6× the teacher's, on clean inputs "
-        "(cached) or mixup inputs (teachers live, Beta(1, 1)); `fm-mixup-pool4-3x` = the "
-        "same mixup inputs drawn from 4 copies built once with the teachers' outputs "
-        "(`perturbation.pool=4`: no teacher in training); `endd-mixup-3x` = EnD² on live "
-        "mixup inputs. Hydra keeps the paper's copied "
-        "[100, 100] heads (the default when this study ran; docs/results/hydra_tradeoff.md "
-        "chose today's). EnD² keeps its own loss (temperature annealed from 5) in every recipe.",
+    ]
+    if record.get("unfinished"):
+        lines += [
+            "Requested but not finished yet (the command resumes them; the page holds the "
+            f"seeds above only): seeds {', '.join(map(str, record['unfinished']))}.",
+            "",
+        ]
+    lines += [
+        study.recipe_text,
         "",
         "| model [recipe] | val cNLL (choice) | test ACC | test cNLL | DEE | OOD AUROC (entropy) "
         "| OOD AUROC (MI) | train s | train GFLOPs |",
@@ -337,9 +419,11 @@ def markdown(record: dict) -> str:
             f"{c(row['train_seconds'], '.0f')} | {c(gflops, '.0f')} |"
         )
     teacher = summary["teacher"]
+    seeds_text = f"mean over {len(seeds)} seeds" if spread else f"seed {seeds[0]} only"
     lines += [
         "",
-        f"Teacher training (all 10 members): {c(teacher['train_seconds'], '.0f')} s, "
+        f"Teacher training (all {len(summary['curve'])} members): "
+        f"{c(teacher['train_seconds'], '.0f')} s, "
         f"{teacher['train_flops'][0] / 1e9:.0f} GFLOPs. DE-k test cNLL: "
         + ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(summary["curve"], start=1))
         + ".",
@@ -347,9 +431,9 @@ def markdown(record: dict) -> str:
         "†: DEE below 1 in some seed, extrapolated by the ensemble-size law cNLL(k) = a + b/k "
         "through DE-1 and DE-2 (docs/methods.md); (≥): capped at M, a lower bound.",
         "",
-        "![cNLL against training compute](../img/recipes.png)",
+        f"![cNLL against training compute](../img/{study.doc.name}.png)",
         "",
-        "## Floors (issue: MNIST M = 10, test split, mean over 3 seeds)",
+        f"## {study.floors_title.format(seeds=seeds_text)}",
         "",
         *record["floors"],
         "",
@@ -357,30 +441,122 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _finished(folder: Path) -> bool:
-    return all((folder / recipe / "results.json").is_file() for recipe in VARIANTS)
+COST_TEXT = (
+    "FLOPs are exact counts (FlopCounterMode; training = 3 × forward, plus the teachers' "
+    "forward for live inputs, or once per copy for a pool)."
+)
+STUDIES = {
+    "mnist": Study(
+        config="mnist.yaml",
+        base=tuple(BASE),
+        variants=VARIANTS,
+        quick=tuple(QUICK),
+        runs=ROOT / "runs" / "recipes",
+        doc=ROOT / "docs" / "results" / "recipes",
+        title="Distillation recipes on MNIST (M = 10): students against one member",
+        timing_text="Seconds were measured while other jobs shared the 2 cores at "
+        "times (the teacher took 72–138 s for the same work), and the pooled recipe was added "
+        f"by a later run with 1 torch thread: read them as rough; {COST_TEXT}",
+        recipe_text="Teacher: configs/mnist.yaml with members=10 epochs=8 (MLP 400-400, Adam, "
+        "cosine). Recipes: `today` = the defaults before this study (KD α = 0.9, T = 4, plus "
+        "labels; cosine; student epochs = teacher epochs; cached teacher outputs on clean "
+        "inputs); `fm-*` = function matching (KD α = 1, T = 1; Hydra's defaults already are), "
+        "one-cycle schedule (10 % warm-up), student epochs 1× / 3× / 6× the teacher's, on clean "
+        "inputs (cached) or mixup inputs (teachers live, Beta(1, 1)); `fm-mixup-pool4-3x` = the "
+        "same mixup inputs drawn from 4 copies built once with the teachers' outputs "
+        "(`perturbation.pool=4`: no teacher in training); `endd-mixup-3x` = EnD² on live "
+        "mixup inputs. Hydra keeps the paper's copied "
+        "[100, 100] heads (the default when this study ran; docs/results/hydra_tradeoff.md "
+        "chose today's). EnD² keeps its own loss (temperature annealed from 5) in every recipe.",
+        floors_title="Floors (issue: MNIST M = 10, test split, mean over 3 seeds)",
+        floors=floors,
+    ),
+    "fashion-mnist": Study(
+        config="diversity_fashion.yaml",
+        base=tuple(FASHION_BASE),
+        variants=FASHION_VARIANTS,
+        quick=tuple(FASHION_QUICK),
+        runs=ROOT / "runs" / "recipes_fashion",
+        doc=ROOT / "docs" / "results" / "recipes_fashion",
+        title="Distillation recipes on Fashion-MNIST (M = 4): students against one member",
+        timing_text="Seconds: one torch thread (OMP_NUM_THREADS=1), the machine's other core "
+        f"shared with other jobs at times: read them as rough; {COST_TEXT}",
+        recipe_text="Teacher: configs/diversity_fashion.yaml (M = 4 CNNs: conv 8-16, 7 × 7 "
+        "pooled map, dense 256; Adam, cosine, 15 epochs) in fp32. OOD: the MNIST test set. "
+        "Recipes: `today` = the config's loss before this study (KD and Hydra α = 0.9, T = 4, "
+        "plus labels; cosine; student epochs = the teacher's; cached teacher outputs on clean "
+        "inputs); `fm-*` = function matching (KD and Hydra α = 1, T = 1), one-cycle schedule "
+        "(10 % warm-up), student epochs 1× / 2× / 4× the teacher's on clean inputs (cached); "
+        "`fm-mixup-pool4-2x` = mixup inputs (Beta(1, 1)) drawn from 4 copies built once with "
+        "the teachers' outputs (`perturbation.pool=4`: no teacher in training), beside "
+        "`fm-clean-2x`. Hydra keeps the config's copied [128] heads in every recipe; EnD² keeps "
+        "its own loss (temperature annealed from 5). Sized at one torch thread so that one "
+        "seed takes about 80 minutes (seconds per epoch: the teacher's 4 members 36; a student "
+        "on clean inputs 9–10, on live mixup inputs 31–33; BatchEnsemble 58). Left out for "
+        "cost: live mixup (3× a clean epoch; the pool instead), EnD² at 4× and on mixup, 6× "
+        "budgets, and BatchEnsemble (15 min per seed at 1×; its 2× function-matching row is in "
+        "docs/results/hydra_tradeoff_fashion.md).",
+        floors_title="Floors (issue 15: Fashion-MNIST M = 4, test split, {seeds})",
+        floors=fashion_floors,
+    ),
+}
+
+
+def _finished(study: Study, seed: int) -> list[str]:
+    """The recipes of ``seed`` whose results are written."""
+    folder = study.runs / f"seed{seed}"
+    return [recipe for recipe in study.variants if (folder / recipe / "results.json").is_file()]
+
+
+def study_for(args: argparse.Namespace) -> Study:
+    """The --dataset's study; --quick: on digits, tiny, under runs/<runs>_quick; --runs and
+    --doc in place of its folders."""
+    study = STUDIES[args.dataset]
+    if args.quick:  # never into the study's folders or pages
+        out = ROOT / "runs" / f"{study.runs.name}_quick"
+        study = dataclasses.replace(
+            study,
+            base=study.base + study.quick,
+            runs=out,
+            doc=out / "docs" / "results" / study.doc.name,
+        )
+    if args.runs is not None:
+        study = dataclasses.replace(study, runs=args.runs)
+    if args.doc is not None:
+        study = dataclasses.replace(study, doc=args.doc)
+    return study
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--dataset", choices=sorted(STUDIES), default="mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "recipes")
+    parser.add_argument("--runs", type=Path, help="default: runs/recipes[_fashion]")
     parser.add_argument("--tabulate-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="digits, tiny: a smoke test")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "recipes")
+    parser.add_argument("--doc", type=Path, help="default: docs/results/recipes[_fashion]")
     args = parser.parse_args()
-    if args.quick:
-        use_quick_settings()
+    study = study_for(args)
     if not args.tabulate_only:
         for seed in args.seeds:
-            run_seed(args.data_dir, seed, args.runs)
-    done = [s for s in args.seeds if _finished(args.runs / f"seed{s}")]
-    per_seed = {seed: collect(args.data_dir, seed, args.runs) for seed in done}
+            run_seed(study, args.data_dir, seed)
+    finished = {seed: _finished(study, seed) for seed in args.seeds}
+    done = [s for s in args.seeds if len(finished[s]) == len(study.variants)]
+    unfinished = [s for s in args.seeds if s not in done]
+    if not done:
+        progress = "; ".join(
+            f"seed {s}: {len(finished[s])} of {len(study.variants)} recipes" for s in args.seeds
+        )
+        print(f"No requested seed has all its recipes finished ({progress}): no page written.")
+        return
+    per_seed = {seed: collect(study, args.data_dir, seed) for seed in done}
     summary = tabulate(per_seed)
-    plot(summary, args.doc.parent.parent / "img" / f"{args.doc.name}.png")
+    plot(summary, study.doc.parent.parent / "img" / f"{study.doc.name}.png")
     record = {
-        "command": "python benchmarks/recipes.py --data-dir DIR --seeds "
+        "command": "python benchmarks/recipes.py --data-dir DIR"
+        + (f" --dataset {args.dataset}" if args.dataset != "mnist" else "")
+        + " --seeds "
         + " ".join(map(str, args.seeds))
         + (" --quick" if args.quick else ""),
         "machine": (info := machine_info()),
@@ -389,8 +565,10 @@ def main() -> None:
         "per_seed": per_seed,
         "summary": summary,
     }
-    record["floors"] = floors(summary)
-    write_page(args.doc, record, markdown)
+    if unfinished:
+        record["unfinished"] = unfinished
+    record["floors"] = study.floors(summary)
+    write_page(study.doc, record, functools.partial(markdown, study))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""benchmarks/recipes.py --quick: runs end to end on digits, and chooses on validation only."""
+"""benchmarks/recipes.py --quick: runs end to end on digits (MNIST's study and Fashion-MNIST's),
+and chooses on validation only."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,18 +10,47 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "recipes.py"
+
+
+def quick(tmp: Path, doc: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), "--quick", *args]
+    command += ["--data-dir", str(tmp), "--runs", str(tmp / "runs"), "--doc", str(doc)]
+    return subprocess.run(command, check=True, capture_output=True, cwd=ROOT, text=True)
 
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("recipes")
     doc = tmp / "docs" / "results" / "recipes"
-    command = [sys.executable, str(ROOT / "benchmarks" / "recipes.py"), "--quick", "--seeds", "0"]
-    command += ["--data-dir", str(tmp), "--runs", str(tmp / "runs"), "--doc", str(doc)]
-    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    quick(tmp, doc, "--seeds", "0")
     assert "## Floors" in doc.with_suffix(".md").read_text()
     assert (tmp / "docs" / "img" / "recipes.png").is_file()
     return json.loads(doc.with_suffix(".json").read_text())
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory) -> tuple[Path, Path]:
+    """The Fashion-MNIST study's recipes on digits, tiny: (its folder, its doc path)."""
+    tmp = tmp_path_factory.mktemp("recipes_fashion")
+    doc = tmp / "docs" / "results" / "recipes_fashion"
+    quick(tmp, doc, "--dataset", "fashion-mnist", "--seeds", "0")
+    return tmp, doc
+
+
+@pytest.fixture(scope="module")
+def recipes():
+    """benchmarks/recipes.py as a module (it imports its neighbour seeds.py)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("recipes_benchmark", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def test_each_method_is_chosen_by_validation_cnll(record):
@@ -36,3 +67,65 @@ def test_live_inputs_cost_the_teachers_forward_on_top(record):
     # The same epochs plus the teachers' forward on every mixed batch.
     assert mixup["train_flops"] > clean["train_flops"]
     assert len(record["summary"]["curve"]) == 3  # DE-1 … DE-3 of the quick teacher
+
+
+def test_fashion_study_reads_and_writes_its_own_paths(recipes):
+    study = recipes.STUDIES["fashion-mnist"]
+    assert study.config == "diversity_fashion.yaml"
+    assert study.runs == ROOT / "runs" / "recipes_fashion"
+    assert study.doc == ROOT / "docs" / "results" / "recipes_fashion"
+    mnist = recipes.STUDIES["mnist"]
+    assert (mnist.runs, mnist.doc) == (
+        ROOT / "runs" / "recipes",
+        ROOT / "docs" / "results" / "recipes",
+    )
+    # Every recipe pins what its rows depend on, whatever the defaults become.
+    for name, (methods, overrides) in study.variants.items():
+        config = study.config_for("DATA", 0, overrides, methods)
+        assert (config.members, config.epochs, config.precision) == (4, 15, "fp32")
+        assert (config.hydra.head_widths, config.hydra.head_init) == ([128], "copy")
+        multiple = float(next(o for o in overrides if "epochs_multiple" in o).split("=")[1])
+        assert config.student_epochs() == 15 * multiple  # student.epochs=null: the multiple rules
+        assert config.eval.diversity_etas == []
+        function_matching = name.startswith("fm-")
+        assert config.student.schedule == ("onecycle" if function_matching else "cosine")
+        for section in (config.kd, config.hydra):
+            expected = (1.0, 1.0) if function_matching else (0.9, 4.0)
+            assert (section.alpha, section.temperature) == expected
+
+
+def test_fashion_quick_writes_its_page_from_one_seed(fashion):
+    tmp, doc = fashion
+    record = json.loads(doc.with_suffix(".json").read_text())
+    page = doc.with_suffix(".md").read_text()
+    assert (tmp / "docs" / "img" / "recipes_fashion.png").is_file()
+    assert "--dataset fashion-mnist --seeds 0 --quick" in record["command"]
+    assert set(record["per_seed"]["0"]["recipes"]) == {
+        "today",
+        "fm-clean-1x",
+        "fm-clean-2x",
+        "fm-clean-4x",
+        "fm-mixup-pool4-2x",
+    }
+    assert set(record["summary"]["chosen"]) == {"kd", "hydra", "endd"}
+    assert len(record["summary"]["curve"]) == 2  # DE-1, DE-2 of the quick teacher
+    assert "Seeds: 0 (a single seed: no spread)" in page
+    assert "## Floors (issue 15: Fashion-MNIST M = 4, test split, seed 0 only)" in page
+    assert "![cNLL against training compute](../img/recipes_fashion.png)" in page
+    assert "unfinished" not in record
+    assert (tmp / "runs" / "seed0" / "fm-mixup-pool4-2x" / "results.json").is_file()
+
+
+def test_unfinished_seeds_are_named_not_tabulated(fashion):
+    tmp, _ = fashion
+    doc = tmp / "docs" / "results" / "partial"
+    quick(tmp, doc, "--dataset", "fashion-mnist", "--seeds", "0", "1", "--tabulate-only")
+    record = json.loads(doc.with_suffix(".json").read_text())
+    assert record["summary"]["seeds"] == [0]
+    assert record["unfinished"] == [1]
+    assert "not finished yet" in doc.with_suffix(".md").read_text()
+    # No finished seed: nothing to tabulate, no page, and no error.
+    empty = tmp / "docs" / "results" / "empty"
+    result = quick(tmp, empty, "--dataset", "fashion-mnist", "--seeds", "1", "--tabulate-only")
+    assert "no page written" in result.stdout
+    assert not empty.with_suffix(".md").exists()
