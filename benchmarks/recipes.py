@@ -47,7 +47,7 @@ from seeds import mean_std, write_page
 from ensemble_distill import metrics
 from ensemble_distill.checkpoint import read_manifest
 from ensemble_distill.config import load_config
-from ensemble_distill.engine import load_student, prepare
+from ensemble_distill.engine import distill_inputs_of, load_student, prepare
 from ensemble_distill.evaluation import predictive
 from ensemble_distill.methods import input_names
 from ensemble_distill.pipeline import run
@@ -112,13 +112,46 @@ FASHION_VARIANTS = {
     ),
 }
 
+# Digits (the package's defaults: M = 5 MLPs 256-256, 40 epochs, students at 6x with function
+# matching): do unlabelled auxiliary inputs (``distill_data``) beat the 1,293 training inputs?
+# The auxiliary set: MNIST training digits shrunk to digits' 8 x 8 frame (no labels used; the
+# digits run's OOD set stays scikit-learn's photo patches).
+AUXILIARY = "mnist_8x8.npz"  # in the study's runs folder
+AUXILIARY_COUNT = 20_000
+DIGITS_BASE = ["precision=fp32", "eval.latency_repeats=3", "eval.diversity_etas=[]"]
+DIGITS_QUICK = ["members=3", "epochs=2", "model_args={widths: [32]}"]
+DIGITS_VARIANTS = {
+    "fm-clean-6x": (["kd", "hydra", "endd"], []),
+    "fm-auxiliary-6x": (["kd", "hydra", "endd"], [f"distill_data=<runs>/{AUXILIARY}"]),
+}
+
+
+def write_auxiliary_inputs(data_dir: str, runs: Path) -> None:
+    """RUNS/AUXILIARY: the first AUXILIARY_COUNT MNIST training images as digits-like inputs
+    (the 20 x 20 box MNIST centres its digits in, area-averaged to 8 x 8, each scaled to a
+    maximum of 1 as digits' 0..16 strokes reach 16). Written once."""
+    path = runs / AUXILIARY
+    if path.is_file():
+        return
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ensemble_distill.data import create_dataset
+
+    images = create_dataset("mnist", data_dir=data_dir).train.x[:AUXILIARY_COUNT]
+    small = F.adaptive_avg_pool2d(images[:, :, 4:24, 4:24], 8)
+    small = small / small.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=small.to(torch.float32).numpy())
+
 
 @dataclass(frozen=True)
 class Study:
     """One data set's study: its teacher and recipes, where it reads and writes, and the page's
     words for it."""
 
-    config: str  # under configs/
+    config: str | None  # under configs/; None: the package's defaults
     base: tuple[str, ...]  # overrides of every run (teacher and students)
     variants: dict[str, tuple[list[str], list[str]]]  # recipe -> (methods, overrides)
     quick: tuple[str, ...]  # --quick: added to base (digits, tiny)
@@ -129,11 +162,14 @@ class Study:
     recipe_text: str  # the teacher and the recipes
     floors_title: str  # {seeds}: the seeds the page holds
     floors: Callable[[dict], list[str]]
+    # Writes files the recipes read (data_dir, runs); "<runs>" in an override is ``runs``.
+    inputs: Callable[[str, Path], None] | None = None
 
     def config_for(self, data_dir: str, seed: int, overrides: list[str], methods: list[str]):
         methods_arg = f"methods=[{','.join(methods)}]"
+        overrides = [item.replace("<runs>", str(self.runs)) for item in overrides]
         items = [*self.base, f"data_dir={data_dir}", f"seed={seed}", methods_arg, *overrides]
-        return load_config(ROOT / "configs" / self.config, items)
+        return load_config(self.config and ROOT / "configs" / self.config, items)
 
 
 def run_seed(study: Study, data_dir: str, seed: int) -> None:
@@ -143,6 +179,8 @@ def run_seed(study: Study, data_dir: str, seed: int) -> None:
     folder = study.runs / f"seed{seed}"
     teacher_run = folder / "teacher"
     start = time.perf_counter()
+    if study.inputs is not None:
+        study.inputs(data_dir, study.runs)
     if not (teacher_run / "teacher" / "manifest.json").is_file():
         print(f"seed {seed}: training the teacher ({time.strftime('%H:%M')})", flush=True)
         teacher_config = study.config_for(data_dir, seed, [], ["kd"])
@@ -180,14 +218,18 @@ def ensemble_curve(run_dir: Path) -> list[float]:
 def training_flops(run_dir: Path, name: str, config, setup, teacher_fwd: int) -> float:
     """Training FLOPs of a student: 3 × its forward FLOPs (forward + backward) per example and
     epoch, plus the teachers' forward where its inputs are not the cached clean ones: live every
-    epoch, or once per pooled copy (``perturbation.pool``)."""
+    epoch, or once per pooled copy (``perturbation.pool``); auxiliary inputs (``distill_data``)
+    once, when their outputs are cached."""
     student = load_student(run_dir / "students" / name)
     x = setup.data.train.x[:64]
     epochs = config.student_epochs()
     per_example = 3 * metrics.forward_flops(student, x) * epochs
     if input_names(name):
         per_example += teacher_fwd * (config.perturbation.pool or epochs)
-    return float(per_example * len(setup.data.train))
+    total = per_example * len(setup.data.train)
+    if config.distill_data is not None and not input_names(name):
+        total += teacher_fwd * len(distill_inputs_of(config, setup.data))
+    return float(total)
 
 
 def collect(study: Study, data_dir: str, seed: int) -> dict:
@@ -332,6 +374,7 @@ def plot(summary: dict, path: Path) -> None:
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
     markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v", "endd-mixup-3x": "^"}
     markers |= {"fm-clean-2x": "D", "fm-clean-4x": "P", "fm-mixup-pool4-2x": "v"}
+    markers |= {"fm-auxiliary-6x": "*"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
     for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
         for k, value in enumerate(summary["curve"], start=1):
@@ -498,6 +541,26 @@ STUDIES = {
         "docs/results/hydra_tradeoff_fashion.md).",
         floors_title="Floors (issue 15: Fashion-MNIST M = 4, test split, {seeds})",
         floors=fashion_floors,
+    ),
+    "digits": Study(
+        config=None,
+        base=tuple(DIGITS_BASE),
+        variants=DIGITS_VARIANTS,
+        quick=tuple(DIGITS_QUICK),
+        runs=ROOT / "runs" / "recipes_digits",
+        doc=ROOT / "docs" / "results" / "recipes_digits",
+        title="Auxiliary distillation inputs on digits (M = 5): students against one member",
+        timing_text=f"Seconds: one torch thread, other jobs sharing the cores: rough; {COST_TEXT}",
+        recipe_text="Teacher: the package's defaults (digits, M = 5 MLPs 256-256, Adam, cosine, "
+        "40 epochs) in fp32; OOD: scikit-learn's photo patches. Students: the defaults "
+        "(function matching, one-cycle, 6× the teacher's epochs) distilled on the 1,293 "
+        "training inputs (`fm-clean-6x`) or on 20,000 unlabelled auxiliary inputs "
+        "(`fm-auxiliary-6x`: `distill_data=` an .npz of MNIST training digits shrunk to the "
+        "8 × 8 frame; each batch draws as many of them as it has labelled examples, teachers' "
+        "outputs cached once). The issue names no floors for digits.",
+        floors_title="Floors ({seeds})",
+        floors=lambda summary: [_compute_floor(summary)],
+        inputs=write_auxiliary_inputs,
     ),
 }
 

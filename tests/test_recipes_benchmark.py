@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "recipes.py"
@@ -129,3 +131,24 @@ def test_unfinished_seeds_are_named_not_tabulated(fashion):
     result = quick(tmp, empty, "--dataset", "fashion-mnist", "--seeds", "1", "--tabulate-only")
     assert "no page written" in result.stdout
     assert not empty.with_suffix(".md").exists()
+
+
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="needs ../shared/data/mnist")
+def test_digits_study_distils_on_the_auxiliary_inputs_it_writes(tmp_path, recipes):
+    doc = tmp_path / "docs" / "results" / "recipes_digits"
+    command = [sys.executable, str(SCRIPT), "--quick", "--dataset", "digits", "--seeds", "0"]
+    command += ["--data-dir", str(SHARED), "--runs", str(tmp_path / "runs"), "--doc", str(doc)]
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT, text=True)
+    inputs = np.load(tmp_path / "runs" / recipes.AUXILIARY)["x"]
+    assert inputs.shape == (recipes.AUXILIARY_COUNT, 1, 8, 8) and inputs.dtype == np.float32
+    assert np.allclose(inputs.max(axis=(1, 2, 3)), 1.0) and inputs.min() >= 0
+    run = tmp_path / "runs" / "seed0" / "fm-auxiliary-6x"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["distill_data"] == str(tmp_path / "runs" / recipes.AUXILIARY)
+    record = json.loads(doc.with_suffix(".json").read_text())
+    rows = record["per_seed"]["0"]["recipes"]
+    # The same students and epochs; the auxiliary run adds the teachers' outputs on its inputs.
+    assert rows["fm-auxiliary-6x"]["kd"]["train_flops"] > rows["fm-clean-6x"]["kd"]["train_flops"]
