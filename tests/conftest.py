@@ -42,3 +42,35 @@ def tiny_config():
             "eval": {"latency_repeats": 2},
         }
     )
+
+
+IMAGE_CLASSES = {"zero": 0, "one": 1, "three": 3}  # class folder -> the digit it holds
+
+
+def write_image_tree(root, per_class: int = 30, *, size: int = 12, ood: int = 10):
+    """A class-per-folder image tree (dataset=imagefolder): real digits (scikit-learn's) as
+    grey ``size`` x ``size`` PNGs, ``per_class`` per class, plus random noise images under
+    ood/noise/ (found recursively). Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for name, digit in IMAGE_CLASSES.items():
+        for k, image in enumerate(digits.images[digits.target == digit][:per_class]):
+            path = root / name / f"{k:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            grey = Image.fromarray((image * 255 / 16).astype(np.uint8), "L")
+            grey.resize((size, size), Image.Resampling.NEAREST).save(path)
+    rng = np.random.default_rng(0)
+    for k in range(ood):
+        path = root / "ood" / "noise" / f"{k}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(path)
+    return root
+
+
+@pytest.fixture
+def make_image_tree():
+    """:func:`write_image_tree`, for tests in any folder."""
+    return write_image_tree

@@ -51,31 +51,48 @@ CHECKPOINTS = ("teacher", "students/kd", "students/hydra")
 EXACT_METRICS = ("acc", "nll", "brier", "ece", "cnll")
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
+def torchrun_and_single(tmp_path: Path, args: list[str], title: str) -> tuple[Path, dict]:
+    """``run`` under torchrun with 2 ranks, then the same steps in this process (without the
+    report): the DDP run folder and the reference's results."""
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run(
-        [*launch, "-m", "ensemble_distill", "run", "--out", str(ddp), "--quiet", *ARGS],
+        [*launch, "-m", "ensemble_distill", "run", "--out", str(ddp), "--quiet", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("# digits") == 1  # only rank 0 prints the results
-
-    # The reference, in this process: the same steps without building the report.
-    assert main(["train-teacher", "--out", str(single), "--quiet", *ARGS]) == 0
+    assert done.stdout.count(f"# {title}") == 1  # only rank 0 prints the results
+    assert main(["train-teacher", "--out", str(single), "--quiet", *args]) == 0
     assert main(["distill", "--out", str(single), "--quiet"]) == 0
-    expected = evaluate_run(prepare(load_config(single / "config.yaml")), single)
+    return ddp, evaluate_run(prepare(load_config(single / "config.yaml")), single)
 
+
+def assert_same_weights(ddp: Path, single: Path) -> None:
     for name in CHECKPOINTS:
         got = load_file(ddp / name / "model.safetensors")
         want = load_file(single / name / "model.safetensors")
         assert got.keys() == want.keys()
         for key in want:
             torch.testing.assert_close(got[key], want[key], atol=ATOL, rtol=0, msg=key)
+
+
+def test_torchrun_on_streamed_image_files_matches_one_process(tmp_path, make_image_tree):
+    """Each rank's data-parallel shards are planned for its DataLoader workers (fit's
+    prefetch gets the shards): the same weights as one process."""
+    tree = make_image_tree(tmp_path / "images", per_class=20)
+    data = ["dataset=imagefolder", f"data_dir={tree}", "dataset_args={workers: 1}"]
+    ddp, _ = torchrun_and_single(tmp_path, [*ARGS, *data, "batch_size=16"], "imagefolder")
+    assert_same_weights(ddp, tmp_path / "single")
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    ddp, expected = torchrun_and_single(tmp_path, ARGS, "digits")
+    single = tmp_path / "single"
+    assert_same_weights(ddp, single)
     results = json.loads((ddp / "results.json").read_text())
     for method, row in expected["methods"].items():
         for metric in EXACT_METRICS:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from ensemble_distill.cli import main
 from ensemble_distill.config import build_config
@@ -20,27 +19,7 @@ from ensemble_distill.data.base import holdout_split, torch_permutations
 from ensemble_distill.engine import distill_student, prepare, teacher_train_outputs, train_teacher
 from ensemble_distill.errors import DataError
 
-CLASSES = ("one", "three", "zero")  # folder names; sorted, they are the labels 0, 1, 2
-DIGIT_OF = {"zero": 0, "one": 1, "three": 3}
-
-
-def write_tree(root: Path, per_class: int = 30, *, size: int = 12, ood: int = 10) -> Path:
-    """Real digits (scikit-learn's) as grey PNGs, ``per_class`` per class, plus random OOD
-    noise images under ood/ (in a nested folder, as found recursively)."""
-    digits = load_digits()
-    for name in CLASSES:
-        images = digits.images[digits.target == DIGIT_OF[name]][:per_class]
-        for k, image in enumerate(images):
-            path = root / name / f"{k:03d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            grey = Image.fromarray((image * 255 / 16).astype(np.uint8), "L")
-            grey.resize((size, size), Image.Resampling.NEAREST).save(path)
-    rng = np.random.default_rng(0)
-    for k in range(ood):
-        path = root / "ood" / "noise" / f"{k}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(path)
-    return root
+CLASSES = ("one", "three", "zero")  # make_image_tree's folders; sorted: the labels 0, 1, 2
 
 
 def pillow_pixels(path: Path, mode: str) -> torch.Tensor:
@@ -50,8 +29,8 @@ def pillow_pixels(path: Path, mode: str) -> torch.Tensor:
 
 
 @pytest.fixture
-def tree(tmp_path) -> Path:
-    return write_tree(tmp_path / "images")
+def tree(tmp_path, make_image_tree) -> Path:
+    return make_image_tree(tmp_path / "images")
 
 
 def test_a_flat_folder_is_split_stratified_and_seeded_like_the_builtin_datasets(tree):
@@ -71,10 +50,10 @@ def test_a_flat_folder_is_split_stratified_and_seeded_like_the_builtin_datasets(
     assert set(other.test.x.paths) != paths[2]
 
 
-def test_given_val_and_test_folders_are_used_as_they_are(tmp_path):
+def test_given_val_and_test_folders_are_used_as_they_are(tmp_path, make_image_tree):
     root = tmp_path / "splits"
-    write_tree(root / "train", per_class=20, ood=0)
-    write_tree(root / "test", per_class=4, ood=0)
+    make_image_tree(root / "train", per_class=20, ood=0)
+    make_image_tree(root / "test", per_class=4, ood=0)
     (root / "val" / "zero").mkdir(parents=True)
     for k in range(3):
         Image.new("L", (12, 12), color=k).save(root / "val" / "zero" / f"{k}.png")
@@ -223,9 +202,11 @@ def test_an_unreadable_image_is_named_when_it_is_read(tree, capsys):
             list(files.batches(8))
 
 
-def test_unknown_classes_in_a_given_split_and_a_missing_folder_are_refused(tmp_path, capsys):
+def test_unknown_classes_in_a_given_split_and_a_missing_folder_are_refused(
+    tmp_path, capsys, make_image_tree
+):
     root = tmp_path / "splits"
-    write_tree(root / "train", per_class=5, ood=0)
+    make_image_tree(root / "train", per_class=5, ood=0)
     (root / "test" / "seven").mkdir(parents=True)
     Image.new("L", (12, 12)).save(root / "test" / "seven" / "0.png")
     with pytest.raises(DataError, match="class folders seven that the training images lack"):
