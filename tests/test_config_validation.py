@@ -114,6 +114,7 @@ BAD: dict[str, list] = {
         "hydra.split=1.5",
         "hydra.split=99",  # past the model's weight layers: prepare builds the student on meta
     ],
+    "endd.target": ["endd.target=bogus", "endd.target=1"],
     "endd.smoothing": ["endd.smoothing=1", "endd.smoothing=-0.1"],
     "endd.initial_temperature": ["endd.initial_temperature=0.5"],
     "endd.anneal_fraction": ["endd.anneal_fraction=0", "endd.anneal_fraction=1.5"],

@@ -518,7 +518,11 @@ def changed_settings(directory: Path, settings: dict[str, Any]) -> str:
 MISSING = object()  # a key a saved checkpoint's settings do not have
 # What a checkpoint written before these keys existed was trained as, where that differs from
 # today's default; any other missing key counts as its default (which is what the code did).
-BEFORE_THE_KEY = {"memory_format": "contiguous", "hydra.head_init": "copy"}
+BEFORE_THE_KEY = {
+    "memory_format": "contiguous",
+    "hydra.head_init": "copy",
+    "endd.target": "members",
+}
 # Keys a checkpoint may still hold that the config has replaced: saved value -> the (key, value)
 # in the same section that means the same.
 RETIRED = {"hydra.copy_head": {True: ("head_init", "copy"), False: ("head_init", "independent")}}

@@ -1,35 +1,53 @@
 """Ensemble Distribution Distillation, EnD² (Malinin, Mlodozeniec & Gales 2019).
 
 The student is a Prior Network: its outputs are log-concentrations of a Dirichlet over the
-class probabilities, fitted by maximum likelihood to the individual members' predictions, so
-their spread (not only their mean) is learnt.
+class probabilities, fitted to the individual members' predictions, so their spread (not only
+their mean) is learnt. ``endd.target`` says how:
+
+* ``members`` — maximum likelihood of every member's (smoothed, tempered) probabilities
+  (Malinin et al. 2019; :func:`~ensemble_distill.methods.losses.dirichlet_nll`);
+* ``proxy`` — the reverse KL to a Proxy-Dirichlet fitted to the members in closed form (mean
+  the members' mean, precision Minka's estimate), Ryabinin, Malinin & Gales 2021
+  (:func:`~ensemble_distill.methods.losses.proxy_dirichlet_loss`), with the student's
+  concentrations offset by 1 (α = e^s + 1) as in their released commands.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill.evaluation import DIRICHLET
 from ensemble_distill.methods.base import DistillContext, DistillMethod
-from ensemble_distill.methods.losses import dirichlet_nll
+from ensemble_distill.methods.losses import dirichlet_nll, proxy_dirichlet_loss
 from ensemble_distill.models import Classifier
 from ensemble_distill.options import Section, require
 from ensemble_distill.training import full_precision
+
+EnDTarget = Literal["members", "proxy"]
+TARGETS: tuple[str, ...] = get_args(EnDTarget)
 
 
 @dataclass
 class EnDConfig(Section):
     """EnD² (Malinin et al. 2019): a Prior Network fitted to the members' probabilities."""
 
+    # members: Dirichlet NLL of every member (the 2019 paper); proxy: reverse KL to the
+    # Proxy-Dirichlet of Ryabinin et al. 2021 (no smoothing or temperature: the next three
+    # keys are the members target's only).
+    target: EnDTarget = "members"
     smoothing: float = 1e-3  # member probabilities mixed with uniform: (1−ε)π + ε/C
     initial_temperature: float = 5.0  # annealed linearly to 1 ...
     anneal_fraction: float = 0.5  # ... over this share of the training steps
 
     def check(self) -> None:
+        allowed = ", ".join(TARGETS)
+        require(self.target in TARGETS, "target", f"must be one of {allowed}", self.target)
         require(0.0 <= self.smoothing < 1.0, "smoothing", "must lie in [0, 1)", self.smoothing)
         t0 = self.initial_temperature
         require(t0 >= 1.0, "initial_temperature", "must be >= 1", t0)
@@ -41,28 +59,37 @@ class PriorNetwork(nn.Module):
     """A classifier read as a Dirichlet: ``forward`` gives log α (batch, classes).
 
     The metrics read ``output_kind`` and use the closed-form mean α/α₀ and mutual information.
+    With ``offset`` (the proxy target's student) α = e^s + offset, s the network's output: a
+    Dirichlet that is never sparse (every α_k > offset), as Ryabinin et al.'s model offset 1.
     """
 
     output_kind = DIRICHLET
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: nn.Module, offset: float = 0.0) -> None:
         super().__init__()
         self.network = network
+        self.offset = offset
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.network(x)
+        s = self.network(x)
+        if not self.offset:
+            return s
+        shift = math.log(self.offset)  # log(e^s + e^shift), in at least float32
+        return F.softplus(full_precision(s) - shift) + shift
 
 
 class EnsembleDistributionDistillation(DistillMethod):
-    """Loss :func:`dirichlet_nll` of the members' tempered probabilities under Dir(exp(s/T));
-    T falls linearly from ``initial_temperature`` to 1 over ``anneal_fraction`` of the steps."""
+    """``target: members``: loss :func:`dirichlet_nll` of the members' tempered probabilities
+    under Dir(exp(s/T)); T falls linearly from ``initial_temperature`` to 1 over
+    ``anneal_fraction`` of the steps. ``target: proxy``: loss :func:`proxy_dirichlet_loss` of
+    the members' logits at T = 1, the student's α offset by 1."""
 
     section = "endd"
     options_type = EnDConfig
     color = "#009E73"
 
     def student(self, base: Classifier, members: int, options: EnDConfig) -> PriorNetwork:
-        return PriorNetwork(base)
+        return PriorNetwork(base, offset=1.0 if options.target == "proxy" else 0.0)
 
     def train(
         self, student: PriorNetwork, context: DistillContext, options: EnDConfig
@@ -81,8 +108,11 @@ class EnsembleDistributionDistillation(DistillMethod):
             batch = context.batch(index)
             student.train()
             teacher_logits = full_precision(batch.teacher_outputs)
+            log_alpha = full_precision(student(batch.x_distill))
+            if options.target == "proxy":
+                return proxy_dirichlet_loss(log_alpha, teacher_logits)
             member_probs = torch.softmax(teacher_logits / temperature, dim=-1)
-            log_alpha = full_precision(student(batch.x_distill)) / temperature
+            log_alpha = log_alpha / temperature
             return dirichlet_nll(log_alpha, member_probs, smoothing=options.smoothing)
 
         return context.fit(

@@ -108,6 +108,91 @@ def dirichlet_nll(log_alpha: Tensor, member_probs: Tensor, *, smoothing: float =
     return -log_density.mean()
 
 
+# float32's machine epsilon: the reference code's guard of the proxy precision (K − 1)/(2·MKL).
+PROXY_EPS = float(torch.finfo(torch.float32).eps)
+# log α above this is clipped before exp in float64 (e^700 ≈ 1e304: a sum of C of them stays
+# finite); no trained network gets near it.
+_MAX_LOG_ALPHA = 700.0
+
+
+def dirichlet_kl(alpha: Tensor, beta: Tensor) -> Tensor:
+    """KL[Dir(α) ‖ Dir(β)] per row, in closed form:
+
+    log Γ(α₀) − Σ_k log Γ(α_k) − log Γ(β₀) + Σ_k log Γ(β_k) + Σ_k (α_k − β_k)(ψ(α_k) − ψ(α₀)),
+    α₀ = Σ_k α_k, β₀ = Σ_k β_k (ψ the digamma function). Non-negative, 0 iff α = β.
+
+    Args:
+        alpha, beta: (..., classes) concentrations > 0.
+
+    Returns:
+        (...) the divergences.
+    """
+    alpha0, beta0 = alpha.sum(-1), beta.sum(-1)
+    return (
+        torch.lgamma(alpha0)
+        - torch.lgamma(alpha).sum(-1)
+        - torch.lgamma(beta0)
+        + torch.lgamma(beta).sum(-1)
+        + ((alpha - beta) * (torch.digamma(alpha) - torch.digamma(alpha0).unsqueeze(-1))).sum(-1)
+    )
+
+
+def proxy_dirichlet_target(teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """The Proxy-Dirichlet's mean π̂ and estimated precision β̂₀ (Ryabinin, Malinin & Gales
+    2021, arXiv 2105.06987, section 4; their code: ``compute_ensemble_stats``, MKL option).
+
+    π̂_k = (1/M) Σ_m π_k^(m), the members' mean probability, and Minka's (2000) closed-form
+    approximation of the maximum-likelihood precision of a Dirichlet with mean π̂:
+
+        β̂₀ = (K − 1) / (2·MKL + ε),  MKL = Σ_k π̂_k (log π̂_k − (1/M) Σ_m log π_k^(m)),
+
+    MKL the members' mean KL(π̂ ‖ π^(m)) (≥ 0, 0 iff the members agree), ε = float32's
+    machine epsilon as in the reference code: members that agree exactly give β̂₀ =
+    (K − 1)/ε (≈ 7.5e7 for K = 10). Computed in float64 from log-softmax (no log of a
+    rounded 0); no gradient flows into the teachers.
+
+    Args:
+        teacher_logits: (batch, members, classes).
+
+    Returns:
+        π̂ (batch, classes) and β̂₀ (batch,), float64.
+    """
+    members, classes = teacher_logits.shape[1], teacher_logits.shape[-1]
+    log_probs = F.log_softmax(teacher_logits.detach().double(), dim=-1)
+    log_mean = torch.logsumexp(log_probs, dim=1) - math.log(members)
+    mean = log_mean.exp()
+    mkl = (mean * (log_mean - log_probs.mean(1))).sum(-1).clamp_min(0.0)
+    return mean, (classes - 1) / (2.0 * mkl + PROXY_EPS)
+
+
+def proxy_dirichlet_loss(log_alpha: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Proxy-Dirichlet EnD² (Ryabinin, Malinin & Gales, NeurIPS 2021, arXiv 2105.06987): the
+    reverse KL from the student's Dirichlet to a Dirichlet fitted to the members,
+
+        L = (1/B) Σ_b KL[Dir(α_b) ‖ Dir(β_b)] / β̂₀_b,   β_k = β̂₀·π̂_k + 1,
+
+    π̂, β̂₀ from :func:`proxy_dirichlet_target`. The +1 is the paper's: it makes the loss, up
+    to a term free of α, the reference code's ``rkl_dirichlet_proxy_distillation`` criterion
+    −Σ_k π̂_k (ψ(α_k) − ψ(α₀)) − H[Dir(α)]/β̂₀, an expected cross-entropy to the members' mean
+    (weight 1 on every example, unlike EnD²'s likelihood, whose gradients grow with 1/π of the
+    tail classes) plus an entropy bonus weighted by the members' disagreement 1/β̂₀. The
+    division by β̂₀ is the reference's (its released commands, ``--target-offset 1``, divide
+    by β̂₀ + K instead; not reproduced). The +1 model offset of those commands (α = e^s + 1) is
+    the student's (:class:`~ensemble_distill.methods.endd.PriorNetwork`), not this loss's.
+    No temperature (the reference code has none). Computed in float64 (β̂₀ reaches ~1e8, where
+    float32's log Γ loses the difference), returned in ``log_alpha``'s full precision.
+
+    Args:
+        log_alpha: (batch, classes) the student's log-concentrations, α = exp(log_alpha).
+        teacher_logits: (batch, members, classes) the members' logits.
+    """
+    dtype = full_precision(log_alpha).dtype
+    mean, precision = proxy_dirichlet_target(teacher_logits)
+    beta = precision.unsqueeze(-1) * mean + 1.0
+    alpha = log_alpha.double().clamp(max=_MAX_LOG_ALPHA).exp()
+    return (dirichlet_kl(alpha, beta) / precision).mean().to(dtype)
+
+
 # --- Regression: Gaussian members N(μ, σ²) from raw outputs (..., 2) ----------------------
 # Raw outputs go through ``models.gaussian.gaussian_params``: μ = raw[..., 0],
 # σ² = softplus(raw[..., 1]) + MIN_VARIANCE. Layout: (batch, members, 2).
