@@ -67,7 +67,7 @@ def split(k: int) -> list[str]:
 # the classifier: split 1 gives each head the 400→400 layer, split 2 all of them (M networks).
 STUDENTS: dict[str, tuple[str, list[str]]] = {
     "kd": ("kd", []),
-    "endd": ("endd", []),
+    "endd": ("endd", ["endd.target=members"]),  # the default when the study ran
     "be": ("be", []),
     "hydra": ("hydra", [*PAPER_HEADS, *COPY]),  # the default before this study
     "hydra independent": ("hydra", [*PAPER_HEADS, *INDEPENDENT]),

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # fp32 and Hydra's heads as they were when the study ran (the paper's MLP heads, copied), so
 # that its finished runs are kept whatever the defaults become.
 BASE = ["members=10", "epochs=8", "eval.latency_repeats=3", "precision=fp32"]
-BASE += ["hydra.head_widths=[100, 100]", "hydra.head_init=copy"]
+BASE += ["hydra.head_widths=[100, 100]", "hydra.head_init=copy", "endd.target=members"]
 # --quick: the same study on digits in seconds (a smoke test; its numbers mean nothing).
 QUICK = ["dataset=digits", "members=3", "epochs=2", "model_args={widths: [32]}"]
 FUNCTION_MATCHING = ["kd.alpha=1", "kd.temperature=1", "student.schedule=onecycle"]
@@ -91,6 +91,7 @@ VARIANTS = {
 # heads ([128], copied) pinned, and the student budget given as a multiple of the teacher's
 # epochs. The config's own loss (α = 0.9, T = 4, for Hydra too) is "today" here, spelt out.
 FASHION_BASE = ["precision=fp32", "hydra.head_widths=[128]", "hydra.head_init=copy"]
+FASHION_BASE += ["endd.target=members"]  # EnD²'s 2019 loss, the default when the study ran
 FASHION_BASE += ["eval.diversity_etas=[]", "eval.latency_repeats=3", "student.epochs=null"]
 FASHION_QUICK = ["dataset=digits", "members=2", "epochs=2", "hydra.head_widths=[8]"]
 FASHION_QUICK += ["model_args={channels: [4], hidden: 16, pool_size: 2}"]
@@ -110,6 +111,11 @@ FASHION_VARIANTS = {
         ["kd+mixup", "hydra+mixup"],
         [*FASHION_FM, "student.epochs_multiple=2", "perturbation.pool=4"],
     ),
+    # EnD² with the Proxy-Dirichlet target (the default since docs/results/endd_targets.md).
+    "fm-clean-2x-proxy": (
+        ["endd"],
+        [*FASHION_FM, "student.epochs_multiple=2", "endd.target=proxy"],
+    ),
 }
 
 # Digits (the package's defaults: M = 5 MLPs 256-256, 40 epochs, students at 6x with function
@@ -119,10 +125,12 @@ FASHION_VARIANTS = {
 AUXILIARY = "mnist_8x8.npz"  # in the study's runs folder
 AUXILIARY_COUNT = 20_000
 DIGITS_BASE = ["precision=fp32", "eval.latency_repeats=3", "eval.diversity_etas=[]"]
+DIGITS_BASE += ["endd.target=members"]
 DIGITS_QUICK = ["members=3", "epochs=2", "model_args={widths: [32]}"]
 DIGITS_VARIANTS = {
     "fm-clean-6x": (["kd", "hydra", "endd"], []),
     "fm-auxiliary-6x": (["kd", "hydra", "endd"], [f"distill_data=<runs>/{AUXILIARY}"]),
+    "fm-clean-6x-proxy": (["endd"], ["endd.target=proxy"]),  # EnD²'s default since this study
 }
 
 
@@ -374,7 +382,7 @@ def plot(summary: dict, path: Path) -> None:
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
     markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v", "endd-mixup-3x": "^"}
     markers |= {"fm-clean-2x": "D", "fm-clean-4x": "P", "fm-mixup-pool4-2x": "v"}
-    markers |= {"fm-auxiliary-6x": "*"}
+    markers |= {"fm-auxiliary-6x": "*", "fm-clean-6x-proxy": "h", "fm-clean-2x-proxy": "h"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
     for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
         for k, value in enumerate(summary["curve"], start=1):
@@ -532,13 +540,15 @@ STUDIES = {
         "(10 % warm-up), student epochs 1× / 2× / 4× the teacher's on clean inputs (cached); "
         "`fm-mixup-pool4-2x` = mixup inputs (Beta(1, 1)) drawn from 4 copies built once with "
         "the teachers' outputs (`perturbation.pool=4`: no teacher in training), beside "
-        "`fm-clean-2x`. Hydra keeps the config's copied [128] heads in every recipe; EnD² keeps "
-        "its own loss (temperature annealed from 5). Sized at one torch thread so that one "
-        "seed takes about 80 minutes (seconds per epoch: the teacher's 4 members 36; a student "
-        "on clean inputs 9–10, on live mixup inputs 31–33; BatchEnsemble 58). Left out for "
-        "cost: live mixup (3× a clean epoch; the pool instead), EnD² at 4× and on mixup, 6× "
-        "budgets, and BatchEnsemble (15 min per seed at 1×; its 2× function-matching row is in "
-        "docs/results/hydra_tradeoff_fashion.md).",
+        "`fm-clean-2x`. Hydra keeps the config's copied [128] heads in every recipe; EnD² keeps"
+        " its 2019 loss (members target, temperature annealed from 5), except in "
+        "`fm-clean-2x-proxy` (`endd.target=proxy`, the default since "
+        "docs/results/endd_targets.md, added after the first seed ran). Sized at one torch "
+        "thread so that one seed takes about 80 minutes (seconds per epoch: the teacher's 4 "
+        "members 36; a student on clean inputs 9–10, on live mixup inputs 31–33; BatchEnsemble "
+        "58). Left out for cost: live mixup (3× a clean epoch; the pool instead), EnD² at 4× "
+        "and on mixup, 6× budgets, and BatchEnsemble (15 min per seed at 1×; its 2× "
+        "function-matching row is in docs/results/hydra_tradeoff_fashion.md).",
         floors_title="Floors (issue 15: Fashion-MNIST M = 4, test split, {seeds})",
         floors=fashion_floors,
     ),
@@ -557,7 +567,9 @@ STUDIES = {
         "training inputs (`fm-clean-6x`) or on 20,000 unlabelled auxiliary inputs "
         "(`fm-auxiliary-6x`: `distill_data=` an .npz of MNIST training digits shrunk to the "
         "8 × 8 frame; each batch draws as many of them as it has labelled examples, teachers' "
-        "outputs cached once). The issue names no floors for digits.",
+        "outputs cached once). EnD² uses the 2019 members target in both; `fm-clean-6x-proxy` "
+        "adds EnD² with the Proxy-Dirichlet target (`endd.target=proxy`, the default since "
+        "docs/results/endd_targets.md). The issue names no floors for digits.",
         floors_title="Floors ({seeds})",
         floors=lambda summary: [_compute_floor(summary)],
         inputs=write_auxiliary_inputs,

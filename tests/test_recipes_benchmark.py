@@ -108,6 +108,7 @@ def test_fashion_quick_writes_its_page_from_one_seed(fashion):
         "fm-clean-2x",
         "fm-clean-4x",
         "fm-mixup-pool4-2x",
+        "fm-clean-2x-proxy",
     }
     assert set(record["summary"]["chosen"]) == {"kd", "hydra", "endd"}
     assert len(record["summary"]["curve"]) == 2  # DE-1, DE-2 of the quick teacher

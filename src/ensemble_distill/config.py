@@ -37,6 +37,19 @@ from ensemble_distill.options import (
 )
 from ensemble_distill.tensorboard_log import check_installed
 
+# What a checkpoint written before these keys existed was trained as, where that differs from
+# today's default; any other missing key counts as its default (which is what the code did).
+# Read when a run resumes (pipeline.same_setting) and when a saved student is rebuilt
+# (engine.load_student): a student saved before ``endd.target`` is a ``members`` one.
+BEFORE_THE_KEY = {
+    "memory_format": "contiguous",
+    "hydra.head_init": "copy",
+    "endd.target": "members",
+}
+# Keys a checkpoint may still hold that the config has replaced: saved value -> the (key, value)
+# in the same section that means the same.
+RETIRED = {"hydra.copy_head": {True: ("head_init", "copy"), False: ("head_init", "independent")}}
+
 
 @dataclass
 class OptimConfig(Section):

@@ -27,11 +27,18 @@ from torch import Tensor, nn
 
 from ensemble_distill import distributed
 from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
+from ensemble_distill.config import BEFORE_THE_KEY
 from ensemble_distill.data import ArrayDataset, DataSplits, ImageFiles, create_dataset
 from ensemble_distill.data.distill import load_distill_inputs
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import predict_outputs
-from ensemble_distill.methods import METHODS, DistillContext, input_names, resolve_method
+from ensemble_distill.methods import (
+    METHODS,
+    DistillContext,
+    DistillMethod,
+    input_names,
+    resolve_method,
+)
 from ensemble_distill.methods.perturbations import (
     NEEDS_IMAGES,
     NEEDS_STUDENT_MEMBERS,
@@ -522,6 +529,19 @@ def save_student(directory: Path, student: nn.Module, manifest: dict[str, Any]) 
     save_checkpoint(directory, student.state_dict(), manifest)
 
 
+def saved_options(method: DistillMethod, saved: dict[str, Any]) -> Any:
+    """The method's options as a student's manifest saved them. An option the manifest lacks
+    was added after it was written: the student was built as ``BEFORE_THE_KEY`` says (e.g. an
+    EnD² student without ``target`` is a ``members`` one), else as its default."""
+    fields = {f.name for f in dataclasses.fields(method.options_type)}
+    before = {
+        name: BEFORE_THE_KEY[f"{method.section}.{name}"]
+        for name in fields - set(saved)
+        if f"{method.section}.{name}" in BEFORE_THE_KEY
+    }
+    return method.options_type(**{k: v for k, v in saved.items() if k in fields}, **before)
+
+
 def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild a saved student from its manifest and verified weights, in eval mode."""
     state, manifest = load_checkpoint(directory)
@@ -529,9 +549,7 @@ def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Modu
         raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r}, not a student")
     try:
         method, _ = resolve_method(manifest["method"])
-        saved = dict(manifest["options"])
-        fields = {f.name for f in dataclasses.fields(method.options_type)}
-        options = method.options_type(**{k: v for k, v in saved.items() if k in fields})
+        options = saved_options(method, manifest["options"])
         student = method.build(
             ModelSpec.from_dict(manifest["model"]), int(manifest["members"]), options
         )

@@ -55,7 +55,13 @@ from ensemble_distill.checkpoint import (
     is_temporary,
     read_manifest,
 )
-from ensemble_distill.config import RunConfig, dump_config, load_config
+from ensemble_distill.config import (
+    BEFORE_THE_KEY,
+    RETIRED,
+    RunConfig,
+    dump_config,
+    load_config,
+)
 from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.evaluation import (
@@ -516,23 +522,13 @@ def changed_settings(directory: Path, settings: dict[str, Any]) -> str:
 
 
 MISSING = object()  # a key a saved checkpoint's settings do not have
-# What a checkpoint written before these keys existed was trained as, where that differs from
-# today's default; any other missing key counts as its default (which is what the code did).
-BEFORE_THE_KEY = {
-    "memory_format": "contiguous",
-    "hydra.head_init": "copy",
-    "endd.target": "members",
-}
-# Keys a checkpoint may still hold that the config has replaced: saved value -> the (key, value)
-# in the same section that means the same.
-RETIRED = {"hydra.copy_head": {True: ("head_init", "copy"), False: ("head_init", "independent")}}
 
 
 def same_setting(saved: Any, value: Any, default: Any, key: str) -> bool:
     """``saved == value`` for the (dotted) ``key``, where a key missing from the saved settings
     is one the config gained after that checkpoint was written (``perturbation.pool``,
-    ``teacher.members``): it was trained as :data:`BEFORE_THE_KEY` or the default says; a key
-    only the saved settings have must be a :data:`RETIRED` one that means what ``value`` says."""
+    ``teacher.members``): it was trained as ``config.BEFORE_THE_KEY`` or the default says; a key
+    only the saved settings have must be a ``config.RETIRED`` one that means what ``value`` says."""
     if saved is MISSING:
         saved = BEFORE_THE_KEY.get(key, default)
     if not (isinstance(saved, dict) and isinstance(value, dict) and isinstance(default, dict)):

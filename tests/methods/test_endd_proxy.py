@@ -12,10 +12,10 @@ from torch.distributions import Dirichlet, kl_divergence
 
 from ensemble_distill.checkpoint import FORMAT_VERSION, MANIFEST
 from ensemble_distill.config import build_config, load_config
-from ensemble_distill.engine import load_student
+from ensemble_distill.engine import load_student, prepare, save_student, student_manifest
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.evaluation import output_kind, predict
-from ensemble_distill.methods.endd import EnDConfig, PriorNetwork
+from ensemble_distill.methods.endd import EnDConfig, EnsembleDistributionDistillation, PriorNetwork
 from ensemble_distill.methods.losses import (
     PROXY_EPS,
     dirichlet_kl,
@@ -117,8 +117,8 @@ def test_proxy_loss_computes_in_float32_on_bf16_outputs():
     torch.testing.assert_close(got.double(), exact, rtol=1e-5, atol=1e-6)
 
 
-def test_the_target_option_is_validated_and_defaults_to_members():
-    assert EnDConfig().target == "members"
+def test_the_target_option_is_validated_and_defaults_to_proxy():
+    assert EnDConfig().target == "proxy"  # chosen on validation (docs/results/endd_targets.md)
     assert build_config({"endd": {"target": "proxy"}}).endd.target == "proxy"
     with pytest.raises(ConfigError, match="'target' must be one of members, proxy"):
         EnDConfig(target="bogus")
@@ -175,3 +175,24 @@ def test_a_proxy_student_trains_on_digits_and_reloads(tmp_path):
     x = torch.rand(8, 1, 8, 8)
     assert (student(x).exp() > 1.0).all()  # α = e^s + 1
     assert predict(student, x).probs.shape == (8, 1, 10)
+
+
+def test_a_student_saved_before_the_target_key_reloads_as_a_members_student(tmp_path):
+    """A manifest without ``endd.target`` (written before the key) rebuilds the student it
+    saved: no +1 offset, whatever today's default; with the key, as saved."""
+    config = build_config({"members": 2, "epochs": 1, "model_args": {"widths": [8]}})
+    setup = prepare(config)
+    student = EnsembleDistributionDistillation().build(
+        setup.student_spec, 2, EnDConfig(target="members")
+    )
+    manifest = student_manifest(setup, "endd")
+    for target, offset in (("members", 0.0), ("proxy", 1.0)):
+        manifest["options"]["target"] = target
+        save_student(tmp_path / target, student, manifest)
+        assert load_student(tmp_path / target).offset == offset
+    del manifest["options"]["target"]
+    save_student(tmp_path / "older", student, manifest)
+    older = load_student(tmp_path / "older")
+    assert older.offset == 0.0
+    x = torch.rand(4, 1, 8, 8)
+    torch.testing.assert_close(older(x), student.eval()(x))

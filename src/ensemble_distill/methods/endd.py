@@ -37,10 +37,10 @@ TARGETS: tuple[str, ...] = get_args(EnDTarget)
 class EnDConfig(Section):
     """EnD² (Malinin et al. 2019): a Prior Network fitted to the members' probabilities."""
 
-    # members: Dirichlet NLL of every member (the 2019 paper); proxy: reverse KL to the
-    # Proxy-Dirichlet of Ryabinin et al. 2021 (no smoothing or temperature: the next three
-    # keys are the members target's only).
-    target: EnDTarget = "members"
+    # proxy: reverse KL to the Proxy-Dirichlet of Ryabinin et al. 2021, chosen on validation
+    # cNLL (docs/results/endd_targets.md); members: Dirichlet NLL of every member (the 2019
+    # paper; the next three keys are its only: proxy has no smoothing or temperature).
+    target: EnDTarget = "proxy"
     smoothing: float = 1e-3  # member probabilities mixed with uniform: (1−ε)π + ε/C
     initial_temperature: float = 5.0  # annealed linearly to 1 ...
     anneal_fraction: float = 0.5  # ... over this share of the training steps
