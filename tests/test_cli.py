@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -19,6 +20,7 @@ def test_run_writes_results_config_and_checkpoints(tmp_path, capsys):
     assert main(["run", "--out", str(out), "--quiet", *TINY]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "digits" and results["members"] == 3
+    assert results["version"] == metadata.version("ensemble-distill")
     assert set(results["methods"]) == {"ensemble", "member", "kd", "hydra", "endd"}
     for row in results["methods"].values():
         assert {"acc", "nll", "brier", "ece", "mi", "ood_auroc", "params"} <= set(row)

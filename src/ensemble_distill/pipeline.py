@@ -80,6 +80,7 @@ from ensemble_distill.methods import resolve_method
 from ensemble_distill.methods.diversity import diversity_analysis
 from ensemble_distill.metrics import diversity_by_confidence
 from ensemble_distill.report import build_report, results_markdown
+from ensemble_distill.report.html import package_version
 from ensemble_distill.resume import is_progress_file
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed
@@ -648,6 +649,7 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         "task": data.task,
         "members": config.members,
         "ood": ood_name,
+        "version": package_version(),  # of ensemble-distill, which computed these numbers
         "methods": {},
     }
     splits = {"val": data.val.x, "test": data.test.x}
