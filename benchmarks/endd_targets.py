@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from safetensors import safe_open
-from seeds import cell, mean_std, write_page
+from seeds import cell, distil_from_teacher, ensemble_curve, mean_std, val_cnll, write_page
 
 from ensemble_distill import metrics
 from ensemble_distill.checkpoint import read_manifest
 from ensemble_distill.config import load_config
-from ensemble_distill.evaluation import predictive
 from ensemble_distill.pipeline import run
 from ensemble_distill.report.machine import machine_info, machine_line
 
@@ -73,31 +70,11 @@ def run_seed(data_dir: str, seed: int, runs: Path) -> None:
         run(config_for(data_dir, seed, []), teacher_run, steps=("teacher",), quiet=True)
     print(f"seed {seed}: teacher ready ({time.perf_counter() - start:.0f} s)", flush=True)
     for name, overrides in VARIANTS.items():
-        out = folder / name
-        if (out / "results.json").is_file():
-            continue
-        if not (out / "teacher").is_dir():
-            shutil.copytree(teacher_run / "teacher", out / "teacher")
-        start = time.perf_counter()
-        run(config_for(data_dir, seed, overrides), out, steps=("distill", "evaluate"), quiet=True)
-        print(f"seed {seed}: {name} done ({time.perf_counter() - start:.0f} s)", flush=True)
-
-
-def val_cnll(run_dir: Path, model: str) -> float:
-    """Calibrated NLL on the validation split (temperature fitted on it): the selection score."""
-    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
-        kind = f.metadata()[model]
-        probs = predictive(f.get_tensor(f"{model}/val"), kind).probs
-        labels = f.get_tensor("labels/val")
-    return metrics.calibrated_metrics(probs, labels, probs, labels)["cnll"]
-
-
-def ensemble_curve(run_dir: Path) -> list[float]:
-    """The teacher's DE-1 … DE-M calibrated test NLL from a run's saved member outputs."""
-    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
-        val, test = f.get_tensor("ensemble/val"), f.get_tensor("ensemble/test")
-        y_val, y_test = f.get_tensor("labels/val"), f.get_tensor("labels/test")
-    return metrics.ensemble_size_curve(predictive(val).probs, y_val, predictive(test).probs, y_test)
+        seconds = distil_from_teacher(
+            teacher_run, folder / name, config_for(data_dir, seed, overrides)
+        )
+        if seconds is not None:
+            print(f"seed {seed}: {name} done ({seconds:.0f} s)", flush=True)
 
 
 def collect(seed: int, runs: Path) -> dict:

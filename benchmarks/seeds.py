@@ -1,12 +1,21 @@
 """Aggregating a benchmark's per-seed results (mean ± sample std, table cells) and writing
-its results page."""
+its results page; distilling run folders from a shared teacher and reading their saved
+predictions (validation cNLL, the DE-k curve)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from safetensors import safe_open
+
+from ensemble_distill import metrics
+from ensemble_distill.evaluation import predictive
+from ensemble_distill.pipeline import run
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
@@ -41,3 +50,34 @@ def write_page(doc: Path, record: dict, markdown: Callable[[dict], str]) -> None
     doc.with_suffix(".json").write_text(json.dumps(record, indent=2))
     doc.with_suffix(".md").write_text(page)
     print(page)
+
+
+def distil_from_teacher(teacher_run: Path, out: Path, config) -> float | None:
+    """Distil and evaluate ``config``'s students into run folder ``out``, starting from a copy
+    of ``teacher_run``'s teacher (trained once per seed, shared by every variant); resumable.
+    A finished run (its results.json written) is kept as it is, whichever version wrote it:
+    returns None; else the seconds it took."""
+    if (out / "results.json").is_file():
+        return None
+    if not (out / "teacher").is_dir():
+        shutil.copytree(teacher_run / "teacher", out / "teacher")
+    start = time.perf_counter()
+    run(config, out, steps=("distill", "evaluate"), quiet=True)
+    return time.perf_counter() - start
+
+
+def val_cnll(run_dir: Path, model: str) -> float:
+    """Calibrated NLL on the validation split (temperature fitted on it): the selection score."""
+    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
+        kind = f.metadata()[model]
+        probs = predictive(f.get_tensor(f"{model}/val"), kind).probs
+        labels = f.get_tensor("labels/val")
+    return metrics.calibrated_metrics(probs, labels, probs, labels)["cnll"]
+
+
+def ensemble_curve(run_dir: Path) -> list[float]:
+    """The teacher's DE-1 … DE-M calibrated test NLL from a run's saved member outputs."""
+    with safe_open(run_dir / "predictions.safetensors", "pt") as f:
+        val, test = f.get_tensor("ensemble/val"), f.get_tensor("ensemble/test")
+        y_val, y_test = f.get_tensor("labels/val"), f.get_tensor("labels/test")
+    return metrics.ensemble_size_curve(predictive(val).probs, y_val, predictive(test).probs, y_test)

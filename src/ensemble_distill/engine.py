@@ -208,17 +208,7 @@ def hardware_line(config: RunConfig, device: torch.device) -> str:
 def channels_last_data(data: DataSplits) -> DataSplits:
     """``data`` with every image tensor stored channels-last (:func:`~ensemble_distill.models.
     channels_last`): batches indexed from it, and the convolutions on them, stay so."""
-
-    def convert(split: ArrayDataset) -> ArrayDataset:
-        return ArrayDataset(as_channels_last(split.x), split.y)
-
-    return dataclasses.replace(
-        data,
-        train=convert(data.train),
-        val=convert(data.val),
-        test=convert(data.test),
-        ood={name: convert(split) for name, split in data.ood.items()},
-    )
+    return data.with_inputs(as_channels_last)
 
 
 def load_data(config: RunConfig) -> DataSplits:

@@ -97,22 +97,31 @@ class DataSplits:
                     f"found {int(y.min())}..{int(y.max())}"
                 )
 
+    def with_inputs(
+        self, convert: Callable[[Tensor | ImageFiles], Tensor | ImageFiles]
+    ) -> DataSplits:
+        """These splits (train, val, test and every OOD set) with ``convert`` applied to each
+        split's inputs; labels and everything else as they are."""
+
+        def split(data: ArrayDataset) -> ArrayDataset:
+            return ArrayDataset(convert(data.x), data.y)
+
+        return dataclasses.replace(
+            self,
+            train=split(self.train),
+            val=split(self.val),
+            test=split(self.test),
+            ood={name: split(data) for name, data in self.ood.items()},
+        )
+
     def in_memory(self) -> DataSplits:
         """These splits with images streamed from files (:class:`ImageFiles`) decoded into
         float32 tensors: faster training where they fit in memory, the same weights."""
 
-        def held(split: ArrayDataset) -> ArrayDataset:
-            if not isinstance(split.x, ImageFiles):
-                return split
-            return ArrayDataset(torch.cat(list(split.x.batches(1024))), split.y)
+        def held(x: Tensor | ImageFiles) -> Tensor:
+            return torch.cat(list(x.batches(1024))) if isinstance(x, ImageFiles) else x
 
-        return dataclasses.replace(
-            self,
-            train=held(self.train),
-            val=held(self.val),
-            test=held(self.test),
-            ood={name: held(split) for name, split in self.ood.items()},
-        )
+        return self.with_inputs(held)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
