@@ -197,9 +197,11 @@ def test_an_unreadable_image_is_named_when_it_is_read(tree, capsys):
     corrupt(tree)
     data = create_dataset("imagefolder", data_dir=tree, image_size=12, workers=1)
     everything = [data.train.x, data.val.x, data.test.x]
-    with pytest.raises(DataError, match=r"cannot read image .*broken\.png.*remove or replace"):
+    named = r"cannot read image .*broken\.png.*remove or replace"
+    with pytest.raises(DataError, match=named) as err:
         for files in everything:
             list(files.batches(8))
+    assert str(err.value).startswith("cannot read image ") and "\n" not in str(err.value)
 
 
 def test_unknown_classes_in_a_given_split_and_a_missing_folder_are_refused(

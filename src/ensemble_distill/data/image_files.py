@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -263,7 +264,8 @@ def _short_errors(batches: Iterator[Tensor]) -> Iterator[Tensor]:
     try:
         yield from batches
     except DataError as exc:
-        raise DataError(str(exc).strip().splitlines()[-1].removeprefix("DataError: ")) from None
+        last = str(exc).strip().splitlines()[-1]  # "ensemble_distill.errors.DataError: ..."
+        raise DataError(re.sub(r"^[\w.]*DataError: ", "", last)) from None
 
 
 def batches_of(x: Tensor | ImageFiles, batch_size: int) -> Iterator[Tensor]:
