@@ -22,7 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from seeds import cell, distil_from_teacher, ensemble_curve, mean_std, val_cnll, write_page
+from seeds import (
+    DEE_FOOTNOTE,
+    cell,
+    curve_text,
+    dee_marks,
+    distil_from_teacher,
+    ensemble_curve,
+    mean_std,
+    val_cnll,
+    write_page,
+)
 
 from ensemble_distill import metrics
 from ensemble_distill.checkpoint import read_manifest
@@ -129,12 +139,6 @@ def tabulate(per_seed: dict[int, dict]) -> dict:
     }
 
 
-def dee_marks(row: dict) -> str:
-    """† where some seed's DEE was extrapolated below DE-1, (≥) where capped at M."""
-    marks = {"extrapolated": "†", "capped": " (≥)"}
-    return "".join(marks[note] for note in row.get("dee_notes", []) if note in marks)
-
-
 def markdown(record: dict) -> str:
     summary = record["summary"]
     rows, chosen = summary["rows"], summary["chosen"]
@@ -180,12 +184,9 @@ def markdown(record: dict) -> str:
     lines += [
         "",
         f"Teacher training (all members): {cell(summary['teacher_seconds'], '.0f')} s. "
-        "DE-k test cNLL: "
-        + ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(summary["curve"], start=1))
-        + ".",
+        "DE-k test cNLL: " + curve_text(summary["curve"]) + ".",
         "",
-        "†: DEE below 1 in some seed, extrapolated by the ensemble-size law cNLL(k) = a + b/k "
-        "through DE-1 and DE-2 (docs/methods.md); (≥): capped at M, a lower bound.",
+        DEE_FOOTNOTE,
         "",
         f"Chosen on validation cNLL: `{chosen}`. Issue #15's floor for a default student "
         f"(DEE ≥ 2, test, mean over seeds): {'met' if dee >= 2 else '**not met**'} by "

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from seeds import mean_std, write_page
+from seeds import curve_text, mean_std, write_page
 
 from ensemble_distill import metrics
 from ensemble_distill.config import load_config
@@ -514,9 +514,7 @@ def markdown(study: Study, record: dict) -> str:
         ]
     lines += [
         "",
-        "DE-k test cNLL: "
-        + ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(summary["curve"], start=1))
-        + ".",
+        f"DE-k test cNLL: {curve_text(summary['curve'])}.",
         "",
         f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`.",
         "",

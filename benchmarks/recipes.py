@@ -40,7 +40,16 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from seeds import distil_from_teacher, ensemble_curve, mean_std, val_cnll, write_page
+from seeds import (
+    DEE_FOOTNOTE,
+    curve_text,
+    dee_marks,
+    distil_from_teacher,
+    ensemble_curve,
+    mean_std,
+    val_cnll,
+    write_page,
+)
 
 from ensemble_distill import metrics
 from ensemble_distill.checkpoint import read_manifest
@@ -395,12 +404,6 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def dee_marks(row: dict) -> str:
-    """† where some seed's DEE was extrapolated below DE-1, ≥ where capped at M."""
-    marks = {"extrapolated": "†", "capped": " (≥)"}
-    return "".join(marks[note] for note in row.get("dee_notes", []) if note in marks)
-
-
 def markdown(study: Study, record: dict) -> str:
     summary = record["summary"]
     seeds = summary["seeds"]
@@ -451,11 +454,10 @@ def markdown(study: Study, record: dict) -> str:
         f"Teacher training (all {len(summary['curve'])} members): "
         f"{c(teacher['train_seconds'], '.0f')} s, "
         f"{teacher['train_flops'][0] / 1e9:.0f} GFLOPs. DE-k test cNLL: "
-        + ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(summary["curve"], start=1))
+        + curve_text(summary["curve"])
         + ".",
         "",
-        "†: DEE below 1 in some seed, extrapolated by the ensemble-size law cNLL(k) = a + b/k "
-        "through DE-1 and DE-2 (docs/methods.md); (≥): capped at M, a lower bound.",
+        DEE_FOOTNOTE,
         "",
         f"![cNLL against training compute](../img/{study.doc.name}.png)",
         "",

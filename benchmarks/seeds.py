@@ -81,3 +81,20 @@ def ensemble_curve(run_dir: Path) -> list[float]:
         val, test = f.get_tensor("ensemble/val"), f.get_tensor("ensemble/test")
         y_val, y_test = f.get_tensor("labels/val"), f.get_tensor("labels/test")
     return metrics.ensemble_size_curve(predictive(val).probs, y_val, predictive(test).probs, y_test)
+
+
+DEE_FOOTNOTE = (
+    "†: DEE below 1 in some seed, extrapolated by the ensemble-size law cNLL(k) = a + b/k "
+    "through DE-1 and DE-2 (docs/methods.md); (≥): capped at M, a lower bound."
+)
+
+
+def dee_marks(row: dict) -> str:
+    """† where some seed's DEE was extrapolated below DE-1, (≥) where capped at M."""
+    marks = {"extrapolated": "†", "capped": " (≥)"}
+    return "".join(marks[note] for note in row.get("dee_notes", []) if note in marks)
+
+
+def curve_text(curve: Sequence[tuple[float, float]]) -> str:
+    """``DE-1 c1, DE-2 c2, ...``: the mean DE-k test cNLL over seeds, to 4 decimals."""
+    return ", ".join(f"DE-{k} {v[0]:.4f}" for k, v in enumerate(curve, start=1))
