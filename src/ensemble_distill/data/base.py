@@ -130,18 +130,16 @@ class DataSplits:
 
     @property
     def mean(self) -> tuple[float, ...]:
-        return tuple(_channel_stats(self.train.x)[0])
+        x = self.train.x  # image files: one streamed pass for both statistics, kept
+        return tuple(
+            x.channel_stats()[0] if isinstance(x, ImageFiles) else _channel_reduce(x, torch.mean)
+        )
 
     @property
     def std(self) -> tuple[float, ...]:
-        return tuple(v if v > 0 else 1.0 for v in _channel_stats(self.train.x)[1])
-
-
-def _channel_stats(x: Tensor | ImageFiles) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation; image files in one streamed pass, once."""
-    if isinstance(x, ImageFiles):
-        return x.channel_stats()
-    return _channel_reduce(x, torch.mean), _channel_reduce(x, torch.std)
+        x = self.train.x
+        std = x.channel_stats()[1] if isinstance(x, ImageFiles) else _channel_reduce(x, torch.std)
+        return tuple(v if v > 0 else 1.0 for v in std)
 
 
 def _channel_reduce(x: Tensor, fn) -> list[float]:
