@@ -128,6 +128,9 @@ FASHION_VARIANTS = {
 # matching): do unlabelled auxiliary inputs (``distill_data``) beat the 1,293 training inputs?
 # The auxiliary set: MNIST training digits shrunk to digits' 8 x 8 frame (no labels used; the
 # digits run's OOD set stays scikit-learn's photo patches).
+# How the proxy rows are read (since 2026-12-01; before, the Dirichlet's mean α/α₀).
+PROXY_TEXT = "its prediction is softmax(s) = (α − 1)/(α₀ − K), the estimate of the members' mean"
+PROXY_TEXT += " that its loss fits, not the Dirichlet's mean α/α₀"
 AUXILIARY = "mnist_8x8.npz"  # in the study's runs folder
 AUXILIARY_COUNT = 20_000
 DIGITS_BASE = ["precision=fp32", "eval.latency_repeats=3", "eval.diversity_etas=[]"]
@@ -520,7 +523,9 @@ STUDIES = {
         "`fm-clean-2x`. Hydra keeps the config's copied [128] heads in every recipe; EnD² keeps"
         " its 2019 loss (members target, temperature annealed from 5), except in "
         "`fm-clean-2x-proxy` (`endd.target=proxy`, the default since "
-        "docs/results/endd_targets.md, added after the first seed ran). Sized at one torch "
+        "docs/results/endd_targets.md, added after the first seed ran; "
+        + PROXY_TEXT
+        + "). Sized at one torch "
         "thread so that one seed takes about 80 minutes (seconds per epoch: the teacher's 4 "
         "members 36; a student on clean inputs 9–10, on live mixup inputs 31–33; BatchEnsemble "
         "58). Left out for cost: live mixup (3× a clean epoch; the pool instead), EnD² at 4× "
@@ -546,7 +551,7 @@ STUDIES = {
         "8 × 8 frame; each batch draws as many of them as it has labelled examples, teachers' "
         "outputs cached once). EnD² uses the 2019 members target in both; `fm-clean-6x-proxy` "
         "adds EnD² with the Proxy-Dirichlet target (`endd.target=proxy`, the default since "
-        "docs/results/endd_targets.md). The issue names no floors for digits.",
+        "docs/results/endd_targets.md; " + PROXY_TEXT + "). The issue names no floors for digits.",
         floors_title="Floors ({seeds})",
         floors=lambda summary: [_compute_floor(summary)],
         inputs=write_auxiliary_inputs,

@@ -5,6 +5,7 @@ from scipy.stats import norm
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import (
     DIRICHLET,
+    PROXY_DIRICHLET,
     classification_metrics,
     gaussian_predictive,
     predictive,
@@ -37,6 +38,20 @@ def test_dirichlet_outputs_use_closed_forms():
     torch.testing.assert_close(pred.mi, metrics.dirichlet_mutual_information(log_alpha))
     row = classification_metrics(pred, torch.zeros(6, dtype=torch.long))
     assert row["mi"] > 0 and 0 <= row["acc"] <= 1
+
+
+def test_proxy_dirichlet_outputs_predict_the_offset_free_mean():
+    """s with α = e^s + 1: the prediction (α − 1)/(α₀ − C), the Dirichlet's uncertainties."""
+    s = torch.randn(6, 4, dtype=torch.float64) * 3
+    pred = predictive(s, PROXY_DIRICHLET)
+    alpha = s.exp() + 1.0
+    offset_free = (alpha - 1.0) / (alpha.sum(-1, keepdim=True) - 4)
+    torch.testing.assert_close(pred.probs[:, 0], offset_free)
+    dirichlet = predictive(alpha.log(), DIRICHLET)
+    torch.testing.assert_close(pred.entropy, dirichlet.entropy)
+    torch.testing.assert_close(pred.mi, dirichlet.mi)
+    # The +1 pulls the Dirichlet's own mean towards uniform: its entropy is the larger.
+    assert (pred.entropy > metrics.predictive_entropy(pred.probs[:, 0])).all()
 
 
 def test_gaussian_predictive_reports_original_units():

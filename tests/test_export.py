@@ -9,7 +9,12 @@ import torch
 from ensemble_distill import export
 from ensemble_distill.cli import main
 from ensemble_distill.errors import ConfigError
-from ensemble_distill.evaluation import gaussian_predictive, output_kind, predictive
+from ensemble_distill.evaluation import (
+    PROXY_DIRICHLET,
+    gaussian_predictive,
+    output_kind,
+    predictive,
+)
 from ensemble_distill.export import (
     TRACE_BATCH,
     UncertaintyHead,
@@ -22,6 +27,7 @@ from ensemble_distill.export import (
     run_exported,
     verify_export,
 )
+from ensemble_distill.methods.endd import PriorNetwork
 
 TINY = ["members=2", "epochs=1", "model_args={widths: [8]}", "eval.latency_repeats=1"]
 METHODS = ["kd", "hydra", "endd", "be"]
@@ -183,6 +189,21 @@ def test_dirichlet_uncertainty_matches_float64_over_extreme_concentrations():
         assert max_diff(probs, reference.probs[:, 0]) <= TOLERANCE
         assert max_diff(entropy, reference.entropy) <= TOLERANCE
         assert max_diff(mi, reference.mi) <= TOLERANCE, (scale, shift)
+
+
+def test_a_proxy_dirichlet_head_matches_the_evaluation():
+    """A Proxy-Dirichlet student (α = e^s + 1) exports softmax(s) and the Dirichlet's
+    uncertainties, as :func:`predictive` computes them in float64."""
+    generator = torch.Generator().manual_seed(1)
+    network = torch.nn.Linear(5, 10)
+    head = UncertaintyHead(PriorNetwork(network, proxy=True))
+    for scale in (1.0, 10.0, 40.0):
+        x = torch.randn(300, 5, generator=generator) * scale
+        probs, entropy, mi = head(x)
+        reference = predictive(network(x).detach(), PROXY_DIRICHLET)
+        assert max_diff(probs, reference.probs[:, 0]) <= TOLERANCE
+        assert max_diff(entropy, reference.entropy) <= TOLERANCE
+        assert max_diff(mi, reference.mi) <= TOLERANCE, scale
 
 
 def test_ensemble_uncertainty_matches_float64_on_extreme_logits():

@@ -369,7 +369,8 @@ def mean_probs(
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Predictive class probabilities p̄ (batch, classes), float64: the members' mean for
-    member logits, softmax for a single network, α/α₀ for a Prior Network (EnD²)."""
+    member logits, softmax for a single network, α/α₀ for a Prior Network (EnD²; with the
+    Proxy-Dirichlet target, its offset-free mean softmax(s) = (α − 1)/(α₀ − C))."""
     return _predict(model, x, batch_size, device).probs.mean(dim=1)
 
 

@@ -2,7 +2,9 @@
 
 Models return either member logits (batch, members, classes) — ensembles, Hydra, KD (a single
 network's (batch, classes) output is read as one member) — or, for Prior Networks (EnD²),
-Dirichlet log-concentrations (batch, classes), flagged by ``output_kind = "dirichlet"``.
+a Dirichlet's outputs (batch, classes), flagged by ``output_kind``: ``"dirichlet"``, the
+log-concentrations log α, or ``"proxy_dirichlet"`` (the Proxy-Dirichlet target's student),
+s with α = e^s + 1 and softmax(s) its prediction.
 For regression every model returns raw Gaussian outputs (batch, members, 2) or (batch, 2), read
 by :func:`gaussian_predictive`.
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill import metrics
@@ -23,11 +26,13 @@ from ensemble_distill.models.gaussian import gaussian_params
 
 LOGITS = "logits"
 DIRICHLET = "dirichlet"
+PROXY_DIRICHLET = "proxy_dirichlet"
 GAUSSIAN = "gaussian"
 
 
 def output_kind(model: nn.Module) -> str:
-    """``"logits"`` (member logits) or ``"dirichlet"`` (log-concentrations)."""
+    """``"logits"`` (member logits), ``"dirichlet"`` (log-concentrations) or
+    ``"proxy_dirichlet"`` (s, α = e^s + 1)."""
     return getattr(model, "output_kind", LOGITS)
 
 
@@ -37,8 +42,8 @@ class Predictive:
 
     Attributes:
         probs: (N, M, C) member probabilities; (N, 1, C) p̄ for a single network or a
-            Dirichlet's mean α/α₀.
-        entropy: (N,) total uncertainty H[p̄].
+            Dirichlet's mean α/α₀; for ``"proxy_dirichlet"`` softmax(s) = (α − 1)/(α₀ − C).
+        entropy: (N,) total uncertainty H[p̄] (a Dirichlet's: H[α/α₀]).
         mi: (N,) model uncertainty: the members' mutual information, or a Dirichlet's
             closed-form MI.
     """
@@ -49,13 +54,23 @@ class Predictive:
 
 
 def predictive(outputs: Tensor, kind: str = LOGITS) -> Predictive:
-    """:class:`Predictive` from raw outputs, in float64."""
-    if kind == DIRICHLET:
-        mean = metrics.dirichlet_mean(outputs)
+    """:class:`Predictive` from raw outputs, in float64.
+
+    A Proxy-Dirichlet student's prediction is softmax(s), the estimate of the members' mean
+    that its loss fits (the Dirichlet's own mean α/α₀ is pulled towards uniform by the +1
+    offsets where the members disagree); its uncertainties are the Dirichlet's, so that
+    H[α/α₀] = E[H[π]] + MI still splits (Ryabinin et al.'s evaluation code reads it so).
+    """
+    if kind in (DIRICHLET, PROXY_DIRICHLET):
+        log_alpha = outputs.double()
+        if kind == PROXY_DIRICHLET:
+            log_alpha = F.softplus(log_alpha)  # log(e^s + 1)
+        mean = metrics.dirichlet_mean(log_alpha)
+        point = mean if kind == DIRICHLET else torch.softmax(outputs.double(), dim=-1)
         return Predictive(
-            mean.unsqueeze(1),
+            point.unsqueeze(1),
             metrics.predictive_entropy(mean),
-            metrics.dirichlet_mutual_information(outputs),
+            metrics.dirichlet_mutual_information(log_alpha),
         )
     probs = torch.softmax(as_member_logits(outputs).double(), dim=-1)
     return Predictive(probs, metrics.predictive_entropy(probs), metrics.mutual_information(probs))

@@ -54,7 +54,13 @@ from torch import Tensor, nn
 
 from ensemble_distill.checkpoint import MANIFEST, atomic_write, read_manifest
 from ensemble_distill.errors import CheckpointError, ConfigError, EnsembleDistillError
-from ensemble_distill.evaluation import DIRICHLET, GAUSSIAN, as_member_logits, output_kind
+from ensemble_distill.evaluation import (
+    DIRICHLET,
+    GAUSSIAN,
+    PROXY_DIRICHLET,
+    as_member_logits,
+    output_kind,
+)
 from ensemble_distill.models import gaussian
 from ensemble_distill.models.gaussian import gaussian_params
 
@@ -111,6 +117,9 @@ class UncertaintyHead(nn.Module):
             return standardised * self.target_std + self.target_mean, alea * scale, epi * scale
         if self.kind == DIRICHLET:
             return dirichlet_uncertainty(outputs)
+        if self.kind == PROXY_DIRICHLET:  # α = e^s + 1; the prediction softmax(s)
+            _, entropy, mi = dirichlet_uncertainty(F.softplus(outputs))
+            return torch.softmax(outputs, dim=-1), entropy, mi
         return ensemble_uncertainty(outputs)
 
 

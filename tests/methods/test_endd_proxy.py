@@ -14,7 +14,7 @@ from ensemble_distill.checkpoint import FORMAT_VERSION, MANIFEST
 from ensemble_distill.config import build_config, load_config
 from ensemble_distill.engine import load_student, prepare, save_student, student_manifest
 from ensemble_distill.errors import ConfigError
-from ensemble_distill.evaluation import output_kind, predict
+from ensemble_distill.evaluation import DIRICHLET, PROXY_DIRICHLET, output_kind, predict
 from ensemble_distill.methods.endd import EnDConfig, EnsembleDistributionDistillation, PriorNetwork
 from ensemble_distill.methods.losses import (
     PROXY_EPS,
@@ -73,32 +73,34 @@ def test_identical_members_give_a_large_precision_and_a_finite_loss():
     logits[1] *= 30  # near one-hot members, agreeing
     _, precision = proxy_dirichlet_target(logits)
     torch.testing.assert_close(precision, torch.full((3,), 3 / PROXY_EPS, dtype=torch.float64))
-    log_alpha = torch.zeros(3, 4, requires_grad=True)
-    loss = proxy_dirichlet_loss(log_alpha, logits)
+    outputs = torch.zeros(3, 4, requires_grad=True)
+    loss = proxy_dirichlet_loss(outputs, logits)
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(log_alpha.grad).all()
+    assert torch.isfinite(loss) and torch.isfinite(outputs.grad).all()
 
 
 def test_proxy_loss_is_the_kl_to_the_proxy_over_its_precision():
     generator = torch.Generator().manual_seed(1)
     teacher = torch.randn(6, 4, 5, generator=generator, dtype=torch.float64) * 2
-    log_alpha = torch.randn(6, 5, generator=generator, dtype=torch.float64) * 2
+    outputs = torch.randn(6, 5, generator=generator, dtype=torch.float64) * 2
     probs = torch.softmax(teacher, -1).numpy()
     precision = torch.from_numpy(numpy_precision(probs))
     beta = precision.unsqueeze(-1) * torch.from_numpy(probs.mean(1)) + 1.0
-    kl = kl_divergence(Dirichlet(log_alpha.exp()), Dirichlet(beta))  # reverse: model first
+    alpha = outputs.exp() + 1.0  # the model offset 1
+    kl = kl_divergence(Dirichlet(alpha), Dirichlet(beta))  # reverse: model first
     expected = (kl / precision).mean()
-    torch.testing.assert_close(proxy_dirichlet_loss(log_alpha, teacher), expected)
-    # Zero, the minimum, exactly at the proxy itself.
-    at_target = proxy_dirichlet_loss(beta.log(), teacher)
-    assert at_target.abs() < 1e-9 and expected > 0
+    torch.testing.assert_close(proxy_dirichlet_loss(outputs, teacher), expected)
+    # Zero, the minimum, exactly at the proxy itself: there softmax(s) is the members' mean.
+    at_target = (beta - 1.0).log()
+    assert proxy_dirichlet_loss(at_target, teacher).abs() < 1e-9 and expected > 0
+    torch.testing.assert_close(torch.softmax(at_target, -1).numpy(), probs.mean(1))
 
 
 def test_proxy_loss_gradients_are_finite_and_match_finite_differences():
     generator = torch.Generator().manual_seed(2)
     teacher = torch.randn(4, 3, 5, generator=generator, dtype=torch.float64) * 3
-    log_alpha = torch.randn(4, 5, generator=generator, dtype=torch.float64).requires_grad_()
-    torch.autograd.gradcheck(lambda s: proxy_dirichlet_loss(s, teacher), (log_alpha,))
+    outputs = torch.randn(4, 5, generator=generator, dtype=torch.float64).requires_grad_()
+    torch.autograd.gradcheck(lambda s: proxy_dirichlet_loss(s, teacher), (outputs,))
     # Extreme but finite outputs and teachers: no NaN or inf in the gradient.
     extreme = torch.tensor([[60.0, -60.0, 0.0], [-30.0, 80.0, 5.0]], requires_grad=True)
     members = torch.tensor([[[90.0, -90.0, 0.0], [0.0, 90.0, -90.0]]]).expand(2, 2, 3)
@@ -126,13 +128,14 @@ def test_the_target_option_is_validated_and_defaults_to_proxy():
         build_config({"endd": {"target": "mean"}})
 
 
-def test_the_proxy_student_offsets_its_concentrations_by_one():
+def test_the_proxy_student_is_read_with_its_offset():
     network = torch.nn.Linear(3, 4)
     x = torch.randn(5, 3) * 10
     s = network(x)
-    torch.testing.assert_close(PriorNetwork(network)(x), s)
-    log_alpha = PriorNetwork(network, offset=1.0)(x)
-    torch.testing.assert_close(log_alpha.exp(), s.exp() + 1.0)
+    plain, proxy = PriorNetwork(network), PriorNetwork(network, proxy=True)
+    torch.testing.assert_close(plain(x), s)
+    torch.testing.assert_close(proxy(x), s)  # the network's output, read as α = e^s + 1
+    assert output_kind(plain) == DIRICHLET and output_kind(proxy) == PROXY_DIRICHLET
 
 
 @pytest.mark.parametrize(("target", "changed"), [("members", ""), ("proxy", "endd")])
@@ -171,10 +174,9 @@ def test_a_proxy_student_trains_on_digits_and_reloads(tmp_path):
     loss = header.index("loss")
     assert float(last[loss]) < float(first[loss])
     student = load_student(out / "students" / "endd")
-    assert output_kind(student) == "dirichlet" and student.offset == 1.0
-    x = torch.rand(8, 1, 8, 8)
-    assert (student(x).exp() > 1.0).all()  # α = e^s + 1
-    assert predict(student, x).probs.shape == (8, 1, 10)
+    assert output_kind(student) == PROXY_DIRICHLET and student.proxy
+    pred = predict(student, torch.rand(8, 1, 8, 8))
+    assert pred.probs.shape == (8, 1, 10) and (pred.mi > 0).all()
 
 
 def test_a_student_saved_before_the_target_key_reloads_as_a_members_student(tmp_path):
@@ -186,13 +188,13 @@ def test_a_student_saved_before_the_target_key_reloads_as_a_members_student(tmp_
         setup.student_spec, 2, EnDConfig(target="members")
     )
     manifest = student_manifest(setup, "endd")
-    for target, offset in (("members", 0.0), ("proxy", 1.0)):
+    for target, kind in (("members", DIRICHLET), ("proxy", PROXY_DIRICHLET)):
         manifest["options"]["target"] = target
         save_student(tmp_path / target, student, manifest)
-        assert load_student(tmp_path / target).offset == offset
+        assert output_kind(load_student(tmp_path / target)) == kind
     del manifest["options"]["target"]
     save_student(tmp_path / "older", student, manifest)
     older = load_student(tmp_path / "older")
-    assert older.offset == 0.0
+    assert output_kind(older) == DIRICHLET
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(older(x), student.eval()(x))

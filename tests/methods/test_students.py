@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from ensemble_distill.config import build_config
@@ -55,11 +56,14 @@ def test_hydra_two_phases_give_distinct_heads_and_positive_mi(splits):
     assert pred.mi.mean() > 0
 
 
-def test_endd_is_a_dirichlet_with_positive_mi(splits):
+@pytest.mark.parametrize(
+    ("target", "kind"), [("members", "dirichlet"), ("proxy", "proxy_dirichlet")]
+)
+def test_endd_is_a_dirichlet_with_positive_mi(splits, target, kind):
     # Without annealing the objective is the same every epoch, so its loss must fall.
-    context = make_context(splits, endd={"initial_temperature": 1.0})
+    context = make_context(splits, endd={"target": target, "initial_temperature": 1.0})
     student, history = train_student("endd", context)
-    assert output_kind(student) == "dirichlet"
+    assert output_kind(student) == kind
     assert history[-1]["loss"] < history[0]["loss"]
     pred = predict(student, splits.ood["noise"].x)
     assert pred.probs.shape == (20, 1, 3) and (pred.mi > 0).all()

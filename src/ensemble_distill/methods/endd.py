@@ -9,20 +9,21 @@ their mean) is learnt. ``endd.target`` says how:
 * ``proxy`` — the reverse KL to a Proxy-Dirichlet fitted to the members in closed form (mean
   the members' mean, precision Minka's estimate), Ryabinin, Malinin & Gales 2021
   (:func:`~ensemble_distill.methods.losses.proxy_dirichlet_loss`), with the student's
-  concentrations offset by 1 (α = e^s + 1) as in their released commands.
+  concentrations offset by 1 (α = e^s + 1) as in their released commands. Its point
+  prediction is softmax(s) = (α − 1)/(α₀ − K), the estimate of the members' mean that the
+  proxy target fits, as in their evaluation code; the Dirichlet Dir(α) gives the uncertainty
+  (kind :data:`~ensemble_distill.evaluation.PROXY_DIRICHLET`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ensemble_distill.evaluation import DIRICHLET
+from ensemble_distill.evaluation import DIRICHLET, PROXY_DIRICHLET
 from ensemble_distill.methods.base import DistillContext, DistillMethod
 from ensemble_distill.methods.losses import dirichlet_nll, proxy_dirichlet_loss
 from ensemble_distill.models import Classifier
@@ -56,26 +57,27 @@ class EnDConfig(Section):
 
 
 class PriorNetwork(nn.Module):
-    """A classifier read as a Dirichlet: ``forward`` gives log α (batch, classes).
+    """A classifier read as a Dirichlet over the class probabilities.
 
-    The metrics read ``output_kind`` and use the closed-form mean α/α₀ and mutual information.
-    With ``offset`` (the proxy target's student) α = e^s + offset, s the network's output: a
-    Dirichlet that is never sparse (every α_k > offset), as Ryabinin et al.'s model offset 1.
+    ``forward`` gives the network's output unchanged; ``output_kind`` says how the metrics and
+    the export read it: log α (batch, classes), the mean α/α₀ the prediction (EnD², kind
+    :data:`~ensemble_distill.evaluation.DIRICHLET`); or, with ``proxy`` (the Proxy-Dirichlet
+    target's student), s with α = e^s + 1, a Dirichlet that is never sparse (Ryabinin et al.'s
+    model offset 1), and softmax(s) the prediction (kind
+    :data:`~ensemble_distill.evaluation.PROXY_DIRICHLET`).
     """
 
-    output_kind = DIRICHLET
-
-    def __init__(self, network: nn.Module, offset: float = 0.0) -> None:
+    def __init__(self, network: nn.Module, proxy: bool = False) -> None:
         super().__init__()
         self.network = network
-        self.offset = offset
+        self.proxy = proxy
+
+    @property
+    def output_kind(self) -> str:
+        return PROXY_DIRICHLET if self.proxy else DIRICHLET
 
     def forward(self, x: Tensor) -> Tensor:
-        s = self.network(x)
-        if not self.offset:
-            return s
-        shift = math.log(self.offset)  # log(e^s + e^shift), in at least float32
-        return F.softplus(full_precision(s) - shift) + shift
+        return self.network(x)
 
 
 class EnsembleDistributionDistillation(DistillMethod):
@@ -89,7 +91,7 @@ class EnsembleDistributionDistillation(DistillMethod):
     color = "#009E73"
 
     def student(self, base: Classifier, members: int, options: EnDConfig) -> PriorNetwork:
-        return PriorNetwork(base, offset=1.0 if options.target == "proxy" else 0.0)
+        return PriorNetwork(base, proxy=options.target == "proxy")
 
     def train(
         self, student: PriorNetwork, context: DistillContext, options: EnDConfig
@@ -108,11 +110,11 @@ class EnsembleDistributionDistillation(DistillMethod):
             batch = context.batch(index)
             student.train()
             teacher_logits = full_precision(batch.teacher_outputs)
-            log_alpha = full_precision(student(batch.x_distill))
+            outputs = full_precision(student(batch.x_distill))
             if options.target == "proxy":
-                return proxy_dirichlet_loss(log_alpha, teacher_logits)
+                return proxy_dirichlet_loss(outputs, teacher_logits)  # α = e^s + 1
             member_probs = torch.softmax(teacher_logits / temperature, dim=-1)
-            log_alpha = log_alpha / temperature
+            log_alpha = outputs / temperature
             return dirichlet_nll(log_alpha, member_probs, smoothing=options.smoothing)
 
         return context.fit(

@@ -165,31 +165,32 @@ def proxy_dirichlet_target(teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
     return mean, (classes - 1) / (2.0 * mkl + PROXY_EPS)
 
 
-def proxy_dirichlet_loss(log_alpha: Tensor, teacher_logits: Tensor) -> Tensor:
+def proxy_dirichlet_loss(logits: Tensor, teacher_logits: Tensor) -> Tensor:
     """Proxy-Dirichlet EnD² (Ryabinin, Malinin & Gales, NeurIPS 2021, arXiv 2105.06987): the
     reverse KL from the student's Dirichlet to a Dirichlet fitted to the members,
 
-        L = (1/B) Σ_b KL[Dir(α_b) ‖ Dir(β_b)] / β̂₀_b,   β_k = β̂₀·π̂_k + 1,
+        L = (1/B) Σ_b KL[Dir(α_b) ‖ Dir(β_b)] / β̂₀_b,   α = e^s + 1,   β_k = β̂₀·π̂_k + 1,
 
-    π̂, β̂₀ from :func:`proxy_dirichlet_target`. The +1 is the paper's: it makes the loss, up
-    to a term free of α, the reference code's ``rkl_dirichlet_proxy_distillation`` criterion
+    π̂, β̂₀ from :func:`proxy_dirichlet_target`. The +1 on β is the paper's: it makes the loss,
+    up to a term free of α, the reference code's ``rkl_dirichlet_proxy_distillation`` criterion
     −Σ_k π̂_k (ψ(α_k) − ψ(α₀)) − H[Dir(α)]/β̂₀, an expected cross-entropy to the members' mean
     (weight 1 on every example, unlike EnD²'s likelihood, whose gradients grow with 1/π of the
     tail classes) plus an entropy bonus weighted by the members' disagreement 1/β̂₀. The
     division by β̂₀ is the reference's (its released commands, ``--target-offset 1``, divide
-    by β̂₀ + K instead; not reproduced). The +1 model offset of those commands (α = e^s + 1) is
-    the student's (:class:`~ensemble_distill.methods.endd.PriorNetwork`), not this loss's.
-    No temperature (the reference code has none). Computed in float64 (β̂₀ reaches ~1e8, where
-    float32's log Γ loses the difference), returned in ``log_alpha``'s full precision.
+    by β̂₀ + K instead; not reproduced). The +1 on α is those commands' model offset 1: at the
+    optimum α − 1 = β̂₀π̂, so softmax(s) estimates the members' mean π̂ (the student's point
+    prediction, :class:`~ensemble_distill.methods.endd.PriorNetwork`). No temperature (the
+    reference code has none). Computed in float64 (β̂₀ reaches ~1e8, where float32's log Γ
+    loses the difference), returned in ``logits``' full precision.
 
     Args:
-        log_alpha: (batch, classes) the student's log-concentrations, α = exp(log_alpha).
+        logits: (batch, classes) the student's outputs s, α = exp(s) + 1.
         teacher_logits: (batch, members, classes) the members' logits.
     """
-    dtype = full_precision(log_alpha).dtype
+    dtype = full_precision(logits).dtype
     mean, precision = proxy_dirichlet_target(teacher_logits)
     beta = precision.unsqueeze(-1) * mean + 1.0
-    alpha = log_alpha.double().clamp(max=_MAX_LOG_ALPHA).exp()
+    alpha = logits.double().clamp(max=_MAX_LOG_ALPHA).exp() + 1.0
     return (dirichlet_kl(alpha, beta) / precision).mean().to(dtype)
 
 
