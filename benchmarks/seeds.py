@@ -56,13 +56,14 @@ def distil_from_teacher(teacher_run: Path, out: Path, config) -> float | None:
     """Distil and evaluate ``config``'s students into run folder ``out``, starting from a copy
     of ``teacher_run``'s teacher (trained once per seed, shared by every variant); resumable.
     A finished run (its results.json written) is kept as it is, whichever version wrote it:
-    returns None; else the seconds it took."""
+    returns None; else the seconds it took. No report.html (a study reads results.json; the
+    report took a third of a small run's time): ``ensemble-distill report OUT`` builds it."""
     if (out / "results.json").is_file():
         return None
     if not (out / "teacher").is_dir():
         shutil.copytree(teacher_run / "teacher", out / "teacher")
     start = time.perf_counter()
-    run(config, out, steps=("distill", "evaluate"), quiet=True)
+    run(config, out, steps=("distill", "evaluate"), quiet=True, report=False)
     return time.perf_counter() - start
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from ensemble_distill.cli import main
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "recipes.py"
 
@@ -116,7 +118,12 @@ def test_fashion_quick_writes_its_page_from_one_seed(fashion):
     assert "## Floors (issue 15: Fashion-MNIST M = 4, test split, seed 0 only)" in page
     assert "![cNLL against training compute](../img/recipes_fashion.png)" in page
     assert "unfinished" not in record
-    assert (tmp / "runs" / "seed0" / "fm-mixup-pool4-2x" / "results.json").is_file()
+    run_dir = tmp / "runs" / "seed0" / "fm-mixup-pool4-2x"
+    assert (run_dir / "results.json").is_file()
+    # A study's runs skip the report (report=False); the report command builds it from them.
+    assert not (run_dir / "report.html").exists()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
 
 
 def test_unfinished_seeds_are_named_not_tabulated(fashion):

@@ -139,11 +139,14 @@ def run(
     quiet: bool = False,
     force: bool = False,
     config_from: Path | None = None,
+    report: bool = True,
 ) -> dict[str, Any] | None:
     """Run ``steps`` (a subset of teacher, distill, evaluate) into ``out``, resuming what an
     earlier run into ``out`` left unfinished (see the module docstring); ``force`` retrains.
     ``config_from``: the file ``config`` was read from; when it is OUT/config.yaml, a hand
-    edit of that file is this run's config, not a conflict.
+    edit of that file is this run's config, not a conflict. ``report=False`` leaves out
+    report.html and report.md after ``evaluate`` (for studies that read results.json only;
+    ``ensemble-distill report OUT`` builds them later).
 
     Returns the results dictionary when ``evaluate`` ran.
 
@@ -175,9 +178,10 @@ def run(
         if "evaluate" in steps:
             log.info("evaluating %s ...", evaluation_scope(setup))
             results = evaluate_run(setup, out)
-            log.info("writing the report ...")
-            build_report(out)
-            log.info("wrote %s and %s", out / "results.md", out / "report.html")
+            if report:
+                log.info("writing the report ...")
+                build_report(out)
+                log.info("wrote %s and %s", out / "results.md", out / "report.html")
             return results
     return None
 
