@@ -3,7 +3,7 @@
 docs/results/recipes[_fashion].{json,md} and docs/img/recipes[_fashion].png:
 
     python benchmarks/recipes.py --data-dir ../shared/data --seeds 0 1 2
-    python benchmarks/recipes.py --data-dir ../shared/data --dataset fashion-mnist --seeds 0
+    python benchmarks/recipes.py --data-dir ../shared/data --dataset fashion-mnist --seeds 0 1 2
     python benchmarks/recipes.py --data-dir ../shared/data --seeds 0 1 2 --tabulate-only
 
 Per seed, the study's teacher (MNIST: configs/mnist.yaml members=10 epochs=8) is trained once
