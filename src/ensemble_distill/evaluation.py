@@ -62,11 +62,11 @@ def predictive(outputs: Tensor, kind: str = LOGITS) -> Predictive:
     H[α/α₀] = E[H[π]] + MI still splits (Ryabinin et al.'s evaluation code reads it so).
     """
     if kind in (DIRICHLET, PROXY_DIRICHLET):
-        log_alpha = outputs.double()
-        if kind == PROXY_DIRICHLET:
-            log_alpha = F.softplus(log_alpha)  # log(e^s + 1)
+        values = outputs.double()
+        proxy = kind == PROXY_DIRICHLET
+        log_alpha = F.softplus(values) if proxy else values  # proxy: log(e^s + 1)
         mean = metrics.dirichlet_mean(log_alpha)
-        point = mean if kind == DIRICHLET else torch.softmax(outputs.double(), dim=-1)
+        point = torch.softmax(values, dim=-1) if proxy else mean
         return Predictive(
             point.unsqueeze(1),
             metrics.predictive_entropy(mean),
