@@ -18,8 +18,10 @@ whose recipes are all finished and names the requested ones that are not.
 Fashion-MNIST was sized at one torch thread (seconds per epoch: the teacher's 4 members 36,
 a student on clean inputs 9-10, on live mixup inputs 31-33, BatchEnsemble 58; each recipe
 run adds about 25 s for the teachers' outputs and 50 s of evaluation) so that one seed takes
-about 80 minutes: the teacher (15 epochs) and FASHION_VARIANTS. Left out for cost: live mixup
-(pooled mixup instead: perturbation.pool=4), EnD² at 4x and on mixup, 6x budgets, and
+about 80 minutes: the teacher (15 epochs) and FASHION_VARIANTS; KD and Hydra at 6x on clean
+inputs (the package's default budget) and at 4x on pooled mixup were added after, about 40
+minutes more per seed each. Left out for cost:
+live mixup (pooled mixup instead: perturbation.pool=4), EnD² at 4x and 6x and on mixup, and
 BatchEnsemble (58 s per epoch: 15 min at 1x; its 2x function-matching row is in
 docs/results/hydra_tradeoff_fashion.md).
 """
@@ -103,20 +105,26 @@ FASHION_QUICK = ["dataset=digits", "members=2", "epochs=2", "hydra.head_widths=[
 FASHION_QUICK += ["model_args={channels: [4], hidden: 16, pool_size: 2}"]
 FASHION_FM = [*FUNCTION_MATCHING, "hydra.alpha=1", "hydra.temperature=1"]
 FASHION_TODAY = [*TODAY, "hydra.alpha=0.9", "hydra.temperature=4"]
-# Sized at one torch thread so that one seed takes about 80 minutes (module docstring): the
-# budgets 1x / 2x / 4x on clean inputs (EnD² not at 4x), and mixup from a pool of 4 copies (no
-# teacher in training: live mixup costs 3x a clean epoch here) at 2x beside clean 2x.
+# Sized at one torch thread (module docstring): the budgets 1x / 2x / 4x / 6x on clean inputs
+# (EnD² at most 2x), and mixup from a pool of 4 copies (no teacher in training: live mixup
+# costs 3x a clean epoch here) at 2x and 4x beside clean 2x and 4x.
 FASHION_VARIANTS = {
     "today": (["kd", "hydra", "endd"], [*FASHION_TODAY, "student.epochs_multiple=1"]),
     **{
         f"fm-clean-{k}x": (["kd", "hydra", "endd"], [*FASHION_FM, f"student.epochs_multiple={k}"])
         for k in (1, 2)
     },
-    "fm-clean-4x": (["kd", "hydra"], [*FASHION_FM, "student.epochs_multiple=4"]),
-    "fm-mixup-pool4-2x": (
-        ["kd+mixup", "hydra+mixup"],
-        [*FASHION_FM, "student.epochs_multiple=2", "perturbation.pool=4"],
-    ),
+    **{
+        f"fm-clean-{k}x": (["kd", "hydra"], [*FASHION_FM, f"student.epochs_multiple={k}"])
+        for k in (4, 6)
+    },
+    **{
+        f"fm-mixup-pool4-{k}x": (
+            ["kd+mixup", "hydra+mixup"],
+            [*FASHION_FM, f"student.epochs_multiple={k}", "perturbation.pool=4"],
+        )
+        for k in (2, 4)
+    },
     # EnD² with the Proxy-Dirichlet target (the default since docs/results/endd_targets.md).
     "fm-clean-2x-proxy": (
         ["endd"],
@@ -368,7 +376,8 @@ def plot(summary: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), sharey=True)
     markers = {"today": "o", "fm-clean-1x": "s", "fm-clean-3x": "D", "fm-clean-6x": "P"}
     markers |= {"fm-mixup-3x": "^", "fm-mixup-pool4-3x": "v", "endd-mixup-3x": "^"}
-    markers |= {"fm-clean-2x": "D", "fm-clean-4x": "P", "fm-mixup-pool4-2x": "v"}
+    markers |= {"fm-clean-2x": "D", "fm-clean-4x": "X", "fm-mixup-pool4-2x": "v"}
+    markers |= {"fm-mixup-pool4-4x": "<"}
     markers |= {"fm-auxiliary-6x": "*", "fm-clean-6x-proxy": "h", "fm-clean-2x-proxy": "h"}
     colors = {"kd": "#E69F00", "hydra": "#0072B2", "endd": "#009E73"}
     for ax, key, unit in zip(axes, ("train_seconds", "train_flops"), ("s", "FLOPs"), strict=True):
@@ -514,23 +523,25 @@ STUDIES = {
         f"shared with other jobs at times: read them as rough; {COST_TEXT}",
         recipe_text="Teacher: configs/diversity_fashion.yaml (M = 4 CNNs: conv 8-16, 7 × 7 "
         "pooled map, dense 256; Adam, cosine, 15 epochs) in fp32. OOD: the MNIST test set. "
-        "Recipes: `today` = the config's loss before this study (KD and Hydra α = 0.9, T = 4, "
-        "plus labels; cosine; student epochs = the teacher's; cached teacher outputs on clean "
-        "inputs); `fm-*` = function matching (KD and Hydra α = 1, T = 1), one-cycle schedule "
-        "(10 % warm-up), student epochs 1× / 2× / 4× the teacher's on clean inputs (cached); "
-        "`fm-mixup-pool4-2x` = mixup inputs (Beta(1, 1)) drawn from 4 copies built once with "
-        "the teachers' outputs (`perturbation.pool=4`: no teacher in training), beside "
-        "`fm-clean-2x`. Hydra keeps the config's copied [128] heads in every recipe; EnD² keeps"
-        " its 2019 loss (members target, temperature annealed from 5), except in "
-        "`fm-clean-2x-proxy` (`endd.target=proxy`, the default since "
+        "Recipes: `today` = the "
+        "config's loss before this study (KD and Hydra α = 0.9, T = 4, plus labels; cosine; "
+        "student epochs = the teacher's; cached teacher outputs on clean inputs); `fm-*` = "
+        "function matching (KD and Hydra α = 1, T = 1), one-cycle schedule (10 % warm-up), "
+        "student epochs 1× / 2× / 4× / 6× the teacher's on clean inputs (cached; 6×, the "
+        "package's default budget, run after the other recipes); `fm-mixup-pool4-{2,4}x` = mixup "
+        "inputs (Beta(1, 1)) drawn from 4 copies built once with the teachers' outputs "
+        "(`perturbation.pool=4`: no teacher in training), beside `fm-clean-2x` and `fm-clean-4x` "
+        "(4×: run after the other recipes, with 6×). Hydra keeps the config's copied [128] heads "
+        "in every recipe; EnD² keeps its 2019 loss (members target, temperature annealed from 5),"
+        " except in `fm-clean-2x-proxy` (`endd.target=proxy`, the default since "
         "docs/results/endd_targets.md, added after the first seed ran; "
         + PROXY_TEXT
-        + "). Sized at one torch "
-        "thread so that one seed takes about 80 minutes (seconds per epoch: the teacher's 4 "
-        "members 36; a student on clean inputs 9–10, on live mixup inputs 31–33; BatchEnsemble "
-        "58). Left out for cost: live mixup (3× a clean epoch; the pool instead), EnD² at 4× "
-        "and on mixup, 6× budgets, and BatchEnsemble (15 min per seed at 1×; its 2× "
-        "function-matching row is in docs/results/hydra_tradeoff_fashion.md).",
+        + "). Sized at one torch thread so that one seed takes about 80 minutes (seconds per epoch:"
+        " the teacher's 4 members 36; a student on clean inputs 9–10, on live mixup inputs 31–33;"
+        " BatchEnsemble 58); the 6× and pooled 4× recipes about 40 minutes more each. Left out "
+        "for cost: live mixup (3× a clean epoch; the pool instead), EnD² at 4×, 6× and on mixup, "
+        "and BatchEnsemble (15 min per seed at 1×; its 2× function-matching row is in "
+        "docs/results/hydra_tradeoff_fashion.md).",
         floors_title="Floors (issue 15: Fashion-MNIST M = 4, test split, {seeds})",
         floors=fashion_floors,
     ),

@@ -109,7 +109,9 @@ def test_fashion_quick_writes_its_page_from_one_seed(fashion):
         "fm-clean-1x",
         "fm-clean-2x",
         "fm-clean-4x",
+        "fm-clean-6x",
         "fm-mixup-pool4-2x",
+        "fm-mixup-pool4-4x",
         "fm-clean-2x-proxy",
     }
     assert set(record["summary"]["chosen"]) == {"kd", "hydra", "endd"}
