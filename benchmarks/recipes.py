@@ -20,10 +20,9 @@ a student on clean inputs 9-10, on live mixup inputs 31-33, BatchEnsemble 58; ea
 run adds about 25 s for the teachers' outputs and 50 s of evaluation) so that one seed takes
 about 80 minutes: the teacher (15 epochs) and FASHION_VARIANTS; KD and Hydra at 6x on clean
 inputs (the package's default budget) and at 4x on pooled mixup were added after, about 40
-minutes more per seed each. Left out for cost:
-live mixup (pooled mixup instead: perturbation.pool=4), EnD² at 4x and 6x and on mixup, and
-BatchEnsemble (58 s per epoch: 15 min at 1x; its 2x function-matching row is in
-docs/results/hydra_tradeoff_fashion.md).
+minutes more per seed each. Left out for cost: live mixup (pooled mixup instead:
+perturbation.pool=4), EnD² at 4x and 6x and on mixup, and BatchEnsemble (58 s per epoch:
+15 min at 1x; its 2x function-matching row is in docs/results/hydra_tradeoff_fashion.md).
 """
 
 from __future__ import annotations
@@ -523,8 +522,8 @@ STUDIES = {
         f"shared with other jobs at times: read them as rough; {COST_TEXT}",
         recipe_text="Teacher: configs/diversity_fashion.yaml (M = 4 CNNs: conv 8-16, 7 × 7 "
         "pooled map, dense 256; Adam, cosine, 15 epochs) in fp32. OOD: the MNIST test set. "
-        "Recipes: `today` = the "
-        "config's loss before this study (KD and Hydra α = 0.9, T = 4, plus labels; cosine; "
+        "Recipes: `today` = the config's loss before this study (KD and Hydra α = 0.9, T = 4, "
+        "plus labels; cosine; "
         "student epochs = the teacher's; cached teacher outputs on clean inputs); `fm-*` = "
         "function matching (KD and Hydra α = 1, T = 1), one-cycle schedule (10 % warm-up), "
         "student epochs 1× / 2× / 4× / 6× the teacher's on clean inputs (cached; 6×, the "
