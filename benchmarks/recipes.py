@@ -110,12 +110,11 @@ FASHION_TODAY = [*TODAY, "hydra.alpha=0.9", "hydra.temperature=4"]
 FASHION_VARIANTS = {
     "today": (["kd", "hydra", "endd"], [*FASHION_TODAY, "student.epochs_multiple=1"]),
     **{
-        f"fm-clean-{k}x": (["kd", "hydra", "endd"], [*FASHION_FM, f"student.epochs_multiple={k}"])
-        for k in (1, 2)
-    },
-    **{
-        f"fm-clean-{k}x": (["kd", "hydra"], [*FASHION_FM, f"student.epochs_multiple={k}"])
-        for k in (4, 6)
+        f"fm-clean-{k}x": (
+            ["kd", "hydra", *(["endd"] if k <= 2 else [])],
+            [*FASHION_FM, f"student.epochs_multiple={k}"],
+        )
+        for k in (1, 2, 4, 6)
     },
     **{
         f"fm-mixup-pool4-{k}x": (
@@ -523,8 +522,8 @@ STUDIES = {
         recipe_text="Teacher: configs/diversity_fashion.yaml (M = 4 CNNs: conv 8-16, 7 × 7 "
         "pooled map, dense 256; Adam, cosine, 15 epochs) in fp32. OOD: the MNIST test set. "
         "Recipes: `today` = the config's loss before this study (KD and Hydra α = 0.9, T = 4, "
-        "plus labels; cosine; "
-        "student epochs = the teacher's; cached teacher outputs on clean inputs); `fm-*` = "
+        "plus labels; cosine; student epochs = the teacher's; cached teacher outputs on clean "
+        "inputs); `fm-*` = "
         "function matching (KD and Hydra α = 1, T = 1), one-cycle schedule (10 % warm-up), "
         "student epochs 1× / 2× / 4× / 6× the teacher's on clean inputs (cached; 6×, the "
         "package's default budget, run after the other recipes); `fm-mixup-pool4-{2,4}x` = mixup "
