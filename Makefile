@@ -1,4 +1,6 @@
 # Two commands on a fresh machine: `make demo` (digits, end to end) and `make test`.
+# `make test` skips the tests marked slow (benchmark smoke runs, torchrun, kill-resume, real
+# data, long end-to-end runs); `make test-all` (what CI runs) runs every test.
 # Both create the virtual environment first if it is missing.
 
 VENV ?= .venv
@@ -10,7 +12,7 @@ TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format clean
+.PHONY: demo test test-all lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,11 @@ demo: $(STAMP)
 	$(BIN)/ensemble-distill run --out runs/digits
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
+	$(BIN)/pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples scripts
 	$(BIN)/ruff format --check src tests benchmarks examples scripts
 	$(BIN)/pytest

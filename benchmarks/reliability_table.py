@@ -83,6 +83,54 @@ def pickle_payload(work: Path) -> tuple[int, str]:
     return code, message + ("" if not marker.exists() else f"{BROKEN}the payload ran]")
 
 
+# --- trust boundary (round three) ---
+def shell_manifest(work: Path, part: str) -> tuple[Path, Path]:
+    """A finished run whose ``part`` manifest names ``os:system`` with a ``touch`` command
+    as its model (the weights and their hash untouched); the folder and the marker."""
+    out = finished_run(work)
+    marker = work / "pwned"
+    folder = out / ("teacher" if part == "teacher" else "students/kd")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["model"] |= {"name": "os:system", "kwargs": {"command": f"touch {marker}"}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder, marker
+
+
+def ran(marker: Path) -> str:
+    return f"{BROKEN}the payload ran]" if marker.exists() else ""
+
+
+def tampered_manifest_export(work: Path) -> tuple[int, str]:
+    folder, marker = shell_manifest(work, "student")
+    code, message = cli("export", str(folder), "--format", "torchscript")
+    return code, message + ran(marker)
+
+
+def tampered_manifest_load(work: Path, part: str) -> tuple[int, str]:
+    from ensemble_distill import load_student, load_teacher
+
+    folder, marker = shell_manifest(work, part)
+    code, message = api(lambda: (load_teacher if part == "teacher" else load_student)(folder))
+    return code, message + ran(marker)
+
+
+def shell_import_path(work: Path, *args: str) -> tuple[int, str]:
+    marker = work / "pwned"
+    kwargs = f"model_args={{command: 'touch {marker}'}}"
+    code, message = cli(*args, "--out", str(work / "out"), "--quiet", kwargs)
+    return code, message + ran(marker)
+
+
+def implicit_config_import_path(work: Path) -> tuple[int, str]:
+    out = finished_run(work)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("model: mlp", "model: mypkg.nets:build"))
+    return cli("evaluate", "--out", str(out), "--quiet")
+
+
+# --- end of trust boundary ---
+
+
 def damaged_progress(work: Path) -> tuple[int, str]:
     out = work / "run"
     progress = out / "progress" / "teacher" / "teacher.safetensors"
@@ -455,6 +503,37 @@ CASES: list[tuple[str, str, Callable[[Path], tuple[int, str]]]] = [
         "a pickle that would run `touch` in place of model.safetensors",
         pickle_payload,
     ),
+    (
+        "tampered manifest, export",
+        "a student's manifest.json names `os:system` with a `touch` command as its model; "
+        "`export DIR`",
+        tampered_manifest_export,
+    ),
+    (
+        "tampered manifest, load_student",
+        "the same manifest; API: `load_student(DIR)`",
+        lambda w: tampered_manifest_load(w, "student"),
+    ),
+    (
+        "tampered manifest, load_teacher",
+        "the teacher's manifest.json tampered the same way; API: `load_teacher(DIR)`",
+        lambda w: tampered_manifest_load(w, "teacher"),
+    ),
+    (
+        "standard-library import path in a config",
+        '`model=os:system "model_args={command: touch …}"`',
+        lambda w: shell_import_path(w, "run", "model=os:system"),
+    ),
+    (
+        "standard-library import path as a sweep value",
+        '`sweep model=os:system,mlp "model_args={command: touch …}"`',
+        lambda w: shell_import_path(w, "sweep", "model=os:system,mlp"),
+    ),
+    (
+        "import path in a run folder's config.yaml",
+        "`evaluate --out DIR` where DIR/config.yaml names `model: mypkg.nets:build`",
+        implicit_config_import_path,
+    ),
     ("damaged progress file", "a truncated per-epoch progress file", damaged_progress),
     (
         "plain-HTTP download",
@@ -645,10 +724,602 @@ CASES: list[tuple[str, str, Callable[[Path], tuple[int, str]]]] = [
         'API: `train_teacher(..., optim={"lr": -1})`',
         lambda w: api(negative_lr_api),
     ),
+    # --- image folders (round three) ---
+    (
+        "decompression bomb in an image folder",
+        "`dataset=imagefolder`, a 70-byte PNG whose header claims 100000 x 100000 pixels",
+        lambda w: image_folder_bomb(w),
+    ),
+    (
+        "`image_size` beyond Pillow's pixel limit",
+        "`dataset_args={image_size: 100000}`",
+        lambda w: image_run(w, image_tree(w), "dataset_args={image_size: 100000}"),
+    ),
+    (
+        "`in_memory` images beyond the memory",
+        "`dataset_args={in_memory: true, image_size: [9000, 9000]}`, 2000 images",
+        lambda w: image_folder_in_memory(w),
+    ),
+    (
+        "more decoding workers than cores",
+        "`dataset_args={workers: 1000}`",
+        lambda w: image_run(w, image_tree(w), "dataset_args={workers: 1000}"),
+    ),
+    (
+        "empty image file",
+        "a 0-byte `x.png` in a class folder",
+        lambda w: image_run(w, image_tree(w, spoil=lambda root: (root / "b" / "x.png").touch())),
+    ),
+    (
+        "text file named `.png`",
+        "`notes.png` holding text in a class folder",
+        lambda w: image_run(w, image_tree(w, spoil=text_as_png)),
+    ),
+    (
+        "symbolic link to a system file",
+        "`x.png` linking to `/etc/passwd` in a class folder",
+        lambda w: image_run(w, image_tree(w, spoil=link_to_passwd)),
+    ),
+    (
+        "a single class folder",
+        "`dataset=imagefolder` with one class folder (a hidden `.../` beside it)",
+        lambda w: image_run(w, image_tree(w, classes=("a", "..."))),
+    ),
+    (
+        "12-bit PNGs (exit 0 expected)",
+        "16-bit greyscale PNGs holding values 0..4080; decoded values checked ≤ 4080/65535",
+        lambda w: image_folder_12_bit(w),
+    ),
+    (
+        "hidden files and folders (exit 0 expected)",
+        "0-byte `.png` files in `a/.thumbnails/`, `a/@eaDir/`, `__MACOSX/`, `.../`, `._x.png`",
+        lambda w: image_folder_hidden_junk(w),
+    ),
+    # --- one line, always (round three) ---
+    (
+        "Ctrl-C during a run (exit 130 expected)",
+        "real process, SIGINT once the teacher trains; run.log checked for `stopped: interrupted`",
+        lambda w: interrupted_run(w),
+    ),
+    (
+        "Ctrl-C during a sweep (exit 130 expected)",
+        "real process, `sweep seed=0,1`, SIGINT once the first point trains",
+        lambda w: interrupted_sweep(w),
+    ),
+    (
+        "two sweeps into one folder at once",
+        "a second `sweep --out DIR` while another process sweeps into DIR",
+        lambda w: two_sweeps_at_once(w),
+    ),
+    (
+        "unclosed bracket in a sweep value",
+        '`sweep ... "members=[2, 3"`',
+        lambda w: cli("sweep", "--out", str(w / "s"), *TINY, "seed=0,1", "members=[2, 3"),
+    ),
+    (
+        "`ood_data` of another shape",
+        "API: `evaluate(model, (x, y), ood_data=...)`, x (N, 4), ood_data (N, 7)",
+        lambda w: api(ood_of_another_shape),
+    ),
+    (
+        "`mean_probs` inputs of another shape",
+        "API: `mean_probs(model, x)` with x (N, 7) for a model of 4 inputs",
+        lambda w: api(mean_probs_of_another_shape),
+    ),
+    (
+        "complex inputs",
+        "API: `uncertainty(model, x)` with x complex64",
+        lambda w: api(complex_inputs),
+    ),
+    (
+        "float64 model, float32 inputs",
+        "API: `mean_probs(model.double(), x)`",
+        lambda w: api(float64_model),
+    ),
+    (
+        "members on the meta device",
+        "API: `distill([m0, m1], ...)`, members built under `torch.device('meta')`",
+        lambda w: api(meta_members),
+    ),
+    (
+        "model on the meta device",
+        "API: `evaluate(model, (x, y))`, the model built under `torch.device('meta')`",
+        lambda w: api(meta_model),
+    ),
+    (
+        "`save_student` over a user's manifest.json",
+        "API: `save_student(student, DIR)`, DIR holding the user's own manifest.json",
+        lambda w: save_over_users_manifest(w),
+    ),
+    (
+        "`save_student` to a file",
+        "API: `save_student(student, FILE)`",
+        lambda w: save_to_a_file(w),
+    ),
+    (
+        "`load_student` with a `str` (exit 0 expected)",
+        'API: `load_student("runs/x/students/kd")`',
+        lambda w: load_student_from_str(w),
+    ),
+    (
+        "member file of NaN weights",
+        "`teacher.members=[nan.safetensors, ok.safetensors]`, every weight NaN",
+        lambda w: bad_member(w, "nan"),
+    ),
+    (
+        "member file of integer weights",
+        "`teacher.members=[int.safetensors, ok.safetensors]`, weights rounded to int64",
+        lambda w: bad_member(w, "int"),
+    ),
+    (
+        "`.pt` member file of pickled objects",
+        "`teacher.members=[m.pt, ...]`, a pickle that would run `touch`",
+        lambda w: bad_member(w, "pickle"),
+    ),
+    (
+        "`.npy` header claiming 10¹² inputs",
+        "`distill_data=huge.npy`, 384 bytes, header shape (10¹², 1, 8, 8) float32",
+        lambda w: huge_npy(w),
+    ),
+    (
+        "`.npz` that expands to 1.5 GB, another shape",
+        "`distill_data=big.npz`, ~1.5 MB of zeros that hold a (1500, 1000, 1000) uint8 array",
+        lambda w: expanding_npz(w),
+    ),
+    # --- data identity and members (round three) ---
+    (
+        "image folder grown after training",
+        "a finished `dataset=imagefolder` run; one image added to a class folder; `run` again",
+        lambda w: changed_folder(w, grow_folder),
+    ),
+    (
+        "image folder shrunk after training",
+        "the same, one image removed (as an error message may advise)",
+        lambda w: changed_folder(w, lambda root: (root / "c" / "3.png").unlink()),
+    ),
+    (
+        "`evaluate` after the image folder changed",
+        "one image added, then `evaluate --out OUT` (config from OUT/config.yaml)",
+        lambda w: changed_folder(w, grow_folder, command="evaluate"),
+    ),
+    (
+        "unchanged image folder (exit 0 expected)",
+        "`run` again on the same folder: teacher and student kept",
+        lambda w: unchanged_folder_reused(w),
+    ),
+    (
+        "changed image folder with `--force` (exit 0 expected)",
+        "one image added, `run --force`: retrained, the new identity recorded",
+        lambda w: forced_on_changed_folder(w),
+    ),
+    (
+        "CSV table edited after training",
+        "`--data t.csv`, then one target cell edited (same size), `run` again",
+        lambda w: edited_table(w),
+    ),
+    (
+        "`distill_data` file replaced after training",
+        "`distill_data=aux.npy`, then other inputs saved under that name, `run` again",
+        lambda w: replaced_distill_file(w),
+    ),
+    (
+        "one member file three times",
+        "`teacher.members=[a.safetensors, a.safetensors, a.safetensors]`",
+        lambda w: copied_members(w, member_files(w, ("a",), {}) * 3),
+    ),
+    (
+        "identical member files under other names",
+        "`teacher.members=[a, b, c]`, c a byte copy of a",
+        lambda w: copied_members(w, member_files(w, ("a", "b"), {"c": "a"})),
+    ),
+    (
+        "`members` beyond the memory",
+        "`members=1000000000` (digits MLP: 1.5 PB to train and cache its outputs)",
+        lambda w: digits_run(w, "members=1000000000"),
+    ),
+    # --- end of data identity and members ---
 ]
 # Cases whose input is valid: they must succeed (and pass their checks).
 EXPECTED_EXIT = {"user files in OUT, valid run (exit 0 expected)": 0}
 EXPECTED_EXIT["file permissions (exit 0 expected)"] = 0
+
+
+# --- image folders (round three) ---
+EXPECTED_EXIT["12-bit PNGs (exit 0 expected)"] = 0
+EXPECTED_EXIT["hidden files and folders (exit 0 expected)"] = 0
+
+
+def image_tree(
+    work: Path,
+    classes: tuple[str, ...] = ("a", "b"),
+    spoil: Callable[[Path], object] | None = None,
+    bits: int = 8,
+) -> Path:
+    """A small image folder: 10 random 8x8 greyscale PNGs per class (``bits`` 8, or 12 stored
+    in 16-bit PNGs), then ``spoil(root)``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = work / "images"
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for k in range(10):
+            if bits == 8:
+                pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            else:
+                pixels = (rng.integers(0, 256, (8, 8)) * 16).astype(np.uint16)
+            Image.fromarray(pixels).save(root / name / f"{k}.png")
+    if spoil is not None:
+        spoil(root)
+    return root
+
+
+def image_run(work: Path, root: Path, *args: str) -> tuple[int, str]:
+    data = ["dataset=imagefolder", f"data_dir={root}"]
+    return cli("run", "--out", str(work / "run"), "--quiet", *TINY, "methods=[kd]", *data, *args)
+
+
+def text_as_png(root: Path) -> None:
+    (root / "b" / "notes.png").write_text("my notes, not a picture\n")
+
+
+def link_to_passwd(root: Path) -> None:
+    (root / "b" / "x.png").symlink_to("/etc/passwd")
+
+
+def image_folder_bomb(work: Path) -> tuple[int, str]:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+    root = image_tree(work)
+    (root / "b" / "bomb.png").write_bytes(bomb + chunk(b"IEND", b""))
+    return image_run(work, root)
+
+
+def image_folder_in_memory(work: Path) -> tuple[int, str]:
+    """2000 copies (hard links) of an 8x8 PNG, each to be held as 9000x9000 float32."""
+    root = image_tree(work)
+    for name in ("a", "b"):
+        for k in range(10, 1000):
+            os.link(root / name / "0.png", root / name / f"{k}.png")
+    return image_run(work, root, "dataset_args={in_memory: true, image_size: [9000, 9000]}")
+
+
+def image_folder_12_bit(work: Path) -> tuple[int, str]:
+    from ensemble_distill.data import create_dataset
+
+    root = image_tree(work, bits=12)
+    code, message = image_run(work, root)
+    data = create_dataset("imagefolder", data_dir=root, workers=0)
+    top = max(float(split.x[:].max()) for split in (data.train, data.val, data.test))
+    seen = message or f"finished; largest decoded value {top * 65535:.0f}/65535"
+    return code, seen + ("" if 0 < top <= 4080 / 65535 else f"{BROKEN}decoded up to {top}]")
+
+
+def image_folder_hidden_junk(work: Path) -> tuple[int, str]:
+    junk = ["a/.thumbnails/0.png", "a/@eaDir/0.png/THUMB.png", "__MACOSX/a/._0.png"]
+    junk += [".../0.png", "a/._0.png"]
+
+    def spoil(root: Path) -> None:
+        for name in junk:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(b"")
+
+    code, message = image_run(work, image_tree(work, spoil=spoil))
+    return code, message or f"finished; skipped {', '.join(junk)}"
+
+
+# --- one line, always (round three) ---
+EXPECTED_EXIT["Ctrl-C during a run (exit 130 expected)"] = 130
+EXPECTED_EXIT["Ctrl-C during a sweep (exit 130 expected)"] = 130
+EXPECTED_EXIT["`load_student` with a `str` (exit 0 expected)"] = 0
+LONG = ["--quiet", "members=2", "epochs=2000", "model_args={widths: [8]}", "methods=[kd]"]
+LABELS = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+
+
+def start_training(args: list[str], root: Path, progress: str) -> subprocess.Popen:
+    """``ensemble-distill ARGS`` in its own process, returned once a file matching
+    ``progress`` under ``root`` shows that it trains (or once it ended)."""
+    command = [sys.executable, "-m", "ensemble_distill", *args]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not any(root.glob(progress)) and process.poll() is None:
+        time.sleep(0.05)
+    return process
+
+
+def stop(process: subprocess.Popen) -> tuple[int, str]:
+    """Ctrl-C ``process``; its exit status and what it printed on stderr."""
+    import signal
+
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err.decode(errors="replace").strip()
+
+
+def interrupted_run(work: Path) -> tuple[int, str]:
+    out = work / "run"
+    code, err = stop(start_training(["run", "--out", str(out), *LONG], out, "progress/*/*"))
+    last = (out / "run.log").read_text().splitlines()[-1]
+    return code, err + ("" if "stopped: interrupted" in last else f"{BROKEN}run.log: {last}]")
+
+
+def interrupted_sweep(work: Path) -> tuple[int, str]:
+    out = work / "sweep"
+    args = ["sweep", "--out", str(out), *LONG, "seed=0,1"]
+    code, err = stop(start_training(args, out, "*/progress/*/*"))
+    logs = [path.read_text().splitlines()[-1] for path in out.glob("*/run.log")]
+    stopped = any("stopped: interrupted" in line for line in logs)
+    return code, err + ("" if stopped else f"{BROKEN}no run.log says stopped: interrupted]")
+
+
+def two_sweeps_at_once(work: Path) -> tuple[int, str]:
+    out = work / "sweep"
+    args = ["sweep", "--out", str(out), *LONG, "seed=0,1"]
+    first = start_training(args, out, "*/progress/*/*")
+    try:
+        code, message = cli(*args)
+    finally:
+        first_code, _ = stop(first)
+    return code, message + ("" if first_code == 130 else f"{BROKEN}the first sweep failed]")
+
+
+def linear() -> torch.nn.Module:
+    return torch.nn.Linear(4, 2)
+
+
+def ood_of_another_shape() -> None:
+    evaluate(linear(), (torch.rand(8, 4), LABELS), ood_data=torch.rand(5, 7))
+
+
+def mean_probs_of_another_shape() -> None:
+    from ensemble_distill import mean_probs
+
+    mean_probs(linear(), torch.rand(5, 7))
+
+
+def complex_inputs() -> None:
+    from ensemble_distill import uncertainty
+
+    uncertainty(linear(), torch.rand(5, 4, dtype=torch.complex64))
+
+
+def float64_model() -> None:
+    from ensemble_distill import mean_probs
+
+    mean_probs(linear().double(), torch.rand(5, 4))
+
+
+def meta_members() -> None:
+    with torch.device("meta"):
+        members = [linear(), linear()]
+    distill(members, method="kd", train_data=(torch.rand(8, 4), LABELS), epochs=1)
+
+
+def meta_model() -> None:
+    with torch.device("meta"):
+        model = linear()
+    evaluate(model, (torch.rand(8, 4), LABELS))
+
+
+def api_student() -> torch.nn.Module:
+    """A tiny student of the API (``distill`` on a registered architecture)."""
+    x, y = torch.rand(40, 4), torch.tensor([0, 1] * 20)
+    teacher = teacher_from_modules([linear(), linear()])
+    return distill(teacher, method="kd", train_data=(x, y), epochs=1, model_args={"widths": [4]})
+
+
+def save_over_users_manifest(work: Path) -> tuple[int, str]:
+    from ensemble_distill import save_student
+
+    folder = work / "mine"
+    folder.mkdir()
+    write(folder / "manifest.json", '{"dataset card": "mine"}')
+    before = snapshot(folder)
+    code, message = api(lambda: save_student(api_student(), folder))
+    return code, message + unchanged(folder, before)
+
+
+def save_to_a_file(work: Path) -> tuple[int, str]:
+    from ensemble_distill import save_student
+
+    path = write(work / "student", "my notes")
+    code, message = api(lambda: save_student(api_student(), path))
+    return code, message + ("" if path.read_text() == "my notes" else f"{BROKEN}file changed]")
+
+
+def load_student_from_str(work: Path) -> tuple[int, str]:
+    from ensemble_distill import load_student
+
+    out = finished_run(work)
+    code, message = api(lambda: load_student(str(out / "students" / "kd")))
+    return code, "loaded" if message == "accepted" else message
+
+
+def bad_member(work: Path, kind: str) -> tuple[int, str]:
+    """``run`` with ``teacher.members`` = a spoilt copy of a trained member (``kind``: nan,
+    int or pickle) and a good one; a pickle's payload must not run."""
+    from safetensors.torch import save_file
+
+    from ensemble_distill import load_teacher
+
+    out = work / "trained"
+    cli("train-teacher", "--out", str(out), "--quiet", *TINY)
+    state = load_teacher(out).member(0).state_dict()
+    save_file(state, work / "ok.safetensors")
+    marker = work / "pwned"
+    path = work / ("m.pt" if kind == "pickle" else f"{kind}.safetensors")
+    if kind == "nan":
+        save_file({k: torch.full_like(v, float("nan")) for k, v in state.items()}, path)
+    elif kind == "int":
+        save_file({k: v.round().long() for k, v in state.items()}, path)
+    else:
+        path.write_bytes(pickle.dumps(Payload(marker)))
+    members = f"teacher.members=[{path}, {work / 'ok.safetensors'}]"
+    code, message = cli("run", "--out", str(work / "run"), "--quiet", *TINY, members)
+    return code, message + ("" if not marker.exists() else f"{BROKEN}the payload ran]")
+
+
+class Payload:
+    """Unpickled, it would run ``touch marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def huge_npy(work: Path) -> tuple[int, str]:
+    import numpy as np
+
+    path = work / "huge.npy"
+    with path.open("wb") as handle:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (10**12, 1, 8, 8)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(bytes(384 - handle.tell()))
+    return cli("run", "--out", str(work / "run"), *TINY, "methods=[kd]", f"distill_data={path}")
+
+
+def expanding_npz(work: Path) -> tuple[int, str]:
+    """An .npz archive of a (1500, 1000, 1000) uint8 array of zeros, written a megabyte at a
+    time (never 1.5 GB in memory here)."""
+    import zipfile
+
+    import numpy as np
+
+    path = work / "big.npz"
+    shape = (1500, 1000, 1000)
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("x.npy", "w", force_zip64=True) as member,
+    ):
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(member, header)
+        block = bytes(1_000_000)
+        for _ in range(1500):
+            member.write(block)
+    return cli("run", "--out", str(work / "run"), *TINY, "methods=[kd]", f"distill_data={path}")
+
+
+# --- data identity and members (round three) ---
+KEPT = "teacher: already trained with these settings, kept"
+
+
+def identity_tree(work: Path) -> Path:
+    """A small image folder: 3 classes of 8 random 8x8 greyscale PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = work / "images"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for k in range(8):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{k}.png")
+    return root
+
+
+def identity_run(work: Path, *args: str, command: str = "run") -> tuple[int, str]:
+    """``COMMAND --out WORK/run`` on WORK/images (a tiny kd run)."""
+    data = ["dataset=imagefolder", f"data_dir={work / 'images'}", "dataset_args={workers: 0}"]
+    return cli(command, "--out", str(work / "run"), "--quiet", *TINY, "methods=[kd]", *data, *args)
+
+
+def grow_folder(root: Path) -> None:
+    (root / "a" / "new.png").write_bytes((root / "b" / "0.png").read_bytes())
+
+
+def changed_folder(
+    work: Path, change: Callable[[Path], object], command: str = "run"
+) -> tuple[int, str]:
+    """A finished run on an image folder, ``change(folder)``, then ``COMMAND`` again: refused,
+    and nothing in OUT changed."""
+    out = finished_on_folder(work)
+    change(work / "images")
+    before = snapshot(out)
+    code, message = identity_run(work, command=command)
+    return code, message + unchanged(out, before)
+
+
+def finished_on_folder(work: Path) -> Path:
+    identity_tree(work)
+    identity_run(work)
+    return work / "run"
+
+
+def unchanged_folder_reused(work: Path) -> tuple[int, str]:
+    out = finished_on_folder(work)
+    code, message = identity_run(work)
+    kept = (out / "run.log").read_text().count(KEPT) == 1
+    note = "" if kept else f"{BROKEN}the teacher was retrained]"
+    return code, (message or "finished; teacher and kd kept") + note
+
+
+def forced_on_changed_folder(work: Path) -> tuple[int, str]:
+    out = finished_on_folder(work)
+    before = json.loads((out / "teacher" / "manifest.json").read_text())["config"]
+    grow_folder(work / "images")
+    code, message = identity_run(work, "--force")
+    after = json.loads((out / "teacher" / "manifest.json").read_text())["config"]
+    same = after.get("data_identity") == before.get("data_identity")
+    seen = message or f"retrained on {after.get('data_identity', '?').partition(', sha256')[0]}"
+    return code, seen + (f"{BROKEN}the identity was not updated]" if same else "")
+
+
+def edited_table(work: Path) -> tuple[int, str]:
+    table = write(work / "t.csv", ROWS)
+    args = ("run", "--data", str(table), "--target", "y", "--out", str(work / "r"), *A)
+    cli(*args)
+    write(table, ROWS.replace("\n3,6\n", "\n3,7\n"))  # one target edited, same size
+    return cli(*args)
+
+
+def replaced_distill_file(work: Path) -> tuple[int, str]:
+    import numpy as np
+
+    inputs = work / "aux.npy"
+    np.save(inputs, np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    cli("run", "--out", str(work / "r"), *A, f"distill_data={inputs}")
+    np.save(inputs, np.random.default_rng(1).integers(0, 256, (40, 8, 8), dtype=np.uint8))
+    return cli("run", "--out", str(work / "r"), *A, f"distill_data={inputs}")
+
+
+def member_files(work: Path, names: tuple[str, ...], copies: dict[str, str]) -> list[Path]:
+    """Digits MLP members (widths [8]) saved as NAME.safetensors, then each ``copies`` key a
+    byte copy of the member its value names."""
+    from safetensors.torch import save_file
+
+    from ensemble_distill.data import create_dataset
+    from ensemble_distill.models import ModelSpec, create_model
+
+    data = create_dataset("digits")
+    spec = ModelSpec("mlp", data.input_shape, data.num_classes, {"widths": [8]})
+    for seed, name in enumerate(names):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            state = create_model(spec, data.mean, data.std).state_dict()
+        save_file(state, work / f"{name}.safetensors")
+    for name, original in copies.items():
+        (work / f"{name}.safetensors").write_bytes((work / f"{original}.safetensors").read_bytes())
+    return [work / f"{name}.safetensors" for name in (*names, *copies)]
+
+
+def copied_members(work: Path, listed: list[Path]) -> tuple[int, str]:
+    members = f"teacher.members=[{', '.join(map(str, listed))}]"
+    return cli("train-teacher", "--out", str(work / "r"), *TINY, members, "--quiet")
+
+
+EXPECTED_EXIT["unchanged image folder (exit 0 expected)"] = 0
+EXPECTED_EXIT["changed image folder with `--force` (exit 0 expected)"] = 0
+# --- end of data identity and members ---
 
 
 def run_case(make: Callable[[Path], tuple[int, str]], expected: int = 2) -> dict:
@@ -681,6 +1352,32 @@ uninterrupted one: `tests/test_resume.py` checks it bit for bit inside one proce
 `tests/test_kill_resume.py` kills a real `run` with SIGKILL at random moments (several times),
 resumes it, compares every metric with an uninterrupted run's and parses every file left
 behind.
+
+**Trust boundary.** What may run code, and what may not:
+
+- *Trusted, may name code*: your command line (`key=value` overrides, `sweep` values), a
+  `--config FILE` you name (a config that names an import path is code: read it as such), a
+  `model=` / `student.model=` `package.module:factory` you pass.
+- *Not trusted, data only whatever it says*: run folders someone sends, with their
+  `config.yaml` (read implicitly by `distill` / `evaluate`) and checkpoint manifests
+  (`teacher/`, `students/<name>/manifest.json`); member files (`teacher.members`),
+  `distill_data` `.npy` / `.npz`, image folders, CSV tables, downloads.
+
+A model named by import path (`package.module:factory`) is code: naming it imports the module
+and calls the factory. So loading a teacher or a student (`load_teacher`, `load_student`, the
+`evaluate` and `distill` steps, `ensemble-distill export`) builds a model that a *manifest*
+names by import path only with the explicit opt-in `trust_code=True` (command line
+`--trust-code`); without it the refusal names the file, the import path and the opt-in, and
+nothing is imported. A run's own steps trust its checkpoints only where they name the import
+path the run's config names (the code the user's config already runs). `OUT/config.yaml` read
+implicitly (no `--config`) counts as a file in a folder, not as the user's config. Even a
+trusted config may not name the standard library or builtins (`os:system`, `builtins:exec`,
+`subprocess:run` build no network and run commands): refused before anything is imported, as
+is a class that is not a `torch.nn.Module`. Registered names (`mlp`, `cnn`, ...) only choose
+among this package's architectures and need no trust. Tested with payloads that would create
+a marker file (`tests/test_trust_boundary.py`: tampered manifests on export, `load_student`,
+`load_teacher` and `evaluate`; a standard-library import path as an override, in a config
+file, as a sweep value and as the student's model): the marker never appears.
 
 **Security.** No general pickle is ever loaded from a user's file: checkpoints are
 safetensors plus a JSON manifest with the SHA-256 of the weights, checked (with names, shapes

@@ -70,7 +70,7 @@ def write_image_tree(root, per_class: int = 30, *, size: int = 12, ood: int = 10
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_image_tree():
     """:func:`write_image_tree`, for tests in any folder."""
     return write_image_tree

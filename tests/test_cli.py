@@ -41,7 +41,7 @@ def test_run_writes_results_config_and_checkpoints(tmp_path, capsys):
 
 def test_steps_one_by_one_reuse_the_saved_config(tmp_path):
     out = str(tmp_path / "run")
-    assert main(["train-teacher", "--out", out, "--quiet", *TINY]) == 0
+    assert main(["train-teacher", "--out", out, "--quiet", *TINY, "methods=[kd]"]) == 0
     assert main(["distill", "--out", out, "--quiet"]) == 0
     assert main(["evaluate", "--out", out, "--quiet"]) == 0
     assert json.loads((tmp_path / "run" / "results.json").read_text())["members"] == 3
@@ -85,7 +85,8 @@ def test_console_script_help_for_every_command():
 
 def test_overrides_may_stand_between_options(tmp_path):
     out = tmp_path / "run"
-    assert main(["run", "members=2", "--out", str(out), *TINY[1:], "--quiet", "members=3"]) == 0
+    args = ["run", "members=2", "--out", str(out), *TINY[1:], "methods=[kd]", "--quiet"]
+    assert main([*args, "members=3"]) == 0
     assert "members: 3" in (out / "config.yaml").read_text()
 
 
@@ -94,6 +95,7 @@ def test_distill_without_teacher_is_a_clear_error(tmp_path, capsys):
     assert "train it first" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_run_writes_a_log_and_a_self_contained_report(tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), "--quiet", *TINY, "methods=[kd]"]) == 0
@@ -193,6 +195,7 @@ def ascii_console_cli(cwd, *args):
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, check=False)
 
 
+@pytest.mark.slow  # a real process, long end to end: `make test-all` only
 def test_results_and_file_names_print_on_an_ascii_console(tmp_path):
     tiny = ["epochs=1", "members=2", "methods=[kd]", "eval.latency_repeats=1"]
     # A non-ASCII OUT: its name reaches Python as lone surrogates, which every file we write

@@ -141,6 +141,7 @@ def test_the_teacher_bar_shows_the_loss_of_its_history(splits, monkeypatch, vect
     ]
 
 
+@pytest.mark.slow  # five students and a report: `make test-all` only
 def test_a_run_notes_evaluation_and_report_and_prints_a_summary_that_fits_a_terminal(
     tmp_path, capsys, caplog, monkeypatch
 ):

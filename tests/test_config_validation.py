@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ensemble_distill import cli, pipeline
+from ensemble_distill import cli, out_folder, pipeline
 from ensemble_distill.config import Config, OptimConfig, build_config, load_config
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods.endd import EnDConfig
@@ -33,6 +33,8 @@ BAD: dict[str, list] = {
     "task": ["task=bogus", "task=1"],
     "data_dir": ["data_dir=5", "data_dir=[a]"],  # any string is a valid folder
     "download": ["download=maybe", "download=1"],  # any bool is valid
+    "data_identity": ["data_identity=abc", "data_identity=5"],  # only what a run records
+    "distill_data_identity": ["distill_data_identity=3 files", "distill_data_identity=[a]"],
     "distill_data": [
         "distill_data=nope",
         "distill_data=5",
@@ -92,6 +94,13 @@ BAD: dict[str, list] = {
     "perturbation.mixup_alpha": ["perturbation.mixup_alpha=0"],
     "perturbation.max_shift": ["perturbation.max_shift=-1", "perturbation.max_shift=1.5"],
     "perturbation.pool": ["perturbation.pool=-1", "perturbation.pool=1.5"],
+    "perturbation.patch": ["perturbation.patch=0", "perturbation.patch=2.5"],
+    "perturbation.mixture": [
+        ("perturbation.mixture={gaussian: -1}", "perturbation.mixture.gaussian"),
+        ("perturbation.mixture={nope: 1}", "perturbation.mixture.nope"),
+        "perturbation.mixture={mixup: 0}",
+        "perturbation.mixture=[mixup]",
+    ],
     "eval.batch_size": ["eval.batch_size=0"],
     "eval.latency_repeats": ["eval.latency_repeats=0"],
     "eval.diversity_etas": [
@@ -108,6 +117,9 @@ BAD: dict[str, list] = {
     "hydra.phase1_fraction": ["hydra.phase1_fraction=1.5", "hydra.phase1_fraction=-0.5"],
     "hydra.head_init": ["hydra.head_init=bogus", "hydra.head_init=members"],  # members: split
     "hydra.head_init_std": ["hydra.head_init_std=0", "hydra.head_init_std=-1"],
+    "hydra.adapter_rank": ["hydra.adapter_rank=-1", "hydra.adapter_rank=1.5"],
+    "hydra.disagreement_weight": ["hydra.disagreement_weight=-1"],
+    "hydra.disagreement_temperature": ["hydra.disagreement_temperature=maybe"],
     "hydra.split": [
         "hydra.split=0",
         "hydra.split=x",
@@ -123,6 +135,7 @@ BAD: dict[str, list] = {
     "be.factor_lr_scale": ["be.factor_lr_scale=0"],
     "be.alpha": ["be.alpha=2"],
     "be.temperature": ["be.temperature=0"],
+    "be.disagreement_temperature": ["be.disagreement_temperature=2"],
     "latentbe.init": ["latentbe.init=bogus"],
     "latentbe.init_std": ["latentbe.init_std=-1"],
     "latentbe.factor_lr_scale": ["latentbe.factor_lr_scale=0"],
@@ -171,13 +184,13 @@ def test_a_bad_value_is_one_line_exit_2_and_writes_nothing(
 ):
     assert override.partition("=")[0] == key  # the table entry sets its own key
     out = tmp_path / "out"
-    start_output = pipeline.start_output
+    start_output = out_folder.start_output
 
     def accepted(*args, **kwargs):  # validation is over: stop here instead of training
         start_output(*args, **kwargs)
         pytest.fail(f"{override!r} was accepted: the run started writing {out}")
 
-    monkeypatch.setattr(pipeline, "start_output", accepted)
+    monkeypatch.setattr(out_folder, "start_output", accepted)
     code = cli.main(["run", "--out", str(out), "--quiet", override])
     err = capsys.readouterr().err
     assert code == 2, err

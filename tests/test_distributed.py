@@ -32,6 +32,8 @@ from ensemble_distill.pipeline import evaluate_run
 from ensemble_distill.teachers.train import train_deep_ensemble
 from ensemble_distill.training import fit
 
+pytestmark = pytest.mark.slow  # torchrun, 2 processes: `make test-all` only
+
 ATOL = 1e-5
 # 4 members (2 per rank); digits' 1293 training examples make the last batch of 100 uneven
 # (93 = 47 + 46); Hydra's phases get one epoch each.

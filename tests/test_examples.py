@@ -64,6 +64,7 @@ def fashion_example_args() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow  # real data (../shared/data/mnist): `make test-all` only
 @pytest.mark.skipif(
     fashion_example_args() is None,
     reason=f"no MNIST in {SHARED}/mnist and no Fashion-MNIST in {DEBIAN_FASHION}; the example "

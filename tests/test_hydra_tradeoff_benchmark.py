@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import hydra_tradeoff as study  # noqa: E402
 
+pytestmark = pytest.mark.slow  # benchmark smoke run: `make test-all` only
+
 STUDENTS = {name: study.STUDENTS[name] for name in ("kd", "hydra", "hydra split 1, independent")}
 
 

@@ -11,6 +11,8 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import imagefolder  # noqa: E402
 
+pytestmark = pytest.mark.slow  # benchmark on real data (../shared/data): `make test-all` only
+
 
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(), reason="needs ../shared/data/mnist")
 def test_streamed_and_in_memory_training_agree_and_the_page_says_so():

@@ -10,11 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors import safe_open
 
 from ensemble_distill.checkpoint import is_temporary
 from ensemble_distill.cli import main
+
+pytestmark = pytest.mark.slow  # SIGKILL and resume, many runs: `make test-all` only
 
 TINY = [
     "members=3",

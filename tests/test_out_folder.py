@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemble_distill import pipeline
+from ensemble_distill import out_folder, pipeline
 from ensemble_distill.checkpoint import atomic_write
 from ensemble_distill.cli import main
 from ensemble_distill.resume import Position, Progress, save_progress
@@ -104,7 +104,7 @@ def test_remove_progress_takes_our_progress_files_only(tmp_path):
     (folder / ".ensemble-distill-teacher.safetensors.abcd1234.tmp").write_bytes(b"")
     (folder / "notes.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     (folder / "mine.txt").write_text("mine")
-    pipeline.remove_progress(folder)
+    out_folder.remove_progress(folder)
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt", "notes.safetensors"]
 
 
@@ -188,8 +188,8 @@ def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from ensemble_distill import pipeline;"
-            f"lock = pipeline.lock_output(Path({str(out)!r})); print('locked', flush=True); "
+            "import sys, time; from pathlib import Path; from ensemble_distill import out_folder;"
+            f"lock = out_folder.lock_output(Path({str(out)!r})); print('locked', flush=True); "
             "time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
@@ -197,14 +197,15 @@ def test_a_killed_runs_lock_does_not_block_the_next_run(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(pipeline.ConfigError, match="in use by another run"):
-            pipeline.lock_output(out)
+        with pytest.raises(out_folder.ConfigError, match="in use by another run"):
+            out_folder.lock_output(out)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    pipeline.lock_output(out).close()
+    out_folder.lock_output(out).close()
 
 
+@pytest.mark.slow  # three end-to-end runs: `make test-all` only
 def test_a_hand_edited_config_is_not_reverted(run_copy, capsys):
     config = run_copy / "config.yaml"
     edited = config.read_text().replace("latency_repeats: 1", "latency_repeats: 2")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmark smoke run: `make test-all` only
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -4,12 +4,15 @@ students' test accuracy and cNLL within the seeds' spread of fp32's."""
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ensemble_distill.data import create_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import precision
+
+pytestmark = pytest.mark.slow  # benchmark smoke run: `make test-all` only
 
 DIGITS = {"members": 2, "epochs": 6, "model_args": {"widths": [64]}, "methods": ["kd"]}
 

@@ -13,6 +13,8 @@ import yaml
 
 from ensemble_distill.cli import main
 
+pytestmark = pytest.mark.slow  # benchmark smoke run: `make test-all` only
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "recipes.py"
 

@@ -191,6 +191,7 @@ def test_bad_sweeps_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, swe
     assert not out.exists()
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_teacher_sweeps_train_one_teacher_each_and_share_untouched_students(tmp_path):
     out = tmp_path / "s"
     hydra = ["sweep", "--out", str(out), *TINY, "methods=[kd,hydra]", "hydra.head_widths=[],[8]"]
@@ -210,6 +211,7 @@ def test_teacher_sweeps_train_one_teacher_each_and_share_untouched_students(tmp_
 # --- benchmarks/choose_eta.py: a sweep over perturbation.eta ---------------------------------
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_choose_eta_distils_from_the_runs_teacher_and_chooses_on_validation(
     swept, tmp_path, monkeypatch
 ):

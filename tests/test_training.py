@@ -108,6 +108,7 @@ def test_compiled_lets_errors_of_the_loss_itself_through(monkeypatch):
         compiled(bad_loss, "kd")(torch.arange(2)[None])
 
 
+@pytest.mark.slow  # torch.compile: `make test-all` only
 def test_a_compiled_training_run_matches_eager():
     """One real torch.compile (inductor, C++ on CPU): the losses of two epochs agree with an
     eager run's from the same start."""

@@ -23,7 +23,6 @@ in the units of ``y``.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -33,34 +32,43 @@ import torch
 from torch import Tensor, nn
 
 from ensemble_distill import engine
+from ensemble_distill.api_checks import (
+    MANIFEST_ATTRIBUTE,
+    as_teacher,
+    check_fits,
+    check_labels,
+    check_outputs,
+    check_task,
+    checked_predict,
+    gaussian_outputs,
+    ood_outputs,
+    run_device,
+    saved_manifest,
+    teacher_outputs_on,
+    write_student,
+)
 from ensemble_distill.config import config_from_options, model_args_of
 from ensemble_distill.data.adapters import (
     DataLike,
     as_dataset,
-    as_inputs,
+    check_same_shape,
     in_memory_splits,
     train_val,
 )
-from ensemble_distill.engine import load_student
-from ensemble_distill.errors import ConfigError, DataError
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.evaluation import (
     classification_row,
-    gaussian_predictive,
     output_kind,
-    predict,
     predict_outputs,
     predictive,
     regression_row,
 )
 from ensemble_distill.methods import METHODS, resolve_method
-from ensemble_distill.models import gaussian
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers import load_teacher as _load_teacher_and_manifest
 from ensemble_distill.teachers.ensemble import teacher_from_modules
 
 Teacher: TypeAlias = DeepEnsemble
-# The attribute under which distill() leaves a student's manifest for save_student.
-MANIFEST_ATTRIBUTE = "ensemble_distill_manifest"
 """A deep ensemble: ``forward(x)`` gives member outputs (batch, members, classes)."""
 
 # --------------------------------------------------------------------------------------------
@@ -68,16 +76,20 @@ MANIFEST_ATTRIBUTE = "ensemble_distill_manifest"
 # --------------------------------------------------------------------------------------------
 
 
-def load_teacher(path: str | Path, device: torch.device | str = "cpu") -> DeepEnsemble:
+def load_teacher(
+    path: str | Path, device: torch.device | str = "cpu", *, trust_code: bool = False
+) -> DeepEnsemble:
     """The deep ensemble saved by the command line, from ``OUT/teacher`` or a run folder ``OUT``
     (weights verified against the manifest), in eval mode.
 
-    :func:`ensemble_distill.teachers.load_teacher` also returns the manifest.
+    ``trust_code=True`` lets a manifest that names its members' model by import path
+    (``model=package.module:factory``) import and run that factory; leave it off for a folder
+    you did not write. :func:`ensemble_distill.teachers.load_teacher` also returns the manifest.
     """
     path = Path(path)
     if not (path / "manifest.json").is_file() and (path / "teacher" / "manifest.json").is_file():
         path = path / "teacher"
-    return _load_teacher_and_manifest(path, device)[0]
+    return _load_teacher_and_manifest(path, device, trust_code)[0]
 
 
 def train_teacher(
@@ -121,7 +133,7 @@ def train_teacher(
     regression = train.y.is_floating_point()
     if num_classes is None:
         num_classes = 1 if regression else int(max(train.y.max(), val.y.max())) + 1
-    setup = engine.prepare(config, in_memory_splits(train, val, num_classes))
+    setup = engine.prepare(config, in_memory_splits(train, val, num_classes), memory=[engine.TRAIN])
     ensemble, _ = engine.train_teacher(setup, quiet=quiet)
     ensemble.task = setup.data.task  # checked against the labels it is later used with
     return ensemble.eval()
@@ -193,13 +205,7 @@ def distill(
             that does not fit the data.
         DataError: data that cannot be read as (inputs, labels).
     """
-    if not isinstance(teacher, DeepEnsemble):
-        if isinstance(teacher, nn.Module):
-            raise ConfigError(
-                f"teacher is a {type(teacher).__name__}; pass a DeepEnsemble (see "
-                "teacher_from_modules) or a list of member modules"
-            )
-        teacher = teacher_from_modules(teacher)
+    teacher = as_teacher(teacher, body)
     section = resolve_method(method)[0].section
     if body is not None and (model is not None or "model_args" in options):
         raise ConfigError("pass either body= (your module) or model= / model_args=, not both")
@@ -217,19 +223,12 @@ def distill(
     train, val = train_val(train_data, val_data, config.val_fraction, config.split_seed)
     device = torch.device(config.device)
     teacher.to(device).eval()
-    outputs = engine.teacher_output_size(teacher, train)
-    _check_task(
-        getattr(teacher, "task", None),
-        train.y,
-        outputs,
-        "train_data",
-        "teacher",
-        "teacher_from_modules(modules, task='regression')",
-    )
+    outputs = teacher_outputs_on(teacher, train)
     setup = engine.prepare(
         config,
         in_memory_splits(train, val, 1 if train.y.is_floating_point() else outputs),
         students_from_spec=body is None,  # a user's body is checked when the student is built
+        memory=[engine.OUTPUTS],  # the teacher is the caller's, already in memory
     )
     student, _ = engine.distill_student(
         setup,
@@ -264,39 +263,26 @@ def save_student(
         ``directory``, as a :class:`~pathlib.Path`.
 
     Raises:
-        ConfigError: a student without a manifest (see ``student``) or ``class_names`` that
-            do not name its classes.
+        ConfigError: a student without a manifest (see ``student``), ``class_names`` that
+            do not name its classes, or a ``directory`` that is a file or cannot be written.
+        CheckpointError: ``directory`` holds a ``manifest.json`` or ``model.safetensors``
+            that is not a student saved by ensemble-distill: a user's files are never
+            overwritten.
     """
-    manifest = getattr(student, MANIFEST_ATTRIBUTE, None)
-    if manifest is None:
-        raise ConfigError(
-            f"save_student saves students that distill() built on a registered architecture "
-            f"(model=..., default mlp); this {type(student).__name__} was not (a body= of "
-            "your own cannot be rebuilt from a file): save student.state_dict() with "
-            "torch.save instead"
-        )
-    manifest = dict(manifest)
-    if class_names is not None:
-        manifest["class_names"] = _class_names(class_names, manifest)
+    manifest = saved_manifest(student, class_names)
     directory = Path(directory)
-    engine.save_student(directory, student, manifest)
+    write_student(directory, student, manifest)
     return directory
 
 
-def _class_names(names: Sequence[str], manifest: dict[str, Any]) -> list[str]:
-    """``names`` as a list, checked against the student's task and number of classes."""
-    if manifest["task"] != "classification":
-        raise ConfigError("class_names is for classification students; leave it out")
-    classes = manifest["model"]["num_classes"]
-    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
-        raise ConfigError(f"class_names must be a list of {classes} strings; got {names!r}")
-    names = list(names)
-    if len(names) != classes:
-        raise ConfigError(
-            f"class_names has {len(names)} names but the student has {classes} classes; "
-            "give one name per class, in label order"
-        )
-    return names
+def load_student(
+    path: str | Path, device: torch.device | str = "cpu", *, trust_code: bool = False
+) -> nn.Module:
+    """The student saved in ``path`` (``OUT/students/<method>``, or a :func:`save_student`
+    folder; ``str`` or :class:`~pathlib.Path`), rebuilt from its manifest and verified
+    weights, in eval mode. ``trust_code=True`` lets a manifest that names the model by import
+    path import and run it; leave it off for a folder you did not write."""
+    return engine.load_student(Path(path), device, trust_code)
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,34 +316,32 @@ def evaluate(
     else unknown: then float targets that are all 0 or 1 for a model with two outputs (a
     classifier's labels passed as floats) are refused.
     """
-    device = _model_device(model) if device is None else torch.device(device)
+    device = run_device(model, device)
     test = as_dataset(data, "data")
+    check_fits(model, test.x, "data", device)
 
-    def outputs(x: Tensor) -> Tensor:
+    def outputs(x: Tensor, what: str) -> Tensor:
+        check_same_shape(x, what, test.x, "data")
         return predict_outputs(model, x, batch_size, device)
 
-    test_outputs = outputs(test.x)
-    if test_outputs.dim() < 2:
-        raise ConfigError(
-            f"the model returned shape {tuple(test_outputs.shape)}; it must return "
-            "(batch, outputs) or (batch, members, outputs)"
-        )
+    test_outputs = outputs(test.x, "data")
+    check_outputs(test_outputs)
     known = getattr(model, "task", None) if task is None else task
-    _check_task(
+    check_task(
         known, test.y, test_outputs.shape[-1], "data", "model", "evaluate(..., task='regression')"
     )
     if test.y.is_floating_point():
-        ood = None if ood_data is None else _gaussian(outputs(as_inputs(ood_data, "ood_data")))
-        return regression_row(_gaussian(test_outputs), test.y, ood=ood)
+        ood = None if ood_data is None else gaussian_outputs(ood_outputs(ood_data, outputs))
+        return regression_row(gaussian_outputs(test_outputs), test.y, ood=ood)
     kind = output_kind(model)
     pred = predictive(test_outputs, kind)
-    _check_labels(test.y, pred.probs.shape[-1], "data")
+    check_labels(test.y, pred.probs.shape[-1], "data")
     val = None
     if val_data is not None:
         labelled = as_dataset(val_data, "val_data")
-        val = (predictive(outputs(labelled.x), kind), labelled.y)
-        _check_labels(labelled.y, val[0].probs.shape[-1], "val_data")
-    ood = None if ood_data is None else predictive(outputs(as_inputs(ood_data, "ood_data")), kind)
+        val = (predictive(outputs(labelled.x, "val_data"), kind), labelled.y)
+        check_labels(labelled.y, val[0].probs.shape[-1], "val_data")
+    ood = None if ood_data is None else predictive(ood_outputs(ood_data, outputs), kind)
     return classification_row(pred, test.y, val=val, ood=ood)
 
 
@@ -371,7 +355,7 @@ def mean_probs(
     """Predictive class probabilities p̄ (batch, classes), float64: the members' mean for
     member logits, softmax for a single network, α/α₀ for a Prior Network (EnD²; with the
     Proxy-Dirichlet target, its offset-free mean softmax(s) = (α − 1)/(α₀ − C))."""
-    return _predict(model, x, batch_size, device).probs.mean(dim=1)
+    return checked_predict(model, x, batch_size, device).probs.mean(dim=1)
 
 
 def uncertainty(
@@ -388,66 +372,12 @@ def uncertainty(
       information, a Prior Network's closed form, 0 for a single network;
     * ``expected_entropy``: data (aleatoric) uncertainty, ``entropy − mutual_information``.
     """
-    pred = _predict(model, x, batch_size, device)
+    pred = checked_predict(model, x, batch_size, device)
     return {
         "entropy": pred.entropy,
         "mutual_information": pred.mi,
         "expected_entropy": pred.entropy - pred.mi,
     }
-
-
-def _predict(model, x, batch_size, device):
-    device = _model_device(model) if device is None else torch.device(device)
-    return predict(model, as_inputs(x, "x"), batch_size, device)
-
-
-def _gaussian(outputs: Tensor):
-    if outputs.shape[-1] != gaussian.OUTPUTS:
-        raise DataError(
-            "float targets mean regression, where the model must output (mean, raw variance) "
-            f"per member; got outputs {tuple(outputs.shape)}. Use int64 labels for classification"
-        )
-    return gaussian_predictive(outputs)
-
-
-def _check_task(
-    known: str | None, y: Tensor, outputs: int, what: str, model: str, recourse: str
-) -> None:
-    """The labels ``y`` of argument ``what`` must fit the model's task: the ``known`` one, or,
-    when unknown, float targets that are all 0 or 1 for a model of two outputs are refused —
-    those are a binary classifier's labels as floats, which would be read as regression (the
-    two logits as a mean and a variance)."""
-    labels = "regression" if y.is_floating_point() else "classification"
-    if known not in (None, "classification", "regression"):
-        raise ConfigError(f"task must be 'classification' or 'regression'; got {known!r}")
-    fix = "use int64 labels (y.long())" if labels == "regression" else "use float targets"
-    if known is not None and known != labels:
-        kind = "float targets" if labels == "regression" else "integer labels"
-        raise ConfigError(
-            f"the {model} is a {known} model but {what} has {kind}, which mean {labels}; "
-            f"{fix} for {known}"
-        )
-    binary = outputs == gaussian.OUTPUTS and bool(((y == 0) | (y == 1)).all())
-    if known is None and labels == "regression" and binary:
-        raise ConfigError(
-            f"{what} has float targets that are all 0 or 1 and the {model} has 2 outputs, as "
-            f"a 2-class classifier does: float targets would mean regression; use int64 "
-            f"labels (y.long()) for classification, or say {recourse} if the {model} is a "
-            "regression model"
-        )
-
-
-def _check_labels(y: Tensor, classes: int, what: str) -> None:
-    if y.min() < 0 or y.max() >= classes:
-        raise DataError(
-            f"{what} labels must lie in [0, {classes}) for a model with {classes} outputs; "
-            f"found {int(y.min())}..{int(y.max())}"
-        )
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 __all__ = [

@@ -119,6 +119,18 @@ def add_pipeline_command(commands: argparse._SubParsersAction, name: str, help_t
         help="retrain every requested step (default: resume a run in OUT, keeping what "
         "finished with the same settings)",
     )
+    add_trust_code(sub)
+
+
+def add_trust_code(parser: argparse.ArgumentParser) -> None:
+    """``--trust-code``: the opt-in for files that name a model by import path."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let files you did not pass on this line (OUT/config.yaml, a checkpoint's "
+        "manifest.json) name a model by import path, which imports and runs that code; only "
+        "for folders you trust",
+    )
 
 
 def add_report_commands(commands: argparse._SubParsersAction) -> None:
@@ -195,6 +207,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
         help="the file to write (default: STUDENT_DIR/student.onnx or student.pt); its "
         "metadata also goes to FILE.json",
     )
+    add_trust_code(export)
 
 
 def resolve_config(args: argparse.Namespace) -> RunConfig:
@@ -202,7 +215,20 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     overrides."""
     from ensemble_distill.config import load_config  # imports torch: after parsing
 
-    return load_config(config_source(args), data_overrides(args) + args.overrides)
+    source = config_source(args)
+    config = load_config(source, data_overrides(args) + args.overrides)
+    if source is not None and args.config is None:  # OUT/config.yaml, read implicitly
+        check_trusted_config(config, source, args.trust_code)
+    return config
+
+
+def check_trusted_config(config: RunConfig, source: Path, trust_code: bool) -> None:
+    """Refuse the models that a config read from the output folder (not named on the command
+    line, so perhaps written by someone else) names by import path, unless ``trust_code``."""
+    from ensemble_distill.models import require_trusted
+
+    for name in {config.model, config.student.model or config.model}:
+        require_trusted(name, str(source), trust_code)
 
 
 def config_source(args: argparse.Namespace) -> Path | None:
@@ -414,7 +440,9 @@ def run_export_command(args: argparse.Namespace) -> str:
     """Export the student, check the file against PyTorch on random inputs; what to print."""
     from ensemble_distill.export import export_and_verify  # imports torch
 
-    path, difference = export_and_verify(args.student_dir, args.format, args.out)
+    path, difference = export_and_verify(
+        args.student_dir, args.format, args.out, trust_code=args.trust_code
+    )
     check = "max difference from PyTorch on random inputs (relative above 1)"
     return f"{path}\n{check}: {difference:.3g}"
 
@@ -482,6 +510,19 @@ def fail(message: str) -> int:
     return 2
 
 
+# The exit status of a command stopped by Ctrl-C (SIGINT): 128 + 2, as shells report it.
+INTERRUPTED = 130
+
+
+def interrupted(command: str) -> int:
+    """Print the one line a Ctrl-C leaves; exit status :data:`INTERRUPTED`. Commands that
+    train resume on a rerun (finished phases kept, the unfinished one from its last epoch)."""
+    resumes = command in COMMANDS or command == "sweep"
+    hint = "; rerun the same command to resume" if resumes else ""
+    print(f"ensemble-distill: interrupted{hint}", file=sys.stderr)
+    return INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     tolerant_console()
     args = parse_args(argv)
@@ -502,6 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_pipeline_command(args)
     except EnsembleDistillError as exc:
         return fail(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (run.log says "stopped")
+        return interrupted(args.command)
     except BrokenPipeError:  # the reader left (`ensemble-distill config | head`): not an error
         # Point stdout at /dev/null so that the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -22,6 +22,7 @@ import yaml
 
 from ensemble_distill.data import DATASETS, check_dataset_args
 from ensemble_distill.data.distill import distill_data_problem
+from ensemble_distill.data.identity import IDENTITY
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods import METHODS, resolve_method
 from ensemble_distill.methods.perturbations import PerturbationConfig
@@ -37,15 +38,23 @@ from ensemble_distill.options import (
 )
 from ensemble_distill.tensorboard_log import check_installed
 
+# A key whose value a checkpoint written before it cannot be checked against: any value is
+# accepted (its data files were not recorded then; they may or may not be today's).
+UNRECORDED = object()
 # What a checkpoint written before these keys existed was trained as, where that differs from
 # today's default; any other missing key counts as its default (which is what the code did).
-# Read when a run resumes (pipeline.same_setting) and when a saved student is rebuilt
+# Read when a run resumes (settings.same_setting) and when a saved student is rebuilt
 # (engine.load_student): a student saved before ``endd.target`` is a ``members`` one.
 BEFORE_THE_KEY = {
     "memory_format": "contiguous",
     "hydra.head_init": "copy",
     "endd.target": "members",
+    "data_identity": UNRECORDED,
+    "distill_data_identity": UNRECORDED,
 }
+# Keys the run writes itself: what its data files were (data/identity.py), recomputed from the
+# files by every run (a value given is replaced) and part of the phases' fingerprints.
+IDENTITY_KEYS = ("data_identity", "distill_data_identity")
 # Keys a checkpoint may still hold that the config has replaced: saved value -> the (key, value)
 # in the same section that means the same.
 RETIRED = {"hydra.copy_head": {True: ("head_init", "copy"), False: ("head_init", "independent")}}
@@ -155,10 +164,15 @@ class RunConfig(Section):
     task: Literal["classification", "regression"] | None = None
     data_dir: str | None = None  # folder with the data files (or DIR/<dataset>/)
     download: bool = False  # fetch missing files over HTTPS, checksums verified
+    # Written by the run: what the dataset's files were (an image folder's images, a CSV
+    # table), "N files, B bytes, sha256 HEX" (data/identity.py); recomputed every run, so a
+    # changed folder refuses to reuse a trained phase. null for built-in datasets.
+    data_identity: str | None = None
     # Unlabelled inputs of every student's distillation term (the label term keeps the
     # training batch): a registered dataset's training inputs, or a .npy / .npz file of inputs
     # shaped as the training inputs (data/distill.py). null: the training inputs.
     distill_data: str | None = None
+    distill_data_identity: str | None = None  # written by the run: a distill_data file's, as above
     val_fraction: float = 0.1
     split_seed: int = 0  # fixed train/validation split, independent of `seed`
     seed: int = 0
@@ -219,6 +233,11 @@ class RunConfig(Section):
             problem = distill_data_problem(self.distill_data, None)
             if problem is not None:
                 raise InvalidValue("distill_data", problem, self.distill_data)
+        for key in IDENTITY_KEYS:
+            value = getattr(self, key)
+            well_formed = value is None or IDENTITY.fullmatch(value) is not None
+            form = "must be null or as a run records it (N files, B bytes, sha256 HEX)"
+            require(well_formed, key, form, value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -287,6 +306,8 @@ NOT_OPTIONS = {
     "methods": "pass method=NAME",
     "student": "pass body=, model= and epochs= instead",
     "tensorboard": "the API writes no files; its returned history has each epoch's metrics",
+    "data_identity": "the command line records it from the data files; in-memory data have none",
+    "distill_data_identity": "the command line records it from the distill_data file",
 }
 
 

@@ -7,8 +7,9 @@ same data, config and seed, the weights are bit-identical. The one seeding rule:
 training phase (the teacher, each student) runs under :func:`seeded` with the config's seed —
 torch's global RNG seeded for the block and given back afterwards.
 
-What the faces add: :mod:`.pipeline` the output folder, resume, fingerprints, evaluation
-files and the report; :mod:`.api` the adapters from the user's modules and data.
+What the faces add: :mod:`.pipeline` resume, evaluation files and the report, with
+:mod:`.out_folder` (the output folder's guard) and :mod:`.settings` (the fingerprints);
+:mod:`.api` the adapters from the user's modules and data, with :mod:`.api_checks`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,10 +27,11 @@ import torch
 from torch import Tensor, nn
 
 from ensemble_distill import distributed
-from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
+from ensemble_distill.checkpoint import MANIFEST, check_shapes, load_checkpoint, save_checkpoint
 from ensemble_distill.config import BEFORE_THE_KEY
 from ensemble_distill.data import ArrayDataset, DataSplits, ImageFiles, create_dataset
-from ensemble_distill.data.distill import load_distill_inputs
+from ensemble_distill.data.distill import is_numpy_file, load_distill_inputs
+from ensemble_distill.data.identity import file_identity
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import predict_outputs
 from ensemble_distill.methods import (
@@ -45,6 +47,7 @@ from ensemble_distill.methods.perturbations import (
     PERTURBATIONS,
     PROBABILITY_FREE,
     check_pool,
+    expand_mixture,
 )
 from ensemble_distill.models import (
     MODELS,
@@ -53,8 +56,11 @@ from ensemble_distill.models import (
     create_model,
     gaussian,
     is_factory,
+    require_trusted,
 )
 from ensemble_distill.models.base import channels_last, has_convolutions
+from ensemble_distill.models.disagreement import default_scales, disagreement_scale
+from ensemble_distill.resources import available_memory, byte_text
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers.files import (
     check_member_files,
@@ -72,6 +78,11 @@ DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd
 # only ones that take a model given as an import path (``module:factory``), which has no
 # body/head split for Hydra's heads or BatchEnsemble's layers to build on.
 WHOLE_NETWORK_METHODS = ("kd", "endd")
+
+# What prepare()'s caller will hold in memory (its ``memory``): the teacher in training, or
+# loaded (from OUT/teacher or the member files), and its outputs cached over the distillation
+# inputs (what ``distill`` holds for every student).
+TRAIN, LOAD, OUTPUTS = "train", "load", "outputs"
 
 
 @dataclass
@@ -94,13 +105,22 @@ class Setup:
 
 
 def prepare(
-    config: RunConfig, data: DataSplits | None = None, *, students_from_spec: bool = True
+    config: RunConfig,
+    data: DataSplits | None = None,
+    *,
+    students_from_spec: bool = True,
+    memory: Collection[str] = (TRAIN, OUTPUTS),
 ) -> Setup:
     """The data (loaded from the config when not given) checked against the config, the task's
     default methods, and both architectures built once — with ``students_from_spec`` (False
     when the user brings the students' body) every method's student too — so that every bad
-    value is refused before any file is written or any training starts."""
+    value is refused before any file is written or any training starts; ``memory``: what the
+    caller will hold (:func:`check_memory`), refused when it cannot fit.
+
+    The resolved config records the data's identity (``data_identity``, and
+    ``distill_data_identity`` for a ``distill_data`` file): part of every phase's fingerprint."""
     data = data if data is not None else load_data(config)
+    config = dataclasses.replace(config, data_identity=data.identity)
     if config.methods is None:
         config = dataclasses.replace(config, methods=default_methods(config, data.task))
     # The user's members: files listed and hashed, then (when hashed now) checked below.
@@ -134,11 +154,73 @@ def prepare(
     if config.memory_format == "channels_last":
         data = channels_last_data(data)
     distill_inputs = distill_inputs_of(config, data)
+    config = dataclasses.replace(config, distill_data_identity=distill_data_identity(config))
     examples = len(data.train) if distill_inputs is None else len(distill_inputs)
+    check_memory(config, models[0], examples * outputs, device, memory)
     inputs_of = {name: input_names(name) for name in config.methods}
     shapes = (data.input_shape, (config.members, outputs))
     check_pool(config.perturbation, inputs_of, examples, *shapes)
     return Setup(config, data, teacher_spec, student_spec, device, distill_inputs)
+
+
+def distill_data_identity(config: RunConfig) -> str | None:
+    """The identity of a ``distill_data`` file (:mod:`ensemble_distill.data.identity`); None
+    for a registered dataset's inputs (or none)."""
+    if config.distill_data is None or not is_numpy_file(config.distill_data):
+        return None
+    return file_identity(Path(config.distill_data))
+
+
+def memory_need(
+    config: RunConfig, member: nn.Module, outputs: int, memory: Collection[str]
+) -> tuple[int, int, str]:
+    """Bytes the teacher needs on the training device and in host memory, and how they were
+    counted, by a simple rule that counts only what certainly is allocated (so a refusal is
+    never wrong): float32 numbers at 4 bytes; per member its weights and buffers, and in
+    training a gradient and the optimiser's moments per parameter (Adam 2, SGD with momentum
+    1); the cached outputs — ``outputs`` per member (distillation inputs × classes) — twice,
+    as their batches are concatenated. Activations, the data and the students come on top."""
+    members = config.members
+    state = sum(tensor.numel() for tensor in member.state_dict().values())
+    parameters = sum(parameter.numel() for parameter in member.parameters())
+    weights, cached, parts = 0, 0, []
+    if TRAIN in memory and config.teacher.members is None:
+        moments = 2 if config.optim.name == "adam" else int(config.optim.momentum > 0)
+        weights = 4 * (state + parameters * (1 + moments))
+        extra = f"a gradient and {moments} optimiser moment{'' if moments == 1 else 's'}"
+        parts.append(f"{members} x {state} weights, {extra} each")
+    elif {TRAIN, LOAD} & set(memory):
+        weights = 4 * state
+        parts.append(f"{members} x {state} weights")
+    if OUTPUTS in memory:
+        cached = 2 * 4 * outputs
+        parts.append(f"{members} x {outputs} cached outputs, held twice")
+    return members * weights, members * cached, "; ".join(parts)
+
+
+def check_memory(
+    config: RunConfig,
+    member: nn.Module,
+    outputs: int,
+    device: torch.device,
+    memory: Collection[str],
+) -> None:
+    """Refuse a ``members`` count whose teacher (:func:`memory_need`; ``member`` built on the
+    meta device) cannot fit in the memory available now: the GPU's free memory for the
+    weights, host memory for the rest (all of it on a CPU). Nothing is checked where the
+    available memory is unknown (no /proc/meminfo)."""
+    on_device, on_host, counted = memory_need(config, member, outputs, memory)
+    places = [(on_device + on_host, available_memory(), "memory")]
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        places = [(on_device, free, f"{device} memory"), (on_host, available_memory(), "memory")]
+    for need, free, where in places:
+        if free is not None and need > free:
+            raise ConfigError(
+                f"members={config.members} needs at least {byte_text(need)} of {where} for the "
+                f"teacher ({counted}; 4 bytes each) but {byte_text(free)} is available; lower "
+                "members or the model's size, or free memory"
+            )
 
 
 def distill_inputs_of(config: RunConfig, data: DataSplits) -> Tensor | None:
@@ -241,6 +323,9 @@ def check_task(config: RunConfig, data: DataSplits) -> None:
     for name in config.methods:
         method, _ = resolve_method(name)
         inputs = input_names(name)
+        if len(set(inputs)) != len(inputs):
+            raise ConfigError(f"method {name!r} names an input twice; name each once")
+        inputs = expand_mixture(inputs, config.perturbation)
         if set(inputs) & set(NEEDS_STUDENT_MEMBERS):
             members = ", ".join(m.section for m in METHODS.values() if m.trains_members)
             if not method.trains_members:
@@ -253,13 +338,13 @@ def check_task(config: RunConfig, data: DataSplits) -> None:
                     f"method {name!r} uses +diverse, which compares two members; set members "
                     "to at least 2"
                 )
-        if set(inputs) & set(NEEDS_IMAGES) and len(data.input_shape) != 3:
+        images = [i for i in inputs if i in NEEDS_IMAGES]
+        if images and len(data.input_shape) != 3:
             raise ConfigError(
-                f"method {name!r}: +augment needs images (channels, height, width); dataset "
-                f"{data.name!r} has inputs of shape {data.input_shape}: use +mixup instead"
+                f"method {name!r}: +{images[0]} needs images (channels, height, width); "
+                f"dataset {data.name!r} has inputs of shape {data.input_shape}: use +mixup "
+                "instead"
             )
-        if len(set(inputs)) != len(inputs):
-            raise ConfigError(f"method {name!r} names an input twice; name each once")
         regression_ok = data.task != "regression" or set(inputs) <= set(PROBABILITY_FREE)
         if data.task not in method.tasks or not regression_ok:
             raise ConfigError(
@@ -515,7 +600,11 @@ def student_manifest(setup: Setup, name: str) -> dict[str, Any]:
 
 
 def save_student(directory: Path, student: nn.Module, manifest: dict[str, Any]) -> None:
-    """Weights, then the manifest (written last: a student with a manifest is finished)."""
+    """Weights, then the manifest (written last: a student with a manifest is finished); a
+    student with members records its disagreement scale s there too (1: never fitted)."""
+    scale = disagreement_scale(student)
+    if scale is not None:
+        manifest = {**manifest, "disagreement_scale": scale}
     save_checkpoint(directory, student.state_dict(), manifest)
 
 
@@ -532,19 +621,30 @@ def saved_options(method: DistillMethod, saved: dict[str, Any]) -> Any:
     return method.options_type(**{k: v for k, v in saved.items() if k in fields}, **before)
 
 
-def load_student(directory: Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild a saved student from its manifest and verified weights, in eval mode."""
+def load_student(
+    directory: Path, device: torch.device | str = "cpu", trust_code: bool = False
+) -> nn.Module:
+    """Rebuild a saved student from its manifest and verified weights, in eval mode.
+
+    ``trust_code``: build a model that the manifest names by import path (it runs that code;
+    see :func:`ensemble_distill.models.require_trusted`). Registered models need no trust.
+    """
     state, manifest = load_checkpoint(directory)
     if manifest.get("kind") != "student":
         raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r}, not a student")
     try:
         method, _ = resolve_method(manifest["method"])
         options = saved_options(method, manifest["options"])
-        student = method.build(
-            ModelSpec.from_dict(manifest["model"]), int(manifest["members"]), options
-        )
+        spec = ModelSpec.from_dict(manifest["model"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise CheckpointError(f"{directory}/manifest.json lacks a valid {exc} entry") from None
+    require_trusted(spec.name, f"{directory}/{MANIFEST}", trust_code)
+    try:  # a ConfigError here names the model it cannot build: it passes as it is
+        student = method.build(spec, int(manifest["members"]), options)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory}/manifest.json lacks a valid {exc} entry") from None
+    # A student saved before it had a disagreement scale loads with s = 1 (what it computed).
+    state = default_scales(student.state_dict(), state)
     check_shapes(student.state_dict(), state, directory)
     student.load_state_dict(state)
     return student.to(device).eval()

@@ -222,8 +222,11 @@ def check_format(fmt: str) -> None:
             )
 
 
-def load_for_export(student_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The saved student (CPU, eval mode) and its manifest; a one-line error otherwise."""
+def load_for_export(
+    student_dir: Path, trust_code: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The saved student (CPU, eval mode) and its manifest; a one-line error otherwise.
+    ``trust_code``: as for :func:`ensemble_distill.engine.load_student`."""
     from ensemble_distill.engine import load_student  # heavy imports
 
     student_dir = Path(student_dir)
@@ -233,7 +236,7 @@ def load_for_export(student_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
             f"{student_dir} is a run directory, not a student; pass one of its students: "
             f"{', '.join(str(student_dir / 'students' / n) for n in names) or 'none trained yet'}"
         )
-    student = load_student(student_dir, "cpu")
+    student = load_student(student_dir, "cpu", trust_code)
     return student, read_manifest(student_dir)
 
 
@@ -282,9 +285,12 @@ def package_version() -> str:
         return "unknown"
 
 
-def export_student(student_dir: Path, fmt: str, out: Path | None = None) -> Path:
+def export_student(
+    student_dir: Path, fmt: str, out: Path | None = None, trust_code: bool = False
+) -> Path:
     """Export the student saved in ``student_dir`` as ``fmt`` to ``out`` (default
     ``student_dir/student.onnx`` or ``student.pt``) with its metadata in ``out``.json.
+    ``trust_code``: build a model its manifest names by import path (that runs its code).
 
     Raises:
         ExportError: unknown format, a missing optional dependency, or the exporter failed.
@@ -292,7 +298,7 @@ def export_student(student_dir: Path, fmt: str, out: Path | None = None) -> Path
     """
     check_format(fmt)
     student_dir = Path(student_dir)
-    student, manifest = load_for_export(student_dir)
+    student, manifest = load_for_export(student_dir, trust_code)
     task = student_task(manifest)
     head = UncertaintyHead(student, task, *target_scale(manifest)).eval()
     out = Path(out) if out is not None else student_dir / f"student{SUFFIXES[fmt]}"
@@ -450,12 +456,16 @@ def verify_export(path: Path, student: nn.Module, x: Tensor, task: str | None = 
 
 
 def export_and_verify(
-    student_dir: Path, fmt: str, out: Path | None = None, examples: int = 5
+    student_dir: Path,
+    fmt: str,
+    out: Path | None = None,
+    examples: int = 5,
+    trust_code: bool = False,
 ) -> tuple[Path, float]:
     """:func:`export_student`, then :func:`verify_export` on ``examples`` random inputs (a
     batch size other than the traced one); ExportError beyond :data:`VERIFY_TOLERANCE`."""
-    path = export_student(student_dir, fmt, out)
-    student, manifest = load_for_export(Path(student_dir))
+    path = export_student(student_dir, fmt, out, trust_code)
+    student, manifest = load_for_export(Path(student_dir), trust_code)
     x = example_inputs(manifest["model"]["input_shape"], examples, seed=1)
     difference = verify_export(path, student, x)
     if not difference <= VERIFY_TOLERANCE:

@@ -13,16 +13,11 @@ Output directory layout::
     OUT/.lock                    held (flock) by the run using OUT; a second run is refused
 
 Running again into the same OUT resumes: a finished teacher or student (its manifest is written
-last) trained with the same settings is kept, an unfinished phase continues from its last
-saved epoch, and evaluation reruns. ``force`` starts every requested step over.
-
-OUT is never changed by a run that is refused: every value, and what OUT already holds, is
-checked before the first file is written. A run that fails once training began leaves only
-``progress/`` and ``run.log`` changed: config.yaml is written just before the first checkpoint or
-result it describes. Only files this package wrote are ever removed (its temporary files and
-progress files, recognised by name and content). config.yaml carries a signature line, so that
-a hand-edited one is noticed instead of silently replaced, and results.json records the
-SHA-256 of the weights behind every row.
+last) trained with the same settings is kept (:mod:`ensemble_distill.settings`), an unfinished
+phase continues from its last saved epoch, and evaluation reruns. ``force`` starts every
+requested step over. What guards OUT — the checks before anything is written, the lock, the
+signed config.yaml, which files may be removed, run.log — is :mod:`ensemble_distill.out_folder`;
+results.json records the SHA-256 of the weights behind every row.
 
 Under ``torchrun`` every process runs this pipeline on a shared OUT; rank 0 alone checks, locks
 and writes it (see :mod:`ensemble_distill.distributed` and docs/distributed.md).
@@ -32,38 +27,22 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
-import hashlib
 import io
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from safetensors.torch import save
 from torch import Tensor, nn
 
 from ensemble_distill import distributed, engine
-from ensemble_distill.checkpoint import (
-    MANIFEST,
-    atomic_write,
-    encode_text,
-    is_temporary,
-    read_manifest,
-)
-from ensemble_distill.config import (
-    BEFORE_THE_KEY,
-    RETIRED,
-    RunConfig,
-    dump_config,
-    load_config,
-)
+from ensemble_distill.checkpoint import atomic_write, read_manifest
+from ensemble_distill.config import RunConfig
 from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
-from ensemble_distill.errors import ConfigError, EnsembleDistillError
 from ensemble_distill.evaluation import (
     GAUSSIAN,
     classification_scores,
@@ -79,9 +58,20 @@ from ensemble_distill.evaluation import (
 from ensemble_distill.methods import resolve_method
 from ensemble_distill.methods.diversity import diversity_analysis
 from ensemble_distill.metrics import diversity_by_confidence
+from ensemble_distill.models.disagreement import at_unit_scale
+from ensemble_distill.out_folder import (
+    PROGRESS,
+    RESULTS,
+    claim_output,
+    remove_empty_progress,
+    remove_progress,
+    run_log,
+    save_config,
+    start_over,
+)
 from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.report.html import package_version
-from ensemble_distill.resume import is_progress_file
+from ensemble_distill.settings import fingerprint, finished, student_settings, teacher_keys
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed
 from ensemble_distill.tensorboard_log import phase_log
@@ -89,47 +79,8 @@ from ensemble_distill.tensorboard_log import phase_log
 log = logging.getLogger(__name__)
 
 STEPS = ("teacher", "distill", "evaluate")
-PROGRESS = "progress"
-CONFIG = "config.yaml"
-RESULTS = "results.json"
-LOCK = ".lock"
-# config.yaml's first line: the SHA-256 of the rest, so that a hand edit is noticed.
-SIGNATURE = "# written by ensemble-distill; sha256 of the lines below: "
-# The keys that decide the teacher's weights.
-TEACHER_KEYS = (
-    "dataset",
-    "dataset_args",
-    "val_fraction",
-    "split_seed",
-    "seed",
-    "model",
-    "model_args",
-    "members",
-    "epochs",
-    "batch_size",
-    "optim",
-    "teacher",
-    "precision",  # resolved (engine.resolve_hardware): bf16 rounding changes the weights
-    "memory_format",  # so does another convolution algorithm
-    "compile",
-)
-# What decides a teacher loaded from the user's files (``teacher.members``): the files (their
-# SHA-256 are in ``teacher``) and the architecture they load into; training keys play no part.
-LOADED_TEACHER_KEYS = (
-    "dataset",
-    "dataset_args",
-    "val_fraction",
-    "split_seed",
-    "model",
-    "model_args",
-    "members",
-    "teacher",
-)
-
-
-def teacher_keys(config: RunConfig) -> tuple[str, ...]:
-    """The config keys whose values a finished teacher is checked against on a rerun."""
-    return LOADED_TEACHER_KEYS if config.teacher.members is not None else TEACHER_KEYS
+# The row of a student with a fitted disagreement temperature evaluated at s = 1 ("hydra@s=1").
+UNSCALED = "@s=1"
 
 
 def run(
@@ -154,11 +105,11 @@ def run(
     calls this with the same arguments and ``out`` on a shared file system: all ranks train
     together, rank 0 alone writes files and evaluates, and the others return None.
     """
-    setup = prepare(config)
+    setup = prepare(config, memory=memory_held(steps))
     main = distributed.is_main()
     with (
         claim_output(out, setup.config, steps, force, config_from),
-        run_log(out / "run.log") if main else contextlib.nullcontext(),
+        run_log(out / "run.log", log) if main else contextlib.nullcontext(),
     ):
         log.info("%s into %s", " + ".join(steps), out)
         log.info("computing on %s", hardware_line(setup.config, setup.device))
@@ -170,7 +121,7 @@ def run(
             else:
                 teacher = train_teacher(setup, out, quiet, force)
         if "distill" in steps:
-            teacher = teacher or load_teacher(out / "teacher", setup.device)[0]
+            teacher = teacher or load_own_teacher(setup, out)[0]
             distill_all(setup, teacher, out, quiet, force)
         if not main:
             return None
@@ -186,6 +137,13 @@ def run(
     return None
 
 
+def memory_held(steps: Sequence[str]) -> tuple[str, ...]:
+    """What a run of ``steps`` holds in memory (checked by ``engine.check_memory``): the
+    teacher in training, or loaded; with ``distill``, its cached outputs too."""
+    teacher = engine.TRAIN if "teacher" in steps else engine.LOAD
+    return (teacher, engine.OUTPUTS) if "distill" in steps else (teacher,)
+
+
 def evaluation_scope(setup: Setup) -> str:
     """What evaluation is about to compute, for the progress note before it (it takes
     seconds, in which nothing else is printed)."""
@@ -194,360 +152,6 @@ def evaluation_scope(setup: Setup) -> str:
     where = f"the test split and the OOD set {ood}" if ood else "the test split"
     plural = "" if students == 1 else "s"
     return f"{students + 2} models (ensemble, member, {students} student{plural}) on {where}"
-
-
-@contextlib.contextmanager
-def claim_output(
-    out: Path,
-    config: RunConfig,
-    steps: Sequence[str],
-    force: bool,
-    config_from: Path | None,
-) -> Iterator[None]:
-    """Check OUT (nothing is written when that refuses), then create and lock it for the block.
-
-    The checks run again once the lock is held: another run may have changed OUT in between.
-    Rank 0 alone does this; its verdict is shared with every rank.
-    """
-    with contextlib.ExitStack() as stack:
-
-        def claim() -> None:
-            check_output(out, config, steps, force, config_from)
-            stack.callback(start_output(out).close)
-            check_output(out, config, steps, force, config_from)
-
-        on_main_rank(claim)
-        yield
-
-
-def on_main_rank(action: Callable[[], None]) -> None:
-    """Run ``action`` on rank 0 alone and raise its error on every rank, so that no rank waits
-    at a barrier for one that stopped; in one process, just run it."""
-    error = None
-    if distributed.is_main():
-        try:
-            action()
-        except Exception as exc:
-            error = exc
-    if distributed.world()[1] > 1:
-        message = distributed.gather(None if error is None else str(error))[0]
-        if error is None and message is not None:
-            raise EnsembleDistillError(message)
-    if error is not None:
-        raise error
-
-
-def check_output(
-    out: Path,
-    config: RunConfig,
-    steps: Sequence[str],
-    force: bool,
-    config_from: Path | None,
-) -> None:
-    """Refuse, before anything is written, a run that would lose or mix what OUT holds: OUT is
-    not a folder; a hand-edited config.yaml with other settings; a results.json that this
-    package did not write; a checkpoint trained with other settings (or one a step needs that
-    is missing)."""
-    if out.is_symlink() and not out.exists():
-        raise ConfigError(
-            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
-            "create that folder, or pass another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; pass a folder (created if missing)")
-    check_config_file(out / CONFIG, config, force, config_from)
-    if "evaluate" in steps:
-        check_results_file(out / RESULTS, force)
-    check_checkpoints(out, config, steps, force)
-
-
-def check_config_file(path: Path, config: RunConfig, force: bool, config_from: Path | None) -> None:
-    """Refuse to replace a config.yaml that was edited by hand (or not written by us) with
-    other settings, unless this run's config was read from it or ``force``."""
-    if force or not path.exists() or signed_intact(path) or same_settings(path, config):
-        return
-    if config_from is not None and config_from.resolve() == path.resolve():
-        return
-    raise ConfigError(
-        f"{path} was edited by hand (or not written by ensemble-distill) and differs from this "
-        f"run's settings; pass --config {path} to run with it, move it away to discard it, or "
-        "rerun with --force to replace it"
-    )
-
-
-def check_results_file(path: Path, force: bool) -> None:
-    """Refuse to overwrite a results.json that this package did not write, unless ``force``."""
-    if force or not path.exists() or our_results(path):
-        return
-    raise ConfigError(
-        f"{path} was not written by ensemble-distill; move it away, pass another --out, or "
-        "rerun with --force to replace it"
-    )
-
-
-def check_checkpoints(out: Path, config: RunConfig, steps: Sequence[str], force: bool) -> None:
-    """A step that trains refuses a finished checkpoint with other settings (unless
-    ``force``); a step that only reads one (distill the teacher, evaluate every model) needs
-    it present and trained with this config's settings, so that no result mixes settings."""
-    teacher = fingerprint(config, teacher_keys(config))
-    if "teacher" in steps:
-        finished(out / "teacher", teacher, force)
-    else:
-        require_checkpoint(out / "teacher", teacher)
-    if "distill" not in steps and "evaluate" not in steps:
-        return
-    for name in config.methods:
-        method, perturbation = resolve_method(name)
-        settings = student_settings(config, method.section, perturbation is not None)
-        if "distill" in steps:
-            finished(out / "students" / name, settings, force)
-        else:
-            require_checkpoint(out / "students" / name, settings)
-
-
-def start_output(out: Path) -> IO[str]:
-    """The first change to OUT, once every check passed: create it, lock it, and remove the
-    temporary files a killed write left (ours only). Returns the open lock file: the lock
-    lasts until it is closed, or until the process ends, however it ends."""
-    out.mkdir(parents=True, exist_ok=True)
-    handle = lock_output(out)
-    for folder in written_folders(out):
-        for path in folder.iterdir():
-            if is_temporary(path) and path.is_file():
-                path.unlink()
-    return handle
-
-
-def lock_output(out: Path) -> IO[str]:
-    """Take OUT/.lock (``flock``): a second run into OUT is refused while this one holds it.
-    The OS releases it when the process ends, so a killed run never blocks its resume."""
-    handle = (out / LOCK).open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip()
-        handle.close()
-        by = f" (process {holder})" if holder.isdigit() else ""
-        raise ConfigError(
-            f"{out} is in use by another run{by}; wait until it finishes, or pass another --out"
-        ) from None
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def written_folders(out: Path) -> list[Path]:
-    """The folders this package writes files into (where its temporary files may be left)."""
-    progress = out / PROGRESS
-    folders = [out, out / "teacher", out / "report", progress, progress / "teacher"]
-    for parent in (out / "students", progress / "students"):
-        folders += [parent, *(p for p in parent.glob("*") if p.is_dir())]
-    return [folder for folder in folders if folder.is_dir()]
-
-
-def save_config(out: Path, config: RunConfig) -> None:
-    """Write OUT/config.yaml (signed) unless it already holds these settings; called just
-    before the first checkpoint or result it describes is written, so that a run that fails
-    earlier leaves none. A hand edit with the same settings is kept as the user wrote it."""
-    path = out / CONFIG
-    text = signed(dump_config(config))
-    current = read_text(path)
-    if current == text or (
-        current is not None and not signed_intact(path) and same_settings(path, config)
-    ):
-        return
-    atomic_write(path, text)
-
-
-def signed(text: str) -> str:
-    """``text`` under a first line holding its SHA-256."""
-    return f"{SIGNATURE}{hashlib.sha256(encode_text(text)).hexdigest()}\n{text}"
-
-
-def signed_intact(path: Path) -> bool:
-    """Whether ``path`` is a config.yaml that we wrote and nobody edited since."""
-    head, _, body = (read_text(path) or "").partition("\n")
-    return head == f"{SIGNATURE}{hashlib.sha256(encode_text(body)).hexdigest()}"
-
-
-def same_settings(path: Path, config: RunConfig) -> bool:
-    """Whether the config file at ``path`` says what ``config`` says (False if unreadable)."""
-    try:
-        return dump_config(load_config(path)) == dump_config(config)
-    except (EnsembleDistillError, ValueError, OSError):
-        return False
-
-
-def our_results(path: Path) -> bool:
-    """Whether ``path`` looks like a results.json written by this package (an earlier
-    version's too): a JSON object with ``dataset``, ``members`` and a ``methods`` table."""
-    try:
-        results = json.loads(read_text(path) or "")
-    except ValueError:
-        return False
-    return (
-        isinstance(results, dict)
-        and isinstance(results.get("methods"), dict)
-        and {"dataset", "members"} <= set(results)
-    )
-
-
-def read_text(path: Path) -> str | None:
-    """The text of ``path``; None when it is missing, unreadable or not UTF-8."""
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-@contextlib.contextmanager
-def run_log(path: Path) -> Iterator[None]:
-    """Append this package's log records (INFO and up) to ``path`` while the block runs; an
-    error that stops the block goes to ``path`` only (the CLI prints it once)."""
-    handler = logging.FileHandler(path, encoding="utf-8", errors="surrogateescape")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    package = logging.getLogger("ensemble_distill")
-    previous = package.level
-    package.setLevel(logging.INFO)
-    package.addHandler(handler)
-    try:
-        yield
-    except Exception as exc:
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "stopped: %s", (exc,), None)
-        handler.handle(record)
-        raise
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(previous)
-        handler.close()
-
-
-def remove_progress(directory: Path) -> None:
-    """Remove the progress files (and temporary files) our phases wrote in ``directory``, and
-    the folder once empty; a file we cannot recognise as ours stays."""
-    if not directory.is_dir():
-        return
-    for path in directory.iterdir():
-        if is_progress_file(path) or (is_temporary(path) and path.is_file()):
-            path.unlink()
-    remove_if_empty(directory)
-
-
-def remove_empty_progress(out: Path, methods: Sequence[str]) -> None:
-    """Remove OUT/progress's own folders (teacher, students/<method>, students, itself) where
-    no file is left: the progress of finished phases."""
-    progress = out / PROGRESS
-    students = [progress / "students" / name for name in methods]
-    for folder in (*students, progress / "students", progress / "teacher", progress):
-        remove_if_empty(folder)
-
-
-def remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-
-
-def start_over(directory: Path) -> None:
-    """``--force``: drop a phase's progress just before it trains again (rank 0; then every
-    rank waits, so that none resumes from a file being removed)."""
-    if distributed.is_main():
-        remove_progress(directory)
-    distributed.barrier()
-
-
-def fingerprint(config: RunConfig, keys: Sequence[str]) -> dict[str, Any]:
-    """The config's values of ``keys`` as JSON values: the settings that decide a phase's
-    weights, stored in its finished checkpoint's manifest."""
-    values = config.to_dict()
-    return json.loads(json.dumps({key: values[key] for key in keys}))
-
-
-def student_settings(config: RunConfig, section: str, perturbed: bool) -> dict[str, Any]:
-    """What decides a student's weights: its teacher's settings, the student architecture and
-    epochs, its method's config section and, if it has them, the perturbation and the
-    auxiliary distillation data (``distill_data``)."""
-    keys = (*TEACHER_KEYS, "task", "student", section, *(("perturbation",) if perturbed else ()))
-    aux = ("distill_data",) if config.distill_data is not None else ()
-    return fingerprint(config, (*keys, *aux))
-
-
-def finished(directory: Path, settings: dict[str, Any], force: bool) -> bool:
-    """Whether ``directory`` holds a finished checkpoint trained with ``settings`` (kept).
-
-    Raises:
-        ConfigError: it was trained with other settings and ``force`` is not set.
-    """
-    if force or not (directory / MANIFEST).is_file():
-        return False
-    changed = changed_settings(directory, settings)
-    if changed:
-        raise ConfigError(
-            f"{directory} was trained with other settings (changed: {changed}); "
-            "rerun with --force to retrain it, or use another --out"
-        )
-    return True
-
-
-def require_checkpoint(directory: Path, settings: dict[str, Any]) -> None:
-    """Refuse a step that reads ``directory`` when its checkpoint is missing or was trained
-    with other settings than ``settings`` (its outputs would not be this config's).
-
-    Raises:
-        CheckpointError: no finished checkpoint in ``directory``.
-        ConfigError: it was trained with other settings.
-    """
-    changed = changed_settings(directory, settings)
-    if changed:
-        raise ConfigError(
-            f"{directory} was trained with other settings than this run's (changed: "
-            f"{changed}); give the values in its {MANIFEST} (check --config, config.yaml and "
-            "the key=value overrides), or retrain it with `ensemble-distill run --force`"
-        )
-
-
-def changed_settings(directory: Path, settings: dict[str, Any]) -> str:
-    """The keys of ``settings`` that the checkpoint in ``directory`` was trained with other
-    values of, comma-separated ('' when none)."""
-    saved = read_manifest(directory).get("config")
-    if saved == settings:
-        return ""
-    if not isinstance(saved, dict):
-        saved = {}
-    defaults = fingerprint(load_config(), list(settings))
-    return ", ".join(
-        sorted(
-            key
-            for key in settings
-            if not same_setting(saved.get(key, MISSING), settings[key], defaults[key], key)
-        )
-    )
-
-
-MISSING = object()  # a key a saved checkpoint's settings do not have
-
-
-def same_setting(saved: Any, value: Any, default: Any, key: str) -> bool:
-    """``saved == value`` for the (dotted) ``key``, where a key missing from the saved settings
-    is one the config gained after that checkpoint was written (``perturbation.pool``,
-    ``teacher.members``): it was trained as ``config.BEFORE_THE_KEY`` or the default says; a key
-    only the saved settings have must be a ``config.RETIRED`` one that means what ``value`` says."""
-    if saved is MISSING:
-        saved = BEFORE_THE_KEY.get(key, default)
-    if not (isinstance(saved, dict) and isinstance(value, dict) and isinstance(default, dict)):
-        return saved == value
-    saved = dict(saved)
-    for name in set(saved) - set(value):
-        replaced_by = RETIRED.get(f"{key}.{name}", {}).get(saved.pop(name))
-        if replaced_by is None:
-            return False
-        saved.setdefault(*replaced_by)
-    return all(
-        same_setting(saved.get(name, MISSING), item, default.get(name), f"{key}.{name}")
-        for name, item in value.items()
-    )
 
 
 def train_teacher(setup: Setup, out: Path, quiet: bool, force: bool = False) -> DeepEnsemble:
@@ -629,6 +233,22 @@ def distill_all(
         log.info("student %s trained in %.1f s", name, manifest["train_seconds"])
 
 
+def names_model(directory: Path, setup: Setup, teacher: bool = False) -> bool:
+    """Whether the checkpoint in ``directory`` names the architecture this run's config names
+    (the members' for the teacher, else the students'): an import path there is the user's own
+    code, which the config already runs (``engine.prepare``), and may be built. Any other
+    import path in a manifest is not trusted (see ``models.require_trusted``)."""
+    spec = setup.teacher_spec if teacher else setup.student_spec
+    model = read_manifest(directory).get("model")
+    return isinstance(model, dict) and model.get("name") == spec.name
+
+
+def load_own_teacher(setup: Setup, out: Path) -> tuple[DeepEnsemble, dict[str, Any]]:
+    """``OUT/teacher``, trusting only the import path that this run's config names."""
+    directory = out / "teacher"
+    return load_teacher(directory, setup.device, names_model(directory, setup, teacher=True))
+
+
 def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     """Evaluate the teacher, one member and every student; write results and predictions.
 
@@ -637,16 +257,22 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     records the SHA-256 of each model's weights (``weights_sha256``; ``member`` is the
     teacher's member 0), the ones its manifest vouches for, and for a classification run with
     a student of several members their test diversity per confidence bin next to the
-    teacher's (``test_diversity``, :func:`member_diversity`). Every file is written at the end,
-    so a failure leaves the earlier results whole.
+    teacher's (``test_diversity``, :func:`member_diversity`). A student whose disagreement
+    temperature was fitted (s ≠ 1) gets a second row, ``NAME@s=1``: the same weights at s = 1,
+    so that the scale's effect is visible. Every file is written at the end, so a failure
+    leaves the earlier results whole.
     """
     config, data = setup.config, setup.data
-    teacher, manifest = load_teacher(out / "teacher", setup.device)
+    teacher, manifest = load_own_teacher(setup, out)
     models: dict[str, nn.Module] = {"ensemble": teacher, "member": teacher.member(0)}
     weights = dict.fromkeys(models, manifest["weights_sha256"])
     for name in config.methods:
-        models[name] = load_student(out / "students" / name, setup.device)
+        directory = out / "students" / name
+        models[name] = load_student(directory, setup.device, names_model(directory, setup))
         weights[name] = read_manifest(out / "students" / name)["weights_sha256"]
+        # A fitted disagreement temperature's effect is visible: the student at s = 1 beside it.
+        if (unscaled := at_unit_scale(models[name])) is not None:
+            models[name + UNSCALED], weights[name + UNSCALED] = unscaled, weights[name]
     ood_name, ood = next(iter(data.ood.items()), (None, None))
     results: dict[str, Any] = {
         "dataset": data.name,

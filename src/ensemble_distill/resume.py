@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ensemble_distill.checkpoint import atomic_write, check_shapes
 from ensemble_distill.errors import CheckpointError
+from ensemble_distill.models.disagreement import default_scales
 
 FORMAT_VERSION = 1
 # A progress header holds settings and history: far below this; a larger one is not ours.
@@ -124,6 +125,8 @@ def load_progress(
             f"vs {settings}); use a new output directory, or --force to start over"
         )
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    # A phase saved before the students had a disagreement scale resumes with s = 1.
+    model = default_scales(progress.module.state_dict(), model)
     check_shapes(progress.module.state_dict(), model, progress.path)
     progress.module.load_state_dict(model)
     try:

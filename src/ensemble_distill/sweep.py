@@ -19,6 +19,7 @@ One process only: under ``torchrun`` the sweep is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -26,7 +27,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,20 +46,17 @@ from ensemble_distill.data import DataSplits
 from ensemble_distill.engine import Setup, load_data, prepare
 from ensemble_distill.errors import CheckpointError, ConfigError, DataError, EnsembleDistillError
 from ensemble_distill.methods import resolve_method
-from ensemble_distill.pipeline import (
-    CONFIG,
-    STEPS,
+from ensemble_distill.out_folder import CONFIG, check_output, lock_output, same_settings
+from ensemble_distill.pipeline import STEPS, run
+from ensemble_distill.report import compare_runs
+from ensemble_distill.report.rundir import load_history, load_results
+from ensemble_distill.settings import (
     changed_settings,
-    check_output,
     fingerprint,
     finished,
-    run,
-    same_settings,
     student_settings,
     teacher_keys,
 )
-from ensemble_distill.report import compare_runs
-from ensemble_distill.report.rundir import load_history, load_results
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,15 @@ DATA_KEYS = ("dataset", "dataset_args", "data_dir", "download", "split_seed", "v
 def split_values(text: str) -> list[str]:
     """``text`` split at its top-level commas: outside brackets, braces, parentheses and
     quotes, so that ``[kd,hydra]`` stays one value and ``[],[100,100]`` is two lists."""
-    parts, current, depth, quote = [], [], 0, ""
+    return scan_values(text)[0]
+
+
+def scan_values(text: str) -> tuple[list[str], str | None]:
+    """:func:`split_values`'s parts, and the bracket (brace, parenthesis) outside quotes that
+    is left unbalanced: the first one never closed, or a closing one never opened (None when
+    all are balanced, or when a quote is left open and so nothing can be told)."""
+    parts, current, opened, quote = [], [], [], ""
+    unmatched = None
     escaped = False
     for char in text:
         if escaped:  # the character after a backslash in double quotes
@@ -89,29 +95,49 @@ def split_values(text: str) -> list[str]:
         elif char in "'\"":
             quote = char
         elif char in "[{(":
-            depth += 1
+            opened.append(char)
         elif char in "]})":
-            depth -= 1
-        elif char == "," and depth == 0:
+            if opened:
+                opened.pop()
+            else:
+                unmatched = unmatched or char
+        elif char == "," and not opened:
             parts.append("".join(current))
             current = []
             continue
         current.append(char)
-    return [*parts, "".join(current)]
+    if quote:  # an apostrophe in a plain word (bob's): brackets cannot be judged, YAML will
+        return [*parts, "".join(current)], None
+    return [*parts, "".join(current)], unmatched or next(iter(opened), None)
+
+
+def check_brackets(key: str, text: str, unbalanced: str | None) -> None:
+    """Refuse ``key=text`` with an ``unbalanced`` bracket: its commas cannot be told apart
+    (one list value, or several values?), so no reading of it is safe."""
+    if unbalanced is None:
+        return
+    what = "unclosed bracket" if unbalanced in "[{(" else "unmatched closing bracket"
+    raise ConfigError(
+        f"sweep: {what} in {key} ({unbalanced!r} in {key}={text}); close every bracket: "
+        f"{key}=[2,3] is one list value, {key}=2,3 two values"
+    )
 
 
 def parse_arguments(items: Sequence[str]) -> tuple[dict[str, list[str]], list[str]]:
     """The ``key=value`` arguments as (swept keys → their value texts, fixed overrides).
 
     Raises:
-        ConfigError: an empty or repeated value, a swept key given again, or no swept key.
+        ConfigError: an unclosed bracket, an empty or repeated value, a swept key given
+            again, or no swept key.
     """
     swept: dict[str, list[str]] = {}
     fixed: list[str] = []
     keys = [item.partition("=")[0].strip() for item in items]
     for key, item in zip(keys, items, strict=True):
         text = item.partition("=")[2]
-        values = [value.strip() for value in split_values(text)]
+        parts, unbalanced = scan_values(text)
+        check_brackets(key, text, unbalanced)
+        values = [value.strip() for value in parts]
         if len(values) == 1:
             fixed.append(item)
             continue
@@ -274,18 +300,30 @@ def run_sweep(
     """Run every point of the grid into ``out`` (see the module docstring) and write the
     comparison and the sweep table; returns the sweep record (what sweep.json holds)."""
     planned = plan(out, swept, fixed, config_path, teacher_from)
-    for index, item in enumerate(planned, start=1):
-        log.info("sweep point %d/%d: %s", index, len(planned), item.point.name)
-        share_finished(planned, item, teacher_from)
-        if point_done(item):
-            log.info("%s: finished with these settings, kept", item.point.name)
-        else:
-            run(item.config, item.out, quiet=quiet)
-    compare_runs([item.out for item in planned], out)
-    record = sweep_record(planned, swept, fixed, config_path)
-    atomic_write(out / "sweep.json", json.dumps(record, indent=2))
-    atomic_write(out / "sweep.md", sweep_markdown(record))
+    with claim_sweep(out):
+        for index, item in enumerate(planned, start=1):
+            log.info("sweep point %d/%d: %s", index, len(planned), item.point.name)
+            share_finished(planned, item, teacher_from)
+            if point_done(item):
+                log.info("%s: finished with these settings, kept", item.point.name)
+            else:
+                run(item.config, item.out, quiet=quiet)
+        compare_runs([item.out for item in planned], out)
+        record = sweep_record(planned, swept, fixed, config_path)
+        atomic_write(out / "sweep.json", json.dumps(record, indent=2))
+        atomic_write(out / "sweep.md", sweep_markdown(record))
     return record
+
+
+@contextlib.contextmanager
+def claim_sweep(out: Path) -> Iterator[None]:
+    """Create the sweep folder and hold its lock (``DIR/.lock``, as a run folder's) for the
+    block: a second sweep (or a run) into it meanwhile is refused with one line, instead of
+    both writing their points and tables into it. The OS releases it however the process
+    ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    with lock_output(out):
+        yield
 
 
 def checkpoints(item: Planned) -> dict[str, tuple[Path, dict[str, Any]]]:

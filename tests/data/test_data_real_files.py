@@ -11,6 +11,8 @@ import torch
 from ensemble_distill.data import DATASETS, DataSplits, create_dataset, idx
 from ensemble_distill.data.download import md5_of_bytes
 
+pytestmark = pytest.mark.slow  # reads the real data files in ../shared/data
+
 SHARED = Path("/work/shared/data")
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FILES = [SHARED / "mnist" / f for f in idx.MNIST_DIGESTS]

@@ -22,7 +22,8 @@ from ensemble_distill.methods.losses import (
     proxy_dirichlet_loss,
     proxy_dirichlet_target,
 )
-from ensemble_distill.pipeline import changed_settings, run, student_settings
+from ensemble_distill.pipeline import run
+from ensemble_distill.settings import changed_settings, student_settings
 
 
 def test_dirichlet_kl_matches_torch_distributions():

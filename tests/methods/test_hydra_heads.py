@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from ensemble_distill import cli, engine, pipeline
+from ensemble_distill import cli, engine, out_folder
 from ensemble_distill.config import build_config
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.evaluation import predict_outputs
@@ -264,7 +264,7 @@ def test_a_split_student_runs_end_to_end_and_exports(tmp_path, fmt):
 def test_split_with_head_widths_is_one_line_exit_2_and_writes_nothing(
     tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(pipeline, "start_output", lambda *a, **k: pytest.fail("run started"))
+    monkeypatch.setattr(out_folder, "start_output", lambda *a, **k: pytest.fail("run started"))
     out = tmp_path / "out"
     code = cli.main(["run", "--out", str(out), "hydra.split=1", "hydra.head_widths=[8]"])
     err = capsys.readouterr().err

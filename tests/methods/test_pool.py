@@ -9,7 +9,7 @@ from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods import METHODS, DistillContext, resolve_method
 from ensemble_distill.methods.perturbations import PerturbationConfig, PerturbationState, check_pool
 from ensemble_distill.models import ModelSpec, create_model
-from ensemble_distill.pipeline import student_settings
+from ensemble_distill.settings import student_settings
 from ensemble_distill.teachers import DeepEnsemble
 
 SPEC = ModelSpec("mlp", (1, 4, 4), 3, {"widths": [8]})

@@ -1,5 +1,6 @@
 """KD and Hydra students of a Gaussian deep ensemble, trained on tiny data."""
 
+import pytest
 import torch
 
 from ensemble_distill.config import build_config
@@ -44,6 +45,7 @@ def test_regression_teacher_fits_the_cubic():
     assert pred.means.shape == (len(y), 3) and (pred.epistemic > 0).all()
 
 
+@pytest.mark.slow  # long training: `make test-all` only
 def test_kd_and_hydra_approach_their_targets_on_training_inputs():
     context = make_context(hydra={"head_widths": [16], "head_init": "independent"})
     x, teacher = context.data.train.x, context.teacher_train_outputs

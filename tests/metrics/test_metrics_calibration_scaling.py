@@ -20,6 +20,7 @@ def test_fitted_temperature_undoes_overconfidence():
     assert metrics.fit_temperature(overconfident, labels) == pytest.approx(2.0, rel=0.1)
 
 
+@pytest.mark.slow  # 2,001-point grid: `make test-all` only
 def test_fitted_temperature_is_the_grid_minimum():
     logits, labels = sample(n=500, seed=1)
     probs = torch.softmax(logits * 1.3, -1)
@@ -148,7 +149,7 @@ def member_probs(members, seed, n=300, classes=6):
     return torch.softmax(logits.double(), -1), labels
 
 
-@pytest.mark.parametrize("members", [3, 5, 12])
+@pytest.mark.parametrize("members", [3, 5, pytest.param(12, marks=pytest.mark.slow)])
 def test_the_full_ensemble_gets_dee_m_exactly(members):
     probs, labels = member_probs(members, seed=members)
     val, test = slice(0, 150), slice(150, None)

@@ -137,7 +137,7 @@ def _write(path: Path, kind: str, trained: Path) -> None:
             ["model_args={widths: [32]}"],
             "'body.1.1.weight' has shape (16, 64) in the file but (32, 64) in the model",
         ),
-        ("pickle", "m.pt", [], "refuses to unpickle (torch.nn.modules.linear.Linear)"),
+        ("pickle", "m.pt", [], "holds Python objects (torch.nn.modules.linear.Linear), refused"),
         ("not a state dict", "m.pt", [], "holds a list, not a state dict"),
         ("damaged", "m.pt", [], "is not a readable torch.save file"),
         ("suffix", "m.txt", [], "m.txt is not a weight file"),

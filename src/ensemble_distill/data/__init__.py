@@ -27,6 +27,7 @@ in-memory data become :class:`DataSplits` through :mod:`ensemble_distill.data.ad
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ from ensemble_distill.data.base import (
     stratified_split,
     torch_permutations,
 )
+from ensemble_distill.data.identity import file_identity, folder_identity
 from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.registry import Registry
@@ -189,9 +191,19 @@ def _imagefolder(
         channels=channels,
         test_fraction=test_fraction,
         workers=workers,
+        in_memory=in_memory,
     )
+    splits = dataclasses.replace(splits, identity=image_folder_identity(data_dir, splits))
     # Decoded once into float32 tensors: faster where they fit, the same weights.
     return splits.in_memory() if in_memory else splits
+
+
+def image_folder_identity(data_dir: Path, splits: DataSplits) -> str:
+    """The identity of the image files behind the training, validation and test splits, named
+    relative to ``data_dir`` (:mod:`ensemble_distill.data.identity`; OOD images left out)."""
+    files = [splits.train.x, splits.val.x, splits.test.x]
+    paths = [path for split in files if isinstance(split, ImageFiles) for path in split.paths]
+    return folder_identity(Path(data_dir).expanduser(), paths)
 
 
 @DATASETS.register("toy-gap")
@@ -232,7 +244,8 @@ def _csv(
         if value is not None and not isinstance(value, str | Path):
             raise ConfigError(f"dataset 'csv': {key} must be a string; got {value!r}")
     # A relative path is resolved against the working directory, not data_dir.
-    return load_csv_splits(path, target, split_seed, val_fraction, shift_feature=shift_feature)
+    splits = load_csv_splits(path, target, split_seed, val_fraction, shift_feature=shift_feature)
+    return dataclasses.replace(splits, identity=file_identity(Path(path)))
 
 
 def dataset_args_of(name: str) -> dict[str, bool]:

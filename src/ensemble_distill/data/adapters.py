@@ -2,7 +2,7 @@
 
 Data (``train_data``, ``val_data``, ``data``) may be a torch ``Dataset`` yielding ``(x, y)``
 pairs, a ``DataLoader`` yielding ``(x, y)`` batches, an ``(x, y)`` tuple of tensors or NumPy
-arrays, or an :class:`ArrayDataset`; it is read once into memory, in the order it yields (a
+arrays, or an :class:`ArrayDataset`; it is read once into CPU memory, in the order it yields (a
 Dataset in index order; a ``DataLoader`` with ``shuffle=True`` gives another order each time).
 Inputs become float32 (uint8 images are divided by 255; keep images in [0, 1], which the input
 perturbations assume), 1-D inputs become (N, 1). Integer labels (N,) (or (N, 1)) become int64
@@ -52,16 +52,22 @@ def train_val(
                 "train_data and val_data have different label types (one integer, one float); "
                 "use int64 labels for classification and float targets for regression"
             )
-        if val.x.shape[1:] != train.x.shape[1:]:
-            raise DataError(
-                f"val_data inputs are {tuple(val.x.shape[1:])} but train_data inputs are "
-                f"{tuple(train.x.shape[1:])}; give both the same shape"
-            )
+        check_same_shape(val.x, "val_data", train.x, "train_data")
         return train, val
     if len(train) < 2:
         raise DataError("train_data needs at least 2 examples to hold some out for validation")
     rest, held = _carve(train.y, fraction, seed)
     return train.subset(rest), train.subset(held)
+
+
+def check_same_shape(x: Tensor, what: str, reference: Tensor, reference_what: str) -> None:
+    """Refuse inputs ``x`` (argument ``what``) whose examples are not shaped as those of
+    ``reference`` (argument ``reference_what``), naming both, before a model meets them."""
+    if x.shape[1:] != reference.shape[1:]:
+        raise DataError(
+            f"{what} inputs are {tuple(x.shape[1:])} but {reference_what} inputs are "
+            f"{tuple(reference.shape[1:])}; give both the same shape"
+        )
 
 
 def _carve(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -161,7 +167,7 @@ def _sized(value: Any) -> bool:
 
 
 def _as_inputs(x: Any, what: str) -> Tensor:
-    x = torch.as_tensor(x)
+    x = _in_memory(x, what, "inputs")
     if x.dtype == torch.uint8:
         x = x.float() / 255.0
     x = x.float()
@@ -171,6 +177,22 @@ def _as_inputs(x: Any, what: str) -> Tensor:
         raise DataError(f"{what} inputs must have an example axis, (N, ...); got a scalar")
     _check_finite(x, what, "inputs")
     return x
+
+
+def _in_memory(values: Any, what: str, kind: str) -> Tensor:
+    """``values`` as a CPU tensor of real numbers (the engine's data live in CPU memory and go
+    to the device batch by batch); tensors on the meta device (shapes without values) and
+    complex numbers are refused, naming the argument, rather than failing later inside
+    torch."""
+    values = torch.as_tensor(values)
+    if values.is_meta:
+        raise DataError(
+            f"{what} {kind} are on the meta device (shapes without values); give tensors "
+            "that hold data"
+        )
+    if values.is_complex():
+        raise DataError(f"{what} {kind} are complex ({values.dtype}); give real numbers")
+    return values.cpu()
 
 
 def _check_finite(values: Tensor, what: str, kind: str) -> None:
@@ -188,7 +210,7 @@ def _check_finite(values: Tensor, what: str, kind: str) -> None:
 
 
 def _as_targets(y: Any, what: str) -> Tensor:
-    y = torch.as_tensor(y)
+    y = _in_memory(y, what, "labels")
     if y.dim() == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.dim() != 1:
@@ -203,4 +225,11 @@ def _as_targets(y: Any, what: str) -> Tensor:
     return y.long()
 
 
-__all__ = ["DataLike", "as_dataset", "as_inputs", "in_memory_splits", "train_val"]
+__all__ = [
+    "DataLike",
+    "as_dataset",
+    "as_inputs",
+    "check_same_shape",
+    "in_memory_splits",
+    "train_val",
+]

@@ -71,6 +71,9 @@ class DataSplits:
             internally so perturbations act in [0, 1] pixel space.
         class_names: each class's name in label order, where the data names them (an image
             folder's class folders); kept in the students' manifests and exports.
+        identity: what the user's files behind the data were (an image folder, a CSV table),
+            as :mod:`ensemble_distill.data.identity` records it; None for built-in and
+            in-memory data. Part of every phase's fingerprint (config key ``data_identity``).
     """
 
     name: str
@@ -83,6 +86,7 @@ class DataSplits:
     target_mean: float = 0.0
     target_std: float = 1.0
     class_names: tuple[str, ...] | None = None
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

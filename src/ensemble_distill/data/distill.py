@@ -19,8 +19,10 @@ their features are standardised with training statistics a file cannot be checke
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -35,9 +37,12 @@ from ensemble_distill.data import (
 )
 from ensemble_distill.data.image_files import ImageFiles, in_unit_interval
 from ensemble_distill.errors import ConfigError
+from ensemble_distill.resources import available_memory, byte_text
 
 NUMPY_SUFFIXES = (".npy", ".npz")
 NPZ_KEY = "x"
+ZIP_MAGIC = b"PK\x03\x04"
+FLOAT32_BYTES = 4  # the inputs become float32: the loaded array and its float32 copy coexist
 
 
 def is_numpy_file(value: str) -> bool:
@@ -93,7 +98,7 @@ def load_distill_inputs(
     if problem is not None:
         raise ConfigError(f"config key 'distill_data' {problem}, got {value!r}")
     if is_numpy_file(value):
-        x = read_numpy_inputs(Path(value))
+        x = read_numpy_inputs(Path(value), tuple(data.train.x.shape[1:]))
     else:
         splits = create_dataset(
             value,
@@ -106,9 +111,12 @@ def load_distill_inputs(
     return checked_inputs(x, data.train.x, value)
 
 
-def read_numpy_inputs(path: Path) -> Tensor:
-    """The float32 inputs of a .npy / .npz file (uint8 divided by 255); never unpickles."""
+def read_numpy_inputs(path: Path, example_shape: tuple[int, ...] | None = None) -> Tensor:
+    """The float32 inputs of a .npy / .npz file (uint8 divided by 255); never unpickles. The
+    array's header is read first: a shape other than (N, *example_shape) or an array that
+    would not fit in memory is refused before a byte of it is loaded (or decompressed)."""
     try:
+        check_header(*numpy_header(path), path, example_shape)
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
@@ -123,6 +131,82 @@ def read_numpy_inputs(path: Path) -> Tensor:
             "are never loaded); save one with numpy.save or numpy.savez"
         ) from None
     return _as_float_inputs(loaded, path)
+
+
+def numpy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype the header of a .npy file, or of the inputs' member of an .npz
+    archive (see :func:`_npz_member`), declares; nothing after the header is read.
+
+    Raises:
+        OSError, ValueError, EOFError, zipfile.BadZipFile: a file that is no such array.
+    """
+    with path.open("rb") as handle:
+        if handle.read(len(ZIP_MAGIC)) != ZIP_MAGIC:  # as np.load tells .npy from .npz
+            handle.seek(0)
+            return _array_header(handle)
+    with zipfile.ZipFile(path) as archive, archive.open(_npz_member(archive, path)) as member:
+        return _array_header(member)
+
+
+def _array_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of the .npy stream ``handle`` from its magic string and header."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    else:  # 3.0 only stores structured dtypes with non-ASCII field names: not inputs
+        raise ValueError(f"unsupported .npy format version {version}")
+    if dtype.hasobject:  # pickled Python objects: never loaded
+        raise ValueError("an array of Python objects")
+    return tuple(shape), dtype
+
+
+def _npz_member(archive: zipfile.ZipFile, path: Path) -> str:
+    """The archive member ``np.load`` reads as the inputs: ``x.npy``, or its only member."""
+    names = archive.namelist()
+    if f"{NPZ_KEY}.npy" in names:
+        return f"{NPZ_KEY}.npy"
+    if len(names) == 1:
+        return names[0]
+    arrays = [name.removesuffix(".npy") for name in names]
+    raise ConfigError(
+        f"distill_data file {path} holds arrays {arrays or 'none'}; name the inputs "
+        f"{NPZ_KEY!r} (numpy.savez(path, {NPZ_KEY}=inputs))"
+    )
+
+
+def check_header(
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    path: Path,
+    example_shape: tuple[int, ...] | None,
+) -> None:
+    """Refuse, before loading, an array whose header declares another shape than
+    (N, *example_shape) (single-channel images may omit the channel axis), or more bytes
+    than the memory available now: the array and its float32 copy, the size named."""
+    if example_shape is not None and not fits_examples(shape, example_shape):
+        raise ConfigError(
+            f"distill_data file {path} holds an array of shape {shape}; the training inputs "
+            f"are (N, {', '.join(map(str, example_shape))}): give N ≥ 1 inputs of that shape"
+        )
+    count = math.prod(shape)
+    needed = count * dtype.itemsize + (0 if dtype == np.float32 else count * FLOAT32_BYTES)
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"distill_data file {path} holds a {dtype} array of shape {shape}: loading it "
+            f"needs {byte_text(needed)}, more than the {byte_text(available)} of memory "
+            "available; give fewer inputs"
+        )
+
+
+def fits_examples(shape: tuple[int, ...], example_shape: tuple[int, ...]) -> bool:
+    """Whether ``shape`` is (N, *example_shape), or (N, H, W) for (N, 1, H, W) images."""
+    if shape[1:] == example_shape:
+        return True
+    single_channel = len(example_shape) > 1 and example_shape[0] == 1
+    return single_channel and shape[1:] == example_shape[1:]
 
 
 def _npz_inputs(archive: np.lib.npyio.NpzFile, path: Path) -> np.ndarray:

@@ -13,6 +13,29 @@ no 30 GB of memory. Two paths keep the decoding off the critical path, both thro
   batch decodes in the calling process (and drops the plan).
 
 Decoding is deterministic, so results do not depend on the number of workers.
+
+How a file becomes pixels in [0, 1] (:func:`decode`), whatever its format and Pillow mode:
+
+* the EXIF orientation is applied first (``ImageOps.exif_transpose``): the image is read the
+  way viewers show it, and its size is the displayed one;
+* integers are scaled by their bit depth: 8-bit modes by 255; 16-bit greyscale (``I;16``,
+  ``I;16B``, ``I;16L``, and ``I``, which must hold 0..65535) by 65535, kept at float precision
+  through resizing (a 12-bit image stored in 16 bits decodes to at most 4095/65535); 16-bit
+  colour files, which Pillow reads at 8 bits per channel, by 255; ``1`` (bilevel) is 0 or 1;
+  ``F`` (32-bit float) is taken as it is and must lie in [0, 1];
+* palette images (``P``, ``PA``) through their palette; ``CMYK``, ``YCbCr``, ``LAB`` and
+  ``HSV`` by Pillow's conversion to RGB (embedded ICC profiles are not applied);
+* alpha — an alpha channel (``LA``, ``PA``, ``RGBA``, premultiplied ``La``/``RGBa``) or a
+  transparent colour (a PNG's ``tRNS``) — is composited on black: each channel is multiplied
+  by the opacity, so fully transparent pixels are 0 whatever colour they store;
+* grey sources give 3 equal channels where the dataset is colour, colour sources Pillow's
+  luma (ITU-R 601-2) where it is grey.
+
+Before any pixel is decoded, a file whose header claims more pixels than Pillow's limit
+(``PIL.Image.MAX_IMAGE_PIXELS``, 89,478,485: a decompression bomb or an image too large to
+decode) is refused, and so is a resize that would scale an image beyond it. Every unreadable
+file is refused with one line naming the file and the problem (:func:`open_image`): an empty
+file, a file that is not an image, a symbolic link to something that is not one.
 """
 
 from __future__ import annotations
@@ -21,8 +44,10 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +60,184 @@ from ensemble_distill.errors import DataError
 
 log = logging.getLogger(__name__)
 
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" must hold 0..65535 too
+GREY_MODES = ("1", "L", "LA", "La", "F", *SIXTEEN_BIT_MODES)
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+ORIENTATION = 0x0112  # the EXIF tag; 5..8 swap width and height
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def default_workers() -> int:
     """Decoding processes when the config names none: one core is left to training."""
-    return min(4, max(0, (os.cpu_count() or 1) - 1))
+    return min(4, max(0, cores() - 1))
+
+
+def pixel_limit() -> int | None:
+    """Pillow's decompression-bomb limit on pixels per image (None where it is switched off)."""
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
+
+
+@contextmanager
+def open_image(path: Path) -> Iterator:
+    """``path`` opened by Pillow; every failure, while opening or decoding in the ``with``
+    block, becomes a one-line :class:`DataError` naming the file and what is wrong with it.
+
+    A header that claims more pixels than :func:`pixel_limit` is refused before anything is
+    decoded (Pillow only warns between the limit and twice the limit; here both refuse).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(_bomb_message(path, str(exc))) from None
+    except UnidentifiedImageError:
+        raise DataError(_not_an_image_message(path)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
+
+
+def _bomb_message(path: Path, pillow_message: str) -> str:
+    claimed = re.search(r"\((\d+) pixels\)", pillow_message)
+    pixels = f"{int(claimed.group(1)):,} pixels" if claimed else "more pixels"
+    return (
+        f"image {path} claims {pixels}, more than the {pixel_limit():,} Pillow decodes (a "
+        "decompression bomb, or an image too large to decode); remove it or save it smaller"
+    )
+
+
+def _not_an_image_message(path: Path) -> str:
+    """Why Pillow could not identify ``path``, in the words a user needs."""
+    if path.is_symlink():
+        target = os.path.realpath(path)
+        return (
+            f"image {path} is a symbolic link to {target}, which is not an image (Pillow "
+            "cannot identify it); remove the link or point it at an image"
+        )
+    if os.path.getsize(path) == 0:
+        return f"image {path} is an empty file (0 bytes); remove it or copy the image again"
+    return (
+        f"image {path} is not an image (Pillow cannot identify it; is it really a "
+        f"{path.suffix} file?); remove or replace it"
+    )
+
+
+def upright_size(image) -> tuple[int, int]:
+    """(height, width) of an opened image as displayed: its EXIF orientation applied, from the
+    header only (nothing decoded; an EXIF block after a PNG's pixels counts once decoded).
+
+    A TIFF's stored size is read from its tags: recent Pillows report it already turned."""
+    from PIL import Image
+
+    height, width = image.height, image.width
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None and 256 in tags and 257 in tags:  # ImageWidth, ImageLength
+        height, width = int(tags[257]), int(tags[256])
+    return (width, height) if _orientation(image, Image.Image.getexif) > 4 else (height, width)
+
+
+def _orientation(image, getexif) -> int:
+    """The EXIF orientation of ``image`` read by ``getexif`` (1..8): 1 where there is none or
+    where the EXIF block is damaged — such a file is read as stored, as viewers show it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" notes
+            orientation = getexif(image).get(ORIENTATION, 1)
+    except Exception:  # damaged EXIF raises SyntaxError, struct.error, ValueError, ...
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def decode(image, path: Path, channels: int):
+    """An opened image, upright, as a Pillow image of mode ``L`` or ``RGB`` (8-bit sources) or
+    ``F`` (16-bit and float greyscale, in [0, 1]) — see the module docstring for the rules."""
+    from PIL import ImageOps
+
+    image = _loaded(image, path)
+    if _orientation(image, type(image).getexif) != 1:
+        image = ImageOps.exif_transpose(image)
+    image = _canonical(image, path)
+    if image.mode == "F":
+        return image
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _loaded(image, path: Path):
+    """``image`` with its pixels decoded. Pillow's TIFF reader turns an image by its
+    orientation itself, but for an uncompressed TIFF turned by 5..8 its Python path (Pillow
+    13) scrambles the pixels: such a file is read again through libtiff, which turns it right
+    (tested)."""
+    from PIL import Image, TiffImagePlugin
+
+    python_tiff = getattr(image, "use_load_libtiff", None) is False
+    if not (python_tiff and _orientation(image, Image.Image.getexif) > 4):
+        image.load()
+        return image
+    default, TiffImagePlugin.READ_LIBTIFF = TiffImagePlugin.READ_LIBTIFF, True
+    try:
+        with Image.open(path) as again:
+            again.load()
+            return again.copy()
+    finally:
+        TiffImagePlugin.READ_LIBTIFF = default
+
+
+def _canonical(image, path: Path):
+    """``image`` as ``L``, ``RGB`` (alpha and transparency composited on black) or ``F``."""
+    mode, transparent = image.mode, "transparency" in image.info
+    if mode in SIXTEEN_BIT_MODES or mode == "F":
+        return _grey_float(image, path)
+    if mode in ("LA", "La") or (mode in ("1", "L") and transparent):
+        return _on_black(image.convert("LA"))
+    if mode in ALPHA_MODES or transparent:
+        return _on_black(image.convert("RGBA"))
+    return image if mode in ("1", "L", "RGB") else image.convert("RGB")
+
+
+def _on_black(image):
+    """An ``LA`` or ``RGBA`` image composited on black: colour × alpha / 255, rounded."""
+    from PIL import Image
+
+    pixels = np.asarray(image).astype(np.uint32)
+    colour = ((pixels[..., :-1] * pixels[..., -1:] + 127) // 255).astype(np.uint8)
+    return Image.fromarray(colour[..., 0] if image.mode == "LA" else colour)
+
+
+def _grey_float(image, path: Path):
+    """A 16-bit (or float) greyscale image as mode ``F`` in [0, 1], its transparent value 0."""
+    from PIL import Image
+
+    values = np.asarray(image)
+    if image.mode == "F":
+        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise DataError(
+                f"image {path} holds floating-point pixels in [{values.min()}, "
+                f"{values.max()}]; float images must lie in [0, 1]: rescale it or save it "
+                "as 8- or 16-bit integers"
+            )
+        return image
+    if values.min() < 0 or values.max() > 65535:
+        raise DataError(
+            f"image {path} holds 32-bit integer pixels in [{values.min()}, {values.max()}]; "
+            "integer greyscale images are read as 16-bit (0..65535): save it as a 16-bit PNG "
+            "or TIFF"
+        )
+    grey = values.astype(np.float32) / np.float32(65535)
+    key = image.info.get("transparency")
+    if isinstance(key, int):
+        grey[values == key] = 0
+    return Image.fromarray(grey, "F")
 
 
 @dataclass(frozen=True)
@@ -67,35 +264,45 @@ class ImageTransform:
         return (self.channels, height, width)
 
     def __call__(self, path: Path) -> Tensor:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise DataError(f"cannot read image {path} ({exc}); remove or replace it") from None
+        with open_image(path) as image:
+            image = decode(image, path, self.channels)
         if self.size is not None:
-            image = self._resized_crop(image)
+            image = self._resized_crop(image, path)
         elif (image.height, image.width) != self.native:
             raise DataError(
                 f"image {path} is {image.height}x{image.width} but the others are "
                 f"{self.native[0]}x{self.native[1]}; set dataset_args.image_size to resize "
                 "every image to one size"
             )
-        pixels = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, -1)
-        return torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        return _tensor(image, self.channels)
 
-    def _resized_crop(self, image):
+    def _resized_crop(self, image, path: Path):
         from PIL import Image
 
         height, width = self.size
         shorter = self.resize or max(height, width)
         scale = shorter / min(image.height, image.width)
         scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        limit = pixel_limit()
+        if limit is not None and scaled[0] * scaled[1] > limit:
+            raise DataError(
+                f"image {path} ({image.height}x{image.width}) would be scaled to "
+                f"{scaled[1]}x{scaled[0]} before the centre crop, more than the {limit:,} "
+                "pixels Pillow decodes; crop it to a less elongated shape or remove it"
+            )
         if scaled != image.size:
             image = image.resize(scaled, Image.Resampling.BILINEAR)
         left, top = (image.width - width) // 2, (image.height - height) // 2
         return image.crop((left, top, left + width, top + height))
+
+
+def _tensor(image, channels: int) -> Tensor:
+    """A decoded ``L``/``RGB`` (÷255) or ``F`` image as a (channels, H, W) float32 tensor."""
+    if image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float32)[..., None].repeat(channels, axis=-1)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+    pixels = np.asarray(image, dtype=np.uint8).reshape(image.height, image.width, -1)
+    return torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32) / 255.0)
 
 
 class _Files(Dataset):

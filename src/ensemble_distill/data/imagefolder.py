@@ -8,11 +8,23 @@ Layouts of ``data_dir`` (the class folders' names, sorted, are the classes in la
     DIR/train/..., DIR/val/<class>/..., DIR/test/<class>/...   given splits (either or both)
     DIR/ood/**/*.png                    optional: out-of-distribution images (set "ood")
 
-Any format Pillow reads counts as an image (:data:`EXTENSIONS`); other files are ignored.
+Any format Pillow reads counts as an image (:data:`EXTENSIONS`); other files are ignored, and
+so is everything hidden: at every level below ``data_dir`` (class folders, their sub-folders,
+files, ``ood/``), a name that starts with ``.`` or is a known metadata folder
+(:data:`METADATA_FOLDERS`: ``@eaDir``, ``__MACOSX``, ...) is skipped with all it holds. A
+classifier needs at least two class folders. How files become pixels (bit depth, palette,
+alpha, EXIF orientation): :mod:`ensemble_distill.data.image_files`.
+
+Resources are checked before any image is decoded: ``workers`` at most the cores this process
+may use (more only compete for them; the fix is stated), ``image_size`` at most Pillow's pixel
+limit per image, and with ``in_memory`` the decoded images (twice N x C x H x W x 4 bytes
+while they are gathered) against the memory available.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,22 +32,52 @@ import torch
 from torch import Tensor
 
 from ensemble_distill.data.base import ArrayDataset, DataSplits, holdout_split, torch_permutations
-from ensemble_distill.data.image_files import GREY_MODES, ImageFiles, ImageTransform
-from ensemble_distill.errors import DataError
+from ensemble_distill.data.image_files import (
+    GREY_MODES,
+    ImageFiles,
+    ImageTransform,
+    cores,
+    open_image,
+    pixel_limit,
+    upright_size,
+)
+from ensemble_distill.errors import ConfigError, DataError
+from ensemble_distill.resources import available_memory, byte_text
+
+log = logging.getLogger(__name__)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 SPLITS = ("train", "val", "test")
 OOD_FOLDER = "ood"
+# Folders that file managers, NAS boxes, archivers and file systems add beside the user's files.
+METADATA_FOLDERS = frozenset(
+    {"@eaDir", "__MACOSX", "#recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found"}
+)
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is skipped at every level: a dot name or metadata."""
+    return name.startswith(".") or name in METADATA_FOLDERS
 
 
 def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+    return path.is_file() and path.suffix.lower() in EXTENSIONS and not is_hidden(path.name)
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every image below ``folder``, hidden folders not entered, sorted (symbolic links to
+    folders below it are not followed, as ``Path.rglob`` does not)."""
+    found = []
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not is_hidden(name)]
+        found += [path for name in files if is_image(path := Path(parent, name))]
+    return sorted(found)
 
 
 def class_folders(root: Path) -> list[Path]:
     """The class sub-folders of ``root`` (hidden ones and the split/OOD names skipped), sorted."""
     reserved = {*SPLITS, OOD_FOLDER}
-    folders = (p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = (p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
     return sorted(p for p in folders if p.name not in reserved)
 
 
@@ -56,7 +98,7 @@ def scan_classes(root: Path, classes: Sequence[str] | None = None) -> tuple[list
         )
     paths, labels = [], []
     for folder in folders:
-        images = sorted(p for p in folder.rglob("*") if is_image(p))
+        images = images_under(folder)
         if not images:
             raise DataError(
                 f"class folder {folder} holds no images ({', '.join(EXTENSIONS)}); add images "
@@ -77,24 +119,23 @@ def load_imagefolder_splits(
     channels: int | None = None,
     test_fraction: float = 0.2,
     workers: int | None = None,
+    in_memory: bool = False,
 ) -> DataSplits:
     """The images of ``data_dir`` as streamed :class:`DataSplits` (see the module docstring).
 
     Missing splits are held out stratified and seeded like every built-in dataset's: the test
     split (``test_fraction``) with ``split_seed``, then validation (``val_fraction``) with
     ``split_seed + 1``. Class names are kept (``DataSplits.class_names``) for the manifests.
+    ``in_memory``: the caller will decode every image into memory; checked to fit first.
     """
     from ensemble_distill.data.image_files import default_workers
 
+    workers = default_workers() if workers is None else check_workers(workers)
     root = _root(data_dir)
     train_root = root / "train" if (root / "train").is_dir() else root
-    paths, labels = scan_classes(train_root)
-    if not paths:
-        raise DataError(
-            f"{train_root} has no class folders; put each class's images in its own sub-folder "
-            f"({train_root}/<class>/image.png)"
-        )
     classes = [p.name for p in class_folders(train_root)]
+    check_classes(train_root, classes)
+    paths, labels = scan_classes(train_root)
     given = {
         split: scan_classes(root / split, classes)
         for split in ("val", "test")
@@ -105,7 +146,6 @@ def load_imagefolder_splits(
     if transform.size is None:
         every = [*paths, *(p for split, _ in given.values() for p in split), *ood]
         check_native_sizes(every, transform.native)
-    workers = default_workers() if workers is None else workers
 
     def files(split_paths: Sequence[Path]) -> ImageFiles:
         return ImageFiles(split_paths, transform, workers=workers)
@@ -128,6 +168,9 @@ def load_imagefolder_splits(
         rest, held = _split(labels, val_fraction, split_seed + 1)
         given["val"] = ([paths[i] for i in held], labels[held])
         paths, labels = [paths[i] for i in rest], labels[rest]
+    if in_memory:
+        every = len(paths) + sum(len(split) for split, _ in given.values()) + len(ood)
+        check_fits_in_memory(every, transform.output_shape)
     return DataSplits(
         name="imagefolder",
         train=dataset(paths, labels, "train"),
@@ -139,6 +182,50 @@ def load_imagefolder_splits(
         else {},
         class_names=tuple(classes),
     )
+
+
+def check_workers(workers: int) -> int:
+    """``workers`` if this machine has the cores for them: decoding is CPU work, and more
+    processes than cores only compete for them (and for memory)."""
+    available = cores()
+    if workers > available:
+        raise ConfigError(
+            f"dataset_args.workers={workers} is more than the {available} CPU cores this "
+            f"process may use, and more decoding processes than cores only slow each other "
+            f"down; set dataset_args.workers to at most {available} (0: decode in the training "
+            "process)"
+        )
+    return workers
+
+
+def check_classes(root: Path, classes: Sequence[str]) -> None:
+    """A classifier needs two classes: a single class folder would train a 1-class model
+    that scores accuracy 1.0."""
+    hidden = sorted(p.name for p in root.iterdir() if p.is_dir() and is_hidden(p.name))
+    if hidden:
+        log.info("%s: skipped hidden folders %s", root, ", ".join(hidden))
+    if len(classes) < 2:
+        found = f"only the class folder {classes[0]}" if classes else "no class folders"
+        raise DataError(
+            f"{root} has {found}, and a classifier needs at least two; put each class's "
+            f"images in its own sub-folder ({root}/<class>/image.png; names starting with "
+            "'.' and metadata folders such as @eaDir are skipped)"
+        )
+
+
+def check_fits_in_memory(count: int, shape: tuple[int, int, int]) -> None:
+    """``count`` decoded float32 images of ``shape`` (C, H, W) must fit in memory, twice: the
+    decoded batches and the tensor they are gathered into coexist for a moment."""
+    need = 2 * count * 4 * shape[0] * shape[1] * shape[2]
+    free = available_memory()
+    if free is not None and need > free:
+        c, h, w = shape
+        raise DataError(
+            f"dataset_args.in_memory needs {byte_text(need)} ({count} images of {c}x{h}x{w} "
+            f"float32 take {byte_text(need // 2)}, twice that while they are gathered) but "
+            f"{byte_text(free)} is available; set in_memory: false to stream them from disk, or a "
+            "smaller image_size"
+        )
 
 
 def _root(data_dir: Path | None) -> Path:
@@ -168,7 +255,7 @@ def _split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
 
 def _ood_images(root: Path) -> list[Path]:
     folder = root / OOD_FOLDER
-    return sorted(p for p in folder.rglob("*") if is_image(p)) if folder.is_dir() else []
+    return images_under(folder) if folder.is_dir() else []
 
 
 def image_transform(
@@ -179,8 +266,6 @@ def image_transform(
 ) -> ImageTransform:
     """The dataset_args checked and made a transform; ``first`` (the first training image)
     decides the channels and, without ``image_size``, the size every image must have."""
-    from PIL import Image
-
     size = _size(image_size)
     if resize is not None and (size is None or not isinstance(resize, int) or resize < 1):
         raise DataError(
@@ -189,11 +274,8 @@ def image_transform(
         )
     if channels not in (None, 1, 3):
         raise DataError(f"dataset_args.channels must be 1 or 3; got {channels!r}")
-    try:
-        with Image.open(first) as image:
-            mode, native = image.mode, (image.height, image.width)
-    except OSError as exc:
-        raise DataError(f"cannot read image {first} ({exc}); remove or replace it") from None
+    with open_image(first) as image:
+        mode, native = image.mode, upright_size(image)
     channels = channels or (1 if mode in GREY_MODES else 3)
     return ImageTransform(channels, size, resize, None if size else native)
 
@@ -207,18 +289,24 @@ def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
             f"dataset_args.image_size must be a positive integer or [height, width]; "
             f"got {image_size!r}"
         )
+    limit = pixel_limit()
+    if limit is not None and size[0] * size[1] > limit:
+        raise DataError(
+            f"dataset_args.image_size {size[0]}x{size[1]} is {size[0] * size[1]:,} pixels per "
+            f"image ({byte_text(4 * size[0] * size[1])} per channel as float32), more than the "
+            f"{limit:,} pixels Pillow decodes; choose a smaller image_size"
+        )
     return (size[0], size[1])
 
 
 def check_native_sizes(paths: Sequence[Path], native: tuple[int, int]) -> None:
-    """Without ``image_size`` every image must have the first one's size (headers only)."""
-    from PIL import Image
-
+    """Without ``image_size`` every image must have the first one's size as displayed (its
+    EXIF orientation applied; headers only)."""
     for path in paths:
-        with Image.open(path) as image:
-            if (image.height, image.width) != native:
-                raise DataError(
-                    f"image {path} is {image.height}x{image.width} but {paths[0]} is "
-                    f"{native[0]}x{native[1]}; set dataset_args.image_size to resize every "
-                    "image to one size"
-                )
+        with open_image(path) as image:
+            height, width = upright_size(image)
+        if (height, width) != native:
+            raise DataError(
+                f"image {path} is {height}x{width} but {paths[0]} is {native[0]}x{native[1]}; "
+                "set dataset_args.image_size to resize every image to one size"
+            )

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ensemble_distill import distributed
 from ensemble_distill.data import DataSplits
-from ensemble_distill.data.image_files import in_unit_interval, planner
+from ensemble_distill.data.image_files import ImageFiles, batches_of, in_unit_interval, planner
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
 from ensemble_distill.methods.losses import (
     hydra_loss,
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from ensemble_distill.config import OptimConfig, RunConfig
 
 log = logging.getLogger(__name__)
+# The perturbed validation inputs' stream: the run's seed plus this (the draws' is seed + 1).
+VALIDATION_STREAM = 2
 
 
 @dataclass
@@ -119,6 +121,8 @@ class DistillContext:
             clip=in_unit_interval(self.data.train.x),
             mixup_alpha=self.config.perturbation.mixup_alpha,
             max_shift=self.config.perturbation.max_shift,
+            patch=self.config.perturbation.patch,
+            mixture=self.config.perturbation.mixture,
         )
         aux = self.distill_inputs
         self._aux = None if aux is None else aux.to(self.device)
@@ -206,6 +210,22 @@ class DistillContext:
             compile=self.config.compile,
             prefetch=planner(self._x),
         )
+
+    def validation_inputs(self) -> list[Tensor | ImageFiles]:
+        """The inputs a post-hoc fit on validation data reads (never the OOD set): the clean
+        validation inputs and, when the method has a perturbation, one perturbed copy of them,
+        batch by batch (``eval.batch_size``). The copy draws from a stream of its own, seeded
+        by the run's seed alone: the training streams (and so a resume) are untouched, and
+        every rank of a data-parallel run perturbs alike (it fits the same value)."""
+        clean = self.data.val.x
+        if self.perturbation is None:
+            return [clean]
+        generator = torch.Generator().manual_seed(self.config.seed + VALIDATION_STREAM)
+        state = dataclasses.replace(self._state, generator=generator)
+        self.teacher.eval()
+        batches = batches_of(clean, self.config.eval.batch_size)
+        perturbed = [self.perturbation(x.to(self.device), state).cpu() for x in batches]
+        return [clean, torch.cat(perturbed)]
 
     def _streams(self) -> list[torch.Generator]:
         """The random streams a resume restores: the perturbation's, and the draws' when

@@ -20,6 +20,7 @@ from ensemble_distill.methods.base import (
     DistillOptions,
     distillation_loss,
 )
+from ensemble_distill.methods.disagreement_fit import with_disagreement_temperature
 from ensemble_distill.models import Classifier
 from ensemble_distill.models.batchensemble import (
     BatchEnsemble,
@@ -31,8 +32,9 @@ from ensemble_distill.options import at_least, positive
 
 
 @dataclass
-class BEConfig(DistillOptions):
-    """BatchEnsemble one-to-one students (Nam et al. 2021): member j learns from teacher j."""
+class OneToOneOptions(DistillOptions):
+    """What every BatchEnsemble student trained member by teacher shares (``be``,
+    ``latentbe``): factor initialisation and learning rate, α and τ."""
 
     init: Literal["normal", "ones"] = "normal"  # r, s ~ N(1, init_std) (2021 code) | ones (2022)
     init_std: float = 0.5
@@ -47,7 +49,16 @@ class BEConfig(DistillOptions):
 
 
 @dataclass
-class LatentBEConfig(BEConfig):
+class BEConfig(OneToOneOptions):
+    """BatchEnsemble one-to-one students (Nam et al. 2021): member j learns from teacher j."""
+
+    # true: after training, scale the members' logits to z̄ + s·(z_m − z̄) with s fitted so that
+    # the mean MI on the validation inputs is the ensemble's (docs/methods.md); false: s = 1
+    disagreement_temperature: bool = False
+
+
+@dataclass
+class LatentBEConfig(OneToOneOptions):
     """LatentBE (Nam et al. 2022): BE trained with factors from 1 and its diversifying
     perturbation, then folded into one plain network (mean factors)."""
 
@@ -57,7 +68,7 @@ class LatentBEConfig(BEConfig):
 
 
 def train_one_to_one(
-    student: BatchEnsemble, context: DistillContext, options: BEConfig, desc: str
+    student: BatchEnsemble, context: DistillContext, options: OneToOneOptions, desc: str
 ) -> list[dict[str, Any]]:
     """Train a BatchEnsemble member-by-teacher; factors r, s in their own parameter group
     (learning rate × ``factor_lr_scale``, no weight decay: decay would pull them to 0)."""
@@ -93,7 +104,10 @@ class BatchEnsembleDistillation(DistillMethod):
     def train(
         self, student: BatchEnsemble, context: DistillContext, options: BEConfig
     ) -> list[dict[str, Any]]:
-        return train_one_to_one(student, context, options, desc="be")
+        history = train_one_to_one(student, context, options, desc="be")
+        if options.disagreement_temperature:
+            history = with_disagreement_temperature(student, context, history, "be")
+        return history
 
 
 class LatentBE(DistillMethod):

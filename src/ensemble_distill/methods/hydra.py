@@ -18,10 +18,19 @@ from ensemble_distill.methods.base import (
     DistillOptions,
     distillation_loss,
 )
+from ensemble_distill.methods.disagreement_fit import with_disagreement_temperature
+from ensemble_distill.methods.losses import disagreement_loss
 from ensemble_distill.models import Classifier, ModelSpec, create_model
-from ensemble_distill.models.heads import StackedLayerHeads, StackedMLPHeads, perturb_members_
+from ensemble_distill.models.disagreement import SCALE_BUFFER, scale_disagreement
+from ensemble_distill.models.heads import (
+    LowRankAdapters,
+    StackedLayerHeads,
+    StackedMLPHeads,
+    copy_member_,
+    perturb_members_,
+)
 from ensemble_distill.models.stacked import grouped_leaves
-from ensemble_distill.options import InvalidValue, positive, require, unit_interval
+from ensemble_distill.options import InvalidValue, at_least, positive, require, unit_interval
 from ensemble_distill.teachers import DeepEnsemble
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,14 @@ class HydraConfig(DistillOptions):
     more like the ensemble (Spearman ρ 0.73 vs 0.62), keep 6.6× more of its OOD MI and reach a
     better calibrated NLL (0.0480 vs 0.0508).
 
+    Two options aim at the members' disagreement off the training data (issue 28):
+    ``adapter_rank`` r > 0 gives each head a rank-r residual adapter on the body's features
+    (:class:`~ensemble_distill.models.heads.LowRankAdapters`, 2·F·r weights per head), and
+    ``disagreement_weight`` λ > 0 adds λ·(MI_student − MI_teacher)² per example
+    (:func:`~ensemble_distill.methods.losses.disagreement_loss`) to phase 2's loss.
+    ``phase1_fraction: 0`` with ``head_init: independent`` trains body and heads jointly from
+    the first step (one phase).
+
     ``head_init`` says what the heads start phase 2 from:
 
     * ``copy`` — every head a copy of the phase-1 head (the paper): the heads' disagreement,
@@ -85,6 +102,13 @@ class HydraConfig(DistillOptions):
     # The member architecture's last weight layers (Linear / Conv2d) each head takes over;
     # null: heads of head_widths on the body's features.
     split: int | None = None
+    # > 0: each head gets a rank-r residual adapter on the body's features (LowRankAdapters)
+    adapter_rank: int = 0
+    # λ of the per-example disagreement term λ·(MI_student − MI_teacher)² (disagreement_loss)
+    disagreement_weight: float = 0.0
+    # true: after training, scale the heads' logits to z̄ + s·(z_m − z̄) with s fitted so that
+    # the mean MI on the validation inputs is the ensemble's (docs/methods.md); false: s = 1
+    disagreement_temperature: bool = False
 
     def check(self) -> None:
         super().check()
@@ -92,6 +116,15 @@ class HydraConfig(DistillOptions):
         for index, width in enumerate(self.head_widths or []):
             require(width >= 1, f"head_widths[{index}]", "must be >= 1", width)
         positive(self, "head_init_std")
+        at_least(self, 0, "adapter_rank")
+        at_least(self, 0.0, "disagreement_weight")
+        require(
+            self.adapter_rank == 0 or self.split is None,
+            "adapter_rank",
+            "adapts the body's feature vector, which split heads do not take: set "
+            "hydra.split=null, or hydra.adapter_rank=0",
+            self.adapter_rank,
+        )
         if self.split is not None:
             require(self.split >= 1, "split", "must be >= 1 or null (MLP heads)", self.split)
             require(
@@ -119,16 +152,31 @@ class HydraStudent(nn.Module):
 
     The heads are a :class:`StackedMLPHeads` on a feature vector (batch, F), or, with
     ``split``, a :class:`StackedLayerHeads` on the body's activations (batch, ...); either way
-    all M run in one batched computation.
+    all M run in one batched computation. The heads' logits are then scaled around their mean
+    by the buffer ``disagreement_scale`` (:func:`scale_disagreement`; 1, no change, unless
+    ``disagreement_temperature`` fitted it).
     """
 
-    def __init__(self, body: nn.Module, heads: StackedMLPHeads | StackedLayerHeads) -> None:
+    disagreement_scale: Tensor
+
+    def __init__(
+        self,
+        body: nn.Module,
+        heads: StackedMLPHeads | StackedLayerHeads,
+        adapters: LowRankAdapters | None = None,
+    ) -> None:
         super().__init__()
         self.body = body
         self.heads = heads
+        self.adapters = adapters
+        # s of scale_disagreement: 1 (no change) until hydra.disagreement_temperature fits it
+        self.register_buffer(SCALE_BUFFER, torch.ones(()))
 
     def forward(self, x: Tensor, heads: slice = slice(None)) -> Tensor:
-        return self.heads(self.body(x), heads)
+        features = self.body(x)
+        if self.adapters is not None:
+            features = self.adapters(features, heads)
+        return scale_disagreement(self.heads(features, heads), self.disagreement_scale)
 
 
 class FirstHead(nn.Module):
@@ -191,7 +239,10 @@ class Hydra(DistillMethod):
         if options.split is None:
             outputs = base.head.out_features
             heads = StackedMLPHeads(base.feature_dim, options.mlp_widths, outputs, members)
-            return HydraStudent(base.body, heads)
+            adapters = None
+            if options.adapter_rank:
+                adapters = LowRankAdapters(base.feature_dim, options.adapter_rank, members)
+            return HydraStudent(base.body, heads, adapters)
         donors = [base, *(reinitialised(base) for _ in range(members - 1))]
         return split_student(donors, options.split)
 
@@ -213,10 +264,24 @@ class Hydra(DistillMethod):
             batch = context.batch(index)
             student.train()
             outputs = student(batch.x_distill)  # (batch, members, classes)
-            return distillation_loss(
+            loss = distillation_loss(
                 student, batch, outputs, options, one_to_one=True, regression=context.regression
             )
+            if options.disagreement_weight:
+                mismatch = disagreement_loss(outputs, batch.teacher_outputs)
+                loss = loss + options.disagreement_weight * mismatch
+            return loss
 
+        if options.disagreement_weight and context.regression:
+            raise ConfigError(
+                "hydra.disagreement_weight matches the members' mutual information, which "
+                "regression heads do not have; set it to 0"
+            )
+        if options.disagreement_temperature and context.regression:
+            raise ConfigError(
+                "hydra.disagreement_temperature scales the heads' logits, which regression "
+                "heads do not have (they output Gaussians); set it to false"
+            )
         if options.head_init == "members":
             init_from_members(student, context.teacher)
         history = []
@@ -234,6 +299,8 @@ class Hydra(DistillMethod):
             epochs=context.epochs - phase1,
         )
         history += [{"phase": 2, **row} for row in rows]
+        if options.disagreement_temperature:
+            history = with_disagreement_temperature(student, context, history, "hydra")
         return history
 
 
@@ -263,6 +330,8 @@ def start_heads(student: HydraStudent, options: HydraConfig, seed: int) -> None:
     and ``members`` keep the heads as they are."""
     if options.head_init in ("copy", "perturbed"):
         student.heads.copy_head(0)
+        if student.adapters is not None:
+            copy_member_(student.adapters, 0)
     if options.head_init == "perturbed":
         generator = torch.Generator().manual_seed(seed)
         perturb_members_(student.heads, options.head_init_std, generator)

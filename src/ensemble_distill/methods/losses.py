@@ -86,6 +86,29 @@ def hydra_loss(student_logits: Tensor, teacher_logits: Tensor, *, temperature: f
     return temperature**2 * kl.mean()
 
 
+def member_mutual_information(logits: Tensor) -> Tensor:
+    """Per-example mutual information of member logits (batch, members, classes), in nats:
+    MI = H[p̄] − (1/M) Σ_m H[p_m], p_m = σ(z_m), p̄ their mean (Depeweg et al. 2018); (batch,).
+    Differentiable (``metrics.mutual_information`` is the float64 metric)."""
+    log_p = F.log_softmax(full_precision(logits), dim=-1)
+    log_mean = torch.logsumexp(log_p, dim=1) - math.log(logits.shape[1])  # (batch, classes)
+    total = -(log_mean.exp() * log_mean).sum(-1)
+    expected = -(log_p.exp() * log_p).sum(-1).mean(-1)
+    return total - expected
+
+
+def disagreement_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """(1/B) Σ_b (MI_S(x_b) − MI_T(x_b))²: the members' disagreement itself matched example by
+    example (issue 28), beside the per-member KL, which a compact student can satisfy on
+    average while its heads agree where the teachers do not. Temperature 1, as MI is read.
+
+    Args:
+        student_logits, teacher_logits: (batch, members, classes); members may differ.
+    """
+    target = member_mutual_information(teacher_logits.detach())
+    return (member_mutual_information(student_logits) - target).pow(2).mean()
+
+
 def dirichlet_nll(log_alpha: Tensor, member_probs: Tensor, *, smoothing: float = 1e-3) -> Tensor:
     """EnD² loss (Malinin et al. 2019): NLL of every member's probabilities under Dir(α).
 

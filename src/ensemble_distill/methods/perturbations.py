@@ -15,6 +15,18 @@ consistent": function matching on varied views):
 - ``mixup``: x̃ = λ·x + (1 − λ)·x[π], λ ~ Beta(a, a) per example (a = ``mixup_alpha``), π a
   random pairing within the batch (Zhang et al. 2018); labelled by the teachers only.
 
+Non-examples made from the training set alone (issue 28: the members disagree off the data,
+so the student must see inputs off the data; never the evaluation's OOD set):
+
+- ``patchshuffle``: each image cut into ``patch`` × ``patch`` tiles whose order is permuted at
+  random per image: the data's own strokes and textures in no class's arrangement (the jigsaw
+  inputs of Noroozi & Favaro 2016, here as inputs the teachers label). Images only.
+
+``clean`` leaves the inputs as they are, and ``mixture`` gives each example one of the inputs
+of ``perturbation.mixture`` (name → weight) at random, in proportion to the weights: e.g.
+``hydra+mixture`` with ``{clean: 1, mixup: 2, patchshuffle: 1}`` trains on a quarter clean, half
+mixup and a quarter patch-shuffled inputs in every batch (or pooled copy).
+
 Perturbations that make teachers disagree (Nam et al. 2021, 2022), x̃ = clip(x + δ, 0, 1)
 (inputs that are not pixels, such as a regression table's standardised features, are not
 clipped):
@@ -42,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -51,7 +63,7 @@ from torch import Tensor, nn
 
 from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
-from ensemble_distill.options import Section, at_least, positive
+from ensemble_distill.options import Section, at_least, positive, require
 from ensemble_distill.registry import Registry
 from ensemble_distill.teachers import DeepEnsemble
 
@@ -64,6 +76,9 @@ class PerturbationConfig(Section):
     temperature: float = 1.0  # τ of the teacher probabilities that ODS diversifies
     mixup_alpha: float = 1.0  # mixup: λ ~ Beta(a, a); 1 = uniform
     max_shift: int = 2  # augment: largest shift in pixels
+    patch: int = 7  # patchshuffle: tile side in pixels (at most half the image's side is used)
+    # mixture: each example takes one of these inputs at random, in proportion to its weight
+    mixture: dict = field(default_factory=lambda: {"clean": 1, "mixup": 2, "patchshuffle": 1})
     # 0: perturb every batch live. K >= 1: perturb K copies of the distillation inputs once,
     # with the teachers' outputs on them, and draw one copy per example (no teacher in training)
     pool: int = 0
@@ -71,7 +86,13 @@ class PerturbationConfig(Section):
     def check(self) -> None:
         at_least(self, 0.0, "eta", "max_shift")
         at_least(self, 0, "pool")
-        positive(self, "temperature", "mixup_alpha")
+        positive(self, "temperature", "mixup_alpha", "patch")
+        for name, weight in self.mixture.items():
+            known = [n for n in PERTURBATIONS.names() if n not in MIXTURE_EXCLUDED]
+            require(name in known, f"mixture.{name}", f"must name one of {', '.join(known)}", name)
+            ok = isinstance(weight, int | float) and not isinstance(weight, bool) and weight >= 0
+            require(ok, f"mixture.{name}", "must be a weight >= 0", weight)
+        require(sum(self.mixture.values()) > 0, "mixture", "needs a positive weight", self.mixture)
 
 
 @dataclass
@@ -86,16 +107,27 @@ class PerturbationState:
     clip: bool = True  # keep x̃ in [0, 1]: true for pixel inputs, false for other features
     mixup_alpha: float = 1.0
     max_shift: int = 2
+    patch: int = 7
+    mixture: dict[str, float] = field(default_factory=lambda: {"clean": 1.0})
 
 
 Perturbation = Callable[[Tensor, PerturbationState], Tensor]
 # Inputs that never read the teacher's class probabilities: the ones regression allows.
-PROBABILITY_FREE = ("gaussian", "mixup")
+PROBABILITY_FREE = ("clean", "gaussian", "mixup")
 # Inputs that need images (batch, channels, height, width).
-NEEDS_IMAGES = ("augment",)
+NEEDS_IMAGES = ("augment", "patchshuffle")
 # Perturbations that probe the student's members: only for methods that train members.
 NEEDS_STUDENT_MEMBERS = ("diverse",)
+# What a mixture may not hold: itself, and what probes the student (it would then run live).
+MIXTURE_EXCLUDED = ("mixture", *NEEDS_STUDENT_MEMBERS)
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")
+
+
+def expand_mixture(inputs: list[str], config: PerturbationConfig) -> list[str]:
+    """``inputs`` with ``mixture`` replaced by the inputs of its positive weights: what a
+    method's distillation inputs can be, for the checks of what each input needs."""
+    parts = [name for name, weight in config.mixture.items() if weight > 0]
+    return [part for name in inputs for part in (parts if name == "mixture" else [name])]
 
 
 def apply_step(x: Tensor, delta: Tensor, clip: bool = True) -> Tensor:
@@ -140,6 +172,53 @@ def augment(x: Tensor, state: PerturbationState) -> Tensor:
         flip = (torch.rand(batch, generator=state.generator) < 0.5).to(x.device)
         views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
     return views.contiguous().detach()
+
+
+@PERTURBATIONS.register("clean")
+def clean(x: Tensor, state: PerturbationState) -> Tensor:
+    """The inputs as they are (a mixture's or a pool's unperturbed share)."""
+    return x.detach()
+
+
+@PERTURBATIONS.register("patchshuffle")
+def patch_shuffle(x: Tensor, state: PerturbationState) -> Tensor:
+    """Each image's ``p`` × ``p`` tiles in a random order of its own (p = ``state.patch``, at
+    most half the shorter side, so there are at least four tiles); the rows and columns past
+    the last whole tile stay where they are."""
+    batch, channels, height, width = x.shape
+    p = max(1, min(state.patch, min(height, width) // 2))
+    rows, cols = height // p, width // p
+    tiles = (
+        x[:, :, : rows * p, : cols * p]
+        .reshape(batch, channels, rows, p, cols, p)
+        .permute(0, 2, 4, 1, 3, 5)
+        .reshape(batch, rows * cols, channels, p, p)
+    )
+    order = torch.rand(batch, rows * cols, generator=state.generator).argsort(dim=1)
+    shuffled = tiles[torch.arange(batch).view(-1, 1), order.to(x.device)]
+    region = (
+        shuffled.reshape(batch, rows, cols, channels, p, p)
+        .permute(0, 3, 1, 4, 2, 5)
+        .reshape(batch, channels, rows * p, cols * p)
+    )
+    out = x.clone()
+    out[:, :, : rows * p, : cols * p] = region
+    return out.detach()
+
+
+@PERTURBATIONS.register("mixture")
+def mixture(x: Tensor, state: PerturbationState) -> Tensor:
+    """Each example perturbed by one input of ``state.mixture`` (name → weight), drawn in
+    proportion to the weights; each input runs once, on the examples that drew it."""
+    names = list(state.mixture)
+    weights = torch.tensor([float(state.mixture[name]) for name in names])
+    choice = torch.multinomial(weights, x.shape[0], replacement=True, generator=state.generator)
+    out = x.clone()
+    for k, name in enumerate(names):
+        rows = (choice == k).nonzero().flatten().to(x.device)
+        if len(rows):
+            out[rows] = PERTURBATIONS.get(name)(x[rows], state)
+    return out.detach()
 
 
 @PERTURBATIONS.register("mixup")

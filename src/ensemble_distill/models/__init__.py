@@ -12,17 +12,24 @@ own code: ``factory(**model_args)`` must return the whole network (inputs as the
 them, [0, 1] pixels, to outputs), e.g. ``timm:create_model`` with ``model_args`` ``{model_name:
 resnet18, num_classes: 10, in_chans: 1}``. It has no body/head split, so only the methods whose
 student is the whole network take it as the student.
+
+An import path is code: naming one runs it. A config the user wrote is trusted to do so (the
+standard library and builtins are refused outright: they build no network, and ``os:system``
+would run a shell command); a manifest in a folder someone else wrote is not, so loading one
+that names an import path needs an explicit opt-in (:func:`require_trusted`,
+docs/reliability.md "Trust boundary").
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import sys
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from ensemble_distill.errors import ConfigError
+from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.models.base import Classifier, ModelSpec, Normalize
 from ensemble_distill.models.cnn import cnn_body
 from ensemble_distill.models.mlp import mlp_body
@@ -52,12 +59,13 @@ def is_factory(name: str) -> bool:
 
 
 def model_name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a model (None when it can): not registered, or an import path
-    that is not ``package.module:factory``. Nothing is imported here (see :func:`create_model`)."""
+    """Why ``name`` cannot name a model (None when it can): not registered, an import path
+    that is not ``package.module:factory``, or one into the standard library or builtins.
+    Nothing is imported here (see :func:`create_model`)."""
     if is_factory(name):
-        if _IMPORT_PATH.fullmatch(name):
-            return None
-        return "must be an import path package.module:factory (e.g. timm:create_model)"
+        if not _IMPORT_PATH.fullmatch(name):
+            return "must be an import path package.module:factory (e.g. timm:create_model)"
+        return _standard_library_problem(name)
     if name in MODELS:
         return None
     return f"must be one of {', '.join(MODELS.names())}, or an import path package.module:factory"
@@ -114,15 +122,49 @@ def _from_factory(spec: ModelSpec) -> nn.Module:
     return network
 
 
+def _standard_library_problem(name: str) -> str | None:
+    """Why the import path ``name`` is refused before anything is imported: its top-level
+    module is part of Python itself (``os:system``, ``builtins:exec``, ``subprocess:run``),
+    which builds no network and can run any command. None for other modules."""
+    top = name.partition(":")[0].split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return (
+            f"names {top!r}, part of Python's standard library, which builds no network (and "
+            "could run commands); name a factory in your own package or a library such as timm"
+        )
+    return None
+
+
+def require_trusted(name: str, source: str, trust_code: bool) -> None:
+    """Refuse to build the model ``name`` that a file (``source``) names when it is an import
+    path and ``trust_code`` is not set: a manifest someone else wrote must not run code.
+    Registered names are always safe: they only choose among this package's architectures.
+
+    Raises:
+        CheckpointError: ``name`` is an import path and ``trust_code`` is False.
+    """
+    if trust_code or not is_factory(name):
+        return
+    raise CheckpointError(
+        f"{source} names the import path {name!r} as its model: building it would import and "
+        "run that code; if you trust whoever wrote this folder, pass trust_code=True (command "
+        "line: --trust-code)"
+    )
+
+
 def import_factory(name: str) -> Callable[..., object]:
     """The callable that the import path ``name`` (``package.module:attribute``) names.
 
     Raises:
-        ConfigError: the module cannot be imported, lacks the attribute, or it is not callable;
-            the message names the registered models as the alternative.
+        ConfigError: the module is part of the standard library (refused before importing),
+            cannot be imported, lacks the attribute, or it is not callable; the message names
+            the registered models as the alternative.
     """
     module_name, _, attribute = name.partition(":")
     instead = f"or use a registered model: {', '.join(MODELS.names())}"
+    refused = _standard_library_problem(name)
+    if refused:
+        raise ConfigError(f"model {name!r} {refused}")
     try:
         target: object = importlib.import_module(module_name)
     except ImportError as exc:
@@ -142,10 +184,12 @@ def import_factory(name: str) -> Callable[..., object]:
                 f"name after the colon {instead}"
             )
         target = getattr(target, part)
-    if not callable(target):
+    builds_no_module = isinstance(target, type) and not issubclass(target, nn.Module)
+    if not callable(target) or builds_no_module:
+        what = f"the class {target.__name__}" if builds_no_module else f"a {type(target).__name__}"
         raise ConfigError(
-            f"model {name!r}: {attribute} is a {type(target).__name__}, not a function or "
-            "class that builds a network"
+            f"model {name!r}: {attribute} is {what}, not a function or torch.nn.Module class "
+            "that builds a network"
         )
     return target
 
@@ -159,4 +203,5 @@ __all__ = [
     "import_factory",
     "is_factory",
     "model_name_problem",
+    "require_trusted",
 ]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill.errors import ConfigError
+from ensemble_distill.models.disagreement import SCALE_BUFFER, scale_disagreement
 
 FACTOR_INITS = ("normal", "ones")
 
@@ -312,7 +313,12 @@ class BatchEnsemble(nn.Module):
         network: a network converted by :func:`to_batchensemble`; maps member-major
             (members·B, ...) inputs to (members·B, classes) logits.
         members: M.
+        disagreement_scale: buffer s, shape (): :meth:`forward` scales the members' logits
+            around their mean by it (:func:`scale_disagreement`); 1, no change, unless fitted
+            after training (``be.disagreement_temperature``).
     """
+
+    disagreement_scale: Tensor
 
     def __init__(self, network: nn.Module, members: int) -> None:
         super().__init__()
@@ -324,6 +330,7 @@ class BatchEnsemble(nn.Module):
             )
         self.network = network
         self.members = members
+        self.register_buffer(SCALE_BUFFER, torch.ones(()))
 
     @classmethod
     def from_model(
@@ -333,12 +340,14 @@ class BatchEnsemble(nn.Module):
         return cls(to_batchensemble(model, members, init, std), members)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B, ...) → logits (B, members, classes); every member sees the same x."""
-        return self.forward_tiled(x.unsqueeze(0).expand(self.members, *x.shape))
+        """x (B, ...) → logits (B, members, classes); every member sees the same x, and the
+        members' logits are scaled around their mean by s."""
+        logits = self.forward_tiled(x.unsqueeze(0).expand(self.members, *x.shape))
+        return scale_disagreement(logits, self.disagreement_scale)
 
     def forward_tiled(self, x: Tensor) -> Tensor:
         """Each member its own inputs: x (members, B, ...) with x[j] for member j →
-        logits (B, members, classes)."""
+        logits (B, members, classes), unscaled (s compares members on one input)."""
         if x.shape[0] != self.members:
             raise ValueError(
                 f"forward_tiled expects inputs (members={self.members}, B, ...), got "

@@ -44,14 +44,13 @@ class StackedMLPHeads(nn.Module):
             )
 
     def forward(self, features: Tensor, heads: slice = slice(None)) -> Tensor:
-        """features: (batch, in) → logits (batch, members, classes) of the heads in ``heads``."""
+        """features: (batch, in), shared by the heads, or (heads, batch, in), one per head in
+        ``heads`` (from :class:`LowRankAdapters`) → logits (batch, members, classes)."""
         # Batched matmuls over the member axis, (members, batch, width) inside: the stacked
         # weights are used in their stored layout, never copied (einsum would permute them).
-        h = torch.baddbmm(
-            self.biases[0][heads].unsqueeze(1),
-            features.expand(self._count(heads), *features.shape),
-            self.weights[0][heads],
-        )
+        if features.dim() == 2:
+            features = features.expand(self._count(heads), *features.shape)
+        h = torch.baddbmm(self.biases[0][heads].unsqueeze(1), features, self.weights[0][heads])
         for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
             h = torch.baddbmm(bias[heads].unsqueeze(1), torch.relu(h), weight[heads])
         return h.transpose(0, 1)
@@ -74,6 +73,31 @@ class StackedMLPHeads(nn.Module):
                 linear.bias.copy_(bias[index])
             layers += [linear, nn.ReLU()]
         return nn.Sequential(*layers[:-1])
+
+
+class LowRankAdapters(nn.Module):
+    """Per-member low-rank residual adapters on shared features: capacity for the members'
+    disagreement between linear heads and whole copied layers (issue 28).
+
+    f_m = f + relu(f A_m) B_m, A_m (in, rank), B_m (rank, in): 2·in·rank weights per member.
+    A is drawn like ``nn.Linear``'s weights, B starts at 0, so every member starts at the
+    shared features and the adapters grow from there (the zero-initialised factor of LoRA,
+    Hu et al. 2022). ``forward`` maps (batch, in) to (members, batch, in), the layout
+    :class:`StackedMLPHeads` takes per member.
+    """
+
+    def __init__(self, in_features: int, rank: int, members: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.members = members
+        self.down = nn.Parameter(torch.empty(members, in_features, rank).uniform_(-bound, bound))
+        self.up = nn.Parameter(torch.zeros(members, rank, in_features))
+
+    def forward(self, features: Tensor, heads: slice = slice(None)) -> Tensor:
+        """features (batch, in) → per-member features (members in ``heads``, batch, in)."""
+        down, up = self.down[heads], self.up[heads]
+        shared = features.expand(len(down), *features.shape)
+        return torch.baddbmm(shared, torch.relu(torch.bmm(shared, down)), up)
 
 
 class StackedLayerHeads(nn.Module):

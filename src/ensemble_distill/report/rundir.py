@@ -37,9 +37,9 @@ History = list[dict[str, float | None]]
 REWRITE = "it was edited or damaged; rerun `ensemble-distill evaluate` to rewrite it"
 # Files that evaluate does not write (history.csv, config.yaml): a report does without them.
 RESTORE = "it was edited or damaged; restore it, or delete it to leave it out of the report"
-# config.yaml's first line (see pipeline.SIGNATURE): bookkeeping, not part of the settings.
+# config.yaml's first line (see out_folder.SIGNATURE): bookkeeping, not part of the settings.
 SIGNATURE_PREFIX = "# written by ensemble-distill;"
-# run.log's records start with the date and time they were logged (pipeline.run_log).
+# run.log's records start with the date and time they were logged (out_folder.run_log).
 LOG_DATE = re.compile(r"(\d{4}-\d{2}-\d{2}) \d{2}:\d{2}:\d{2}")
 
 

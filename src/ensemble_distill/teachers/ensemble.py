@@ -150,6 +150,18 @@ def can_stack(members: Sequence[nn.Module], x: Tensor) -> bool:
     return True
 
 
+def check_has_values(module: nn.Module, what: str) -> None:
+    """Refuse ``module`` (named ``what`` in the message) when a parameter or buffer lives on
+    the meta device: shapes without values (``torch.device("meta")``, an empty-weights
+    initialisation), which torch would only report as a raw NotImplementedError later."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    if any(tensor.is_meta for tensor in tensors):
+        raise ConfigError(
+            f"{what} has weights on the meta device (shapes without values); load its weights "
+            "first: module.to_empty(device='cpu'), then module.load_state_dict(state)"
+        )
+
+
 def check_same_architecture(reference: nn.Module, other: nn.Module, index: int) -> None:
     """Raise a ConfigError naming the first submodule, parameter or buffer where ``other``
     (member ``index``) differs from ``reference`` (member 0)."""
@@ -297,6 +309,8 @@ def teacher_from_modules(modules: Sequence[nn.Module], *, task: str | None = Non
             f"the members ({type(modules[0]).__name__}) have no parameters; a teacher's "
             "members are trained networks with weights"
         )
+    for index, module in enumerate(modules):
+        check_has_values(module, f"member {index}")
     for index, module in enumerate(modules[1:], start=1):
         check_same_architecture(modules[0], module, index)
         check_same_settings(modules[0], module, index)

@@ -17,6 +17,9 @@ import dataclasses
 import hashlib
 import io
 import pickle
+import pickletools
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +39,11 @@ if TYPE_CHECKING:
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
 # Keys of a saved training checkpoint that hold the state dict (torch.save({"state_dict": ...})).
 STATE_DICT_KEYS = ("state_dict", "model")
-# What torch.load(weights_only=True) says of an object it refuses to build (then its name).
-REFUSED_GLOBAL = "Unsupported global: GLOBAL"
+# What torch.load(weights_only=True) says of an object it refuses to build: "GLOBAL" and its
+# name ("Unsupported global: GLOBAL a.B was not ...", "unsupported GLOBAL posix.system whose").
+REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# The pickle opcodes that name a global (a class or function the unpickler would import).
+GLOBAL_OPCODES = ("GLOBAL", "INST", "STACK_GLOBAL")
 SHOWN_KEYS = 3  # missing or unexpected keys named in an error; the rest are counted
 
 
@@ -59,6 +65,7 @@ def resolve_member_files(config: RunConfig) -> RunConfig:
     else:
         paths = member_paths(teacher.members)
         files, hashes = [str(path) for path in paths], [sha256(path) for path in paths]
+    check_distinct(files, hashes)
     default = next(f.default for f in dataclasses.fields(config) if f.name == "members")
     if config.members not in (len(files), default):
         raise ConfigError(
@@ -67,6 +74,28 @@ def resolve_member_files(config: RunConfig) -> RunConfig:
         )
     teacher = dataclasses.replace(teacher, members=files, members_sha256=hashes)
     return dataclasses.replace(config, members=len(files), teacher=teacher)
+
+
+def check_distinct(files: Sequence[str], hashes: Sequence[str]) -> None:
+    """Refuse two members with the same bytes (one SHA-256): the same file named twice, or
+    copies under other names. Copies are one member: their "ensemble" has no disagreement
+    (mutual information 0) and its scores would count one network several times.
+
+    Raises:
+        ConfigError: naming the first two files with the same bytes.
+    """
+    first: dict[str, str] = {}
+    for name, digest in zip(files, hashes, strict=True):
+        if digest not in first:
+            first[digest] = name
+            continue
+        same = f"files {first[digest]} and {name} hold the same bytes (SHA-256 {digest[:16]}…)"
+        if first[digest] == name:
+            same = f"names {name} twice"
+        raise ConfigError(
+            f"teacher.members {same}: copies of one member make no ensemble (they never "
+            "disagree); give each member's own weight file"
+        )
 
 
 def member_paths(members: str | Sequence[str]) -> list[Path]:
@@ -171,21 +200,42 @@ def _read_safetensors(path: Path, data: bytes) -> dict[str, Tensor]:
 
 
 def _unpickle(path: Path, data: bytes) -> Any:
-    """``torch.load(weights_only=True)``: tensors and plain containers only, nothing run."""
+    """``torch.load(weights_only=True)``: tensors and plain containers only, nothing run.
+    torch's warnings (a pickle protocol it did not expect) are left out: the error says it."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = next((line for line in str(exc).splitlines() if REFUSED_GLOBAL in line), None)
-        if refused is None:  # not a pickle torch can read at all
+        objects = REFUSED_GLOBAL.findall(str(exc)) or pickled_globals(data)
+        if not objects:  # not a pickle torch can read at all
             raise _unreadable(path, exc) from None
-        reason = refused.partition(REFUSED_GLOBAL)[2].partition(" was not")[0].strip()
         raise ConfigError(
-            f"teacher member file {path} holds objects that torch.load(weights_only=True) "
-            f"refuses to unpickle ({reason[:120]}); save the weights only: "
+            f"teacher member file {path} holds Python objects ({', '.join(objects)[:120]}), "
+            "refused (only tensors are read); save the weights only: "
             "torch.save(model.state_dict(), path), or a .safetensors file"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise _unreadable(path, exc) from None
+
+
+def pickled_globals(data: bytes) -> list[str]:
+    """The globals (``module.name``) that ``data``, read as a plain pickle stream by
+    :mod:`pickletools` (which runs nothing), names: a ``pickle.dump`` of Python objects, which
+    ``torch.load`` cannot even parse. [] when ``data`` is no whole pickle stream."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name == "STACK_GLOBAL":  # module and name: the last two strings pushed
+                names.append(".".join(strings[-2:]))
+            elif opcode.name in GLOBAL_OPCODES:
+                names.append(str(arg).replace(" ", "."))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # arbitrary bytes: any failure to parse means "not a pickle"
+        return []
+    return list(dict.fromkeys(names))
 
 
 def _unreadable(path: Path, exc: Exception) -> ConfigError:
@@ -243,6 +293,25 @@ def check_fits(
                 f"teacher member file {path} does not fit {architecture}: {key!r} has shape "
                 f"{tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the model; "
                 "give the model_args the members were trained with"
+            )
+    check_values(expected, state, path)
+
+
+def check_values(expected: dict[str, Tensor], state: dict[str, Tensor], path: Path) -> None:
+    """Refuse integer tensors where the model has floating ones, and weights that are NaN or
+    Inf: named with the file here, instead of as NaN probabilities ("a diverged run") once
+    the teacher is evaluated."""
+    for key, tensor in expected.items():
+        value = state[key]
+        if tensor.is_floating_point() and not value.is_floating_point():
+            raise ConfigError(
+                f"integer weights in {path} ({key!r} is {value.dtype}, the model's is "
+                f"{tensor.dtype}); save the trained float weights, model.state_dict()"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ConfigError(
+                f"weights not finite in file {path} ({key!r} holds NaN or Inf); give the "
+                "weights of a member whose training did not diverge"
             )
 
 

@@ -10,12 +10,17 @@ import torch
 from torch import nn
 
 from ensemble_distill import distributed
-from ensemble_distill.checkpoint import check_shapes, load_checkpoint, save_checkpoint
+from ensemble_distill.checkpoint import (
+    MANIFEST,
+    check_shapes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ensemble_distill.data import DataSplits
 from ensemble_distill.data.image_files import planner
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import epoch_validator
-from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.models import ModelSpec, create_model, require_trusted
 from ensemble_distill.models.stacked import grouped_leaves
 from ensemble_distill.resume import Progress
 from ensemble_distill.teachers.ensemble import DeepEnsemble, can_stack
@@ -302,9 +307,13 @@ def save_teacher(
 
 
 def load_teacher(
-    directory: Path, device: torch.device | str = "cpu"
+    directory: Path, device: torch.device | str = "cpu", trust_code: bool = False
 ) -> tuple[DeepEnsemble, dict[str, Any]]:
-    """Rebuild a saved ensemble, checking names, shapes and dtypes before loading weights."""
+    """Rebuild a saved ensemble, checking names, shapes and dtypes before loading weights.
+
+    ``trust_code``: build members that the manifest names by import path (it runs that code;
+    see :func:`ensemble_distill.models.require_trusted`). Registered models need no trust.
+    """
     state, manifest = load_checkpoint(directory)
     if manifest.get("kind") != "deep-ensemble":
         raise CheckpointError(f"{directory} holds a {manifest.get('kind')!r}, not a deep ensemble")
@@ -313,6 +322,7 @@ def load_teacher(
         members = int(manifest["members"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory}/manifest.json lacks a valid {exc} entry") from None
+    require_trusted(spec.name, f"{directory}/{MANIFEST}", trust_code)
     ensemble = DeepEnsemble([create_model(spec) for _ in range(members)])
     check_shapes(ensemble.state_dict(), state, directory)
     ensemble.load_state_dict(state)

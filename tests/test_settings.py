@@ -6,7 +6,7 @@ import pytest
 
 from ensemble_distill.checkpoint import FORMAT_VERSION, MANIFEST
 from ensemble_distill.config import load_config
-from ensemble_distill.pipeline import TEACHER_KEYS, changed_settings, fingerprint, student_settings
+from ensemble_distill.settings import TEACHER_KEYS, changed_settings, fingerprint, student_settings
 
 
 def saved(tmp_path, settings):
