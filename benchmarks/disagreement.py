@@ -1,0 +1,497 @@
+"""Keep the ensemble's disagreement (issue 28): compact students whose mutual information (MI)
+off the training data is the ensemble's, against the levers that might give it. Writes
+docs/results/disagreement.{json,md} and docs/img/disagreement*.png:
+
+    python benchmarks/disagreement.py --data-dir ../shared/data --seeds 0 1 2
+    python benchmarks/disagreement.py --data-dir ../shared/data --seeds 0 1 2 --tabulate-only
+
+Per seed: the teacher (MNIST, M = 10 MLPs 400-400, 8 epochs; trained once and kept under
+runs/disagreement/seed<k>/teacher), then every student at 4x the teacher's epochs (the
+patient budget of docs/results/recipes.md), its outputs on the validation, test and OOD splits
+and on two perturbed copies of the validation split saved to runs/disagreement/seed<k>/
+<student>.safetensors. A finished student is kept: stop and rerun at will, one process per
+seed in parallel if you like. The page reads only those files.
+
+The validation split has no OOD set, so the choice reads validation inputs alone: the clean
+ones (cNLL) and two perturbed copies no student trains on (Gaussian noise of σ = 0.2 and
+4 x 4-pixel tile shuffles), where the ensemble's members disagree and a student's MI can be
+ranked against theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from hydra_tradeoff import ROOT, Study, diversity, mean_diversity, plot_diversity, teacher_for
+from safetensors import safe_open
+from safetensors.torch import save_file
+from seeds import DEE_FOOTNOTE, curve_text, dee_marks, mean_std, write_page
+
+from ensemble_distill import metrics
+from ensemble_distill.engine import distill_student, prepare, teacher_train_outputs
+from ensemble_distill.evaluation import (
+    classification_scores,
+    has_members,
+    output_kind,
+    predict_outputs,
+    predictive,
+)
+from ensemble_distill.methods.disagreement_fit import (
+    fit_disagreement_scale,
+    mean_mutual_information,
+)
+from ensemble_distill.methods.perturbations import PerturbationState, gaussian, patch_shuffle
+from ensemble_distill.models.disagreement import scale_disagreement
+from ensemble_distill.report.machine import machine_info, machine_line
+
+QUICK = ("dataset=digits", "members=3", "epochs=2", "model_args={widths: [32, 32]}")
+LINEAR = ["hydra.head_widths=[]", "hydra.head_init=independent"]  # the default heads
+JOINT = ["hydra.phase1_fraction=0"]  # body and heads from the first step: one phase
+POOL = ["perturbation.pool=3"]
+MIXTURE = ["perturbation.mixture={clean: 1, mixup: 2, patchshuffle: 1}", "perturbation.patch=7"]
+MI_MATCH = ["hydra.disagreement_weight=10"]
+ADAPTERS = ["hydra.adapter_rank=16"]
+
+# name -> (method, overrides), cheapest and most telling first (a partial run still reads).
+STUDENTS: dict[str, tuple[str, list[str]]] = {
+    "kd": ("kd", []),
+    "hydra default": ("hydra", LINEAR),
+    "hydra joint": ("hydra", [*LINEAR, *JOINT]),
+    "hydra joint + mixup": ("hydra+mixup", [*LINEAR, *JOINT, *POOL]),
+    "hydra joint + mixture": ("hydra+mixture", [*LINEAR, *JOINT, *POOL, *MIXTURE]),
+    "hydra joint + mixture + MI": ("hydra+mixture", [*LINEAR, *JOINT, *POOL, *MIXTURE, *MI_MATCH]),
+    "hydra joint + mixture + adapters": (
+        "hydra+mixture",
+        [*LINEAR, *JOINT, *POOL, *MIXTURE, *ADAPTERS],
+    ),
+    "hydra joint + mixture + adapters + MI": (
+        "hydra+mixture",
+        [*LINEAR, *JOINT, *POOL, *MIXTURE, *ADAPTERS, *MI_MATCH],
+    ),
+    "hydra joint + ods": ("hydra+ods", [*LINEAR, *JOINT, *POOL, "perturbation.eta=0.0314"]),
+    "endd": ("endd", []),
+    "be": ("be", []),
+    "hydra split 2": ("hydra", ["hydra.head_widths=null", "hydra.split=2", LINEAR[1]]),
+}
+SPLITS = ("val", "val_noise", "val_tiles", "test", "ood")
+
+STUDY = Study(
+    title="MNIST M = 10",
+    config="mnist.yaml",
+    base=("members=10", "epochs=8", "student.epochs_multiple=4", "eval.latency_repeats=3"),
+    students=STUDENTS,
+    teacher_text="configs/mnist.yaml with members=10 epochs=8 (MLP 400-400)",
+    ood_text="the Fashion-MNIST test set",
+    split_text="k = 2: M full networks, the ensemble's architecture",
+    runs=ROOT / "runs" / "disagreement",
+    out=ROOT / "runs" / "disagreement",
+    doc=ROOT / "docs" / "results" / "disagreement",
+    plot=ROOT / "docs" / "img" / "disagreement.png",
+)
+
+
+def perturbed_validation(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+    """The two perturbed copies of the validation inputs the choice reads (fixed per seed)."""
+    state = PerturbationState(None, 0.2, 1.0, torch.Generator().manual_seed(10_000 + seed))
+    noise = gaussian(x, state)
+    state.patch = 4
+    return {"val_noise": noise, "val_tiles": patch_shuffle(x, state)}
+
+
+def inputs(setup) -> dict[str, torch.Tensor]:
+    """Every split a model is scored on (see :data:`SPLITS`)."""
+    data = setup.data
+    return {
+        "val": data.val.x,
+        **perturbed_validation(data.val.x, setup.config.seed),
+        "test": data.test.x,
+        "ood": next(iter(data.ood.values())).x,
+    }
+
+
+def save_outputs(path: Path, model, setup, info: dict) -> None:
+    """``model``'s outputs on every split, with its kind and ``info`` as metadata."""
+    outputs = {
+        split: predict_outputs(model, x, setup.config.eval.batch_size).contiguous()
+        for split, x in inputs(setup).items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(outputs, path, metadata={"kind": output_kind(model), "info": json.dumps(info)})
+
+
+def read_outputs(path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+        return {s: f.get_tensor(s) for s in SPLITS}, meta["kind"], json.loads(meta["info"])
+
+
+def cost(model, setup, seconds: float | None = None) -> dict:
+    x = setup.data.train.x[:64]
+    info = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops": metrics.forward_flops(model.eval(), x),
+    }
+    return info | ({"train_seconds": seconds} if seconds is not None else {})
+
+
+def run_seed(study: Study, data_dir: str | None, seed: int, only: list[str] | None) -> None:
+    """The teacher, then every student not finished yet (each written when done)."""
+    folder = study.out / f"seed{seed}"
+    setup = prepare(study.config_for(data_dir, seed, "kd", []))
+    teacher = teacher_for(setup, study.runs / f"seed{seed}" / "teacher")
+    if not (folder / "ensemble.safetensors").is_file():
+        save_outputs(folder / "ensemble.safetensors", teacher, setup, cost(teacher, setup))
+    train_outputs = teacher_train_outputs(setup, teacher)
+    for name, (method, overrides) in study.students.items():
+        path = folder / f"{name}.safetensors"
+        if path.is_file() or (only and name not in only):
+            continue
+        student_setup = prepare(study.config_for(data_dir, seed, method, overrides), setup.data)
+        start = time.perf_counter()
+        student, _ = distill_student(student_setup, teacher, method, train_outputs)
+        seconds = time.perf_counter() - start
+        save_outputs(path, student, student_setup, cost(student, setup, seconds))
+        print(f"seed {seed}: {name} ({seconds:.0f} s)", flush=True)
+
+
+# The post-hoc disagreement temperature's rows: the student's name and this mark.
+SCALED = " + s"
+# A compact student (the issue's bound): inference FLOPs <= 2x and parameters <= 1.5x a member's.
+COMPACT = {"flops": 2.0, "params": 1.5}
+VAL_SHIFTS = ("val_noise", "val_tiles")
+
+
+def with_scaled(outputs: dict[str, dict], kinds: dict[str, str]) -> dict[str, float]:
+    """Add, for every student with members, its outputs under the disagreement temperature s
+    fitted on the clean validation inputs to the ensemble's mean MI there (never the OOD
+    set); {student: s}."""
+    target = mean_mutual_information(outputs["ensemble"]["val"])
+    scales = {}
+    for name in [n for n in outputs if n != "ensemble"]:
+        if kinds[name] != "logits" or not has_members(outputs[name]["val"], kinds[name]):
+            continue
+        scale = fit_disagreement_scale(outputs[name]["val"], target)
+        outputs[name + SCALED] = {k: scale_disagreement(v, scale) for k, v in outputs[name].items()}
+        kinds[name + SCALED] = kinds[name]
+        scales[name] = scale
+    return scales
+
+
+def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
+    """Every model's accuracy, calibration and fidelity to the ensemble's disagreement on one
+    seed, its validation scores (what the choice reads) and its cost relative to a member."""
+    setup = prepare(study.config_for(data_dir, seed, "kd", []))
+    folder = study.out / f"seed{seed}"
+    outputs, kinds, infos = {}, {}, {}
+    for path in [folder / "ensemble.safetensors", *sorted(folder.glob("*.safetensors"))]:
+        name = path.stem
+        if name in outputs or (name != "ensemble" and name not in study.students):
+            continue
+        outputs[name], kinds[name], infos[name] = read_outputs(path)
+    member = {k: v // setup.config.members for k, v in infos["ensemble"].items()}
+    outputs["member"] = {split: v[:, 0] for split, v in outputs["ensemble"].items()}
+    kinds["member"], infos["member"] = "logits", member
+    scales = with_scaled(outputs, kinds)
+    rows, curve = classification_scores(outputs, kinds, setup.data)
+    ensemble = {k: predictive(v, kinds["ensemble"]) for k, v in outputs["ensemble"].items()}
+    y_val = setup.data.val.y
+    # DE-k on validation (temperature fitted and scored there): the choice's cNLL bound.
+    val_curve = metrics.ensemble_size_curve(
+        ensemble["val"].probs, y_val, ensemble["val"].probs, y_val
+    )
+    for name, row in rows.items():
+        pred = {k: predictive(v, kinds[name]) for k, v in outputs[name].items()}
+        info = infos[name.removesuffix(SCALED)]
+        row["params_x"] = info["params"] / member["params"]
+        row["flops_x"] = info["flops"] / member["flops"]
+        row["train_seconds"] = info.get("train_seconds")
+        row["scale"] = scales.get(name.removesuffix(SCALED)) if name.endswith(SCALED) else None
+        row["ood_mi_ratio"] = float(pred["ood"].mi.mean() / ensemble["ood"].mi.mean())
+        val = pred["val"]
+        row["val_cnll"] = metrics.calibrated_metrics(val.probs, y_val, val.probs, y_val)["cnll"]
+        for split in VAL_SHIFTS:
+            row[f"{split}_rho"] = metrics.rank_correlation(pred[split].mi, ensemble[split].mi)
+        shifts = [row[f"{split}_rho"] for split in VAL_SHIFTS]
+        row["val_shift_rho"] = None if None in shifts else sum(shifts) / len(shifts)
+    return {
+        "rows": rows,
+        "curve": curve,
+        "val_curve": val_curve,
+        "diversity": diversity(outputs, kinds),
+    }
+
+
+KEYS = ("params_x", "flops_x", "train_seconds", "acc", "cnll", "dee", "cece", "ood_auroc")
+KEYS += ("ood_auroc_mi", "mi_spearman_test", "mi_spearman_ood", "ood_mi_ratio", "scale")
+KEYS += ("val_cnll", "val_noise_rho", "val_tiles_rho", "val_shift_rho")
+
+
+def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
+    seeds = sorted(per_seed)
+    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["rows"]))
+    rows = {}
+    for name in names:  # a row over the seeds that have it (a study may still be running)
+        have = [s for s in seeds if name in per_seed[s]["rows"]]
+        rows[name] = {
+            key: mean_std([per_seed[s]["rows"][name].get(key) for s in have]) for key in KEYS
+        }
+        notes = {per_seed[s]["rows"][name].get("dee_note") for s in have}
+        rows[name] |= {"seeds": have, "dee_notes": sorted(note for note in notes if note)}
+    first = per_seed[seeds[0]]["curve"]
+    curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first))]
+    val_de2 = mean_std([per_seed[s]["val_curve"][1] for s in seeds])
+    every_seed = {name: row for name, row in rows.items() if row["seeds"] == seeds}
+    chosen, tie, within = choose(every_seed, val_de2)
+    return {
+        "seeds": seeds,
+        "rows": rows,
+        "curve": curve,
+        "diversity": mean_diversity([per_seed[s]["diversity"] for s in seeds]),
+        "chosen": chosen,
+        "tie": tie,
+        "val_de2": val_de2,
+        "within_bound": within,
+        "missing": [name for name in study.students if name not in rows],
+        "partial": [name for name, row in rows.items() if row["seeds"] != seeds],
+    }
+
+
+CHOICE_RULE = (
+    "among the compact students with an MI (inference FLOPs <= 2x and parameters <= 1.5x "
+    "one member's) whose validation cNLL is at most DE-2's on validation (the cNLL floor, read "
+    "on validation; within the seeds' std counts), the one whose per-example MI ranks the two "
+    "perturbed validation copies (Gaussian σ = 0.2, 4 x 4 tile shuffles) most like the "
+    "ensemble's (mean Spearman ρ); where none is within the bound, the most faithful compact "
+    "student, with the bound named as missed; a gap in ρ smaller than the seeds' std is a "
+    "tie, broken by the lower validation cNLL"
+)
+
+
+def compact(row: dict) -> bool:
+    return all(row[f"{key}_x"][0] <= bound for key, bound in COMPACT.items())
+
+
+def choose(rows: dict[str, dict], val_de2: tuple[float, float]) -> tuple[str, list[str], bool]:
+    """:data:`CHOICE_RULE`, from validation data only: the chosen student, the students it
+    ties with (ρ within the seeds' std of the best), and whether it is within the cNLL bound."""
+    students = {
+        name: row
+        for name, row in rows.items()
+        if name not in ("ensemble", "member") and compact(row) and row["val_shift_rho"]
+    }
+    bound = {
+        name: row
+        for name, row in students.items()
+        if row["val_cnll"][0] - row["val_cnll"][1] <= val_de2[0] + val_de2[1]
+    }
+    close = bound or students
+    top = max(close.values(), key=lambda row: row["val_shift_rho"][0])["val_shift_rho"]
+    tied = [n for n, r in close.items() if r["val_shift_rho"][0] >= top[0] - top[1]]
+    chosen = min(tied, key=lambda name: close[name]["val_cnll"][0])
+    return chosen, [name for name in tied if name != chosen], bool(bound)
+
+
+def floors(rows: dict[str, dict], chosen: str, curve: list) -> list[tuple[str, bool]]:
+    """The issue's floors for ``chosen`` as (what was measured, met)."""
+    row, ensemble = rows[chosen], rows["ensemble"]
+    ratio, rho = row["ood_mi_ratio"][0], row["mi_spearman_ood"][0]
+    auroc, floor = row["ood_auroc_mi"][0], ensemble["ood_auroc_mi"][0] - 0.01
+    de2 = curve[1][0]
+    return [
+        (
+            f"inference FLOPs {row['flops_x'][0]:.2f}x <= 2x and parameters "
+            f"{row['params_x'][0]:.2f}x <= 1.5x one member's",
+            compact(row),
+        ),
+        (f"OOD MI ratio {ratio:.3f} within [0.5, 2]", 0.5 <= ratio <= 2),
+        (f"Spearman ρ of MI on OOD {rho:.3f} >= 0.85", rho >= 0.85),
+        (f"OOD AUROC by MI {auroc:.4f} >= the ensemble's - 0.01 ({floor:.4f})", auroc >= floor),
+        (f"cNLL {row['cnll'][0]:.4f} <= DE-2's {de2:.4f}", row["cnll"][0] <= de2),
+    ]
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Fidelity (OOD MI ratio, OOD ρ) against inference FLOPs relative to one member: the
+    frontier a user chooses on; scaled rows hollow, the issue's floors dotted."""
+    fig, axes = plt.subplots(1, 2, figsize=(13.0, 4.8))
+    panels = (("ood_mi_ratio", "OOD MI ratio, student / ensemble (log)"),)
+    panels += (("mi_spearman_ood", "Spearman ρ of MI with the ensemble's, OOD"),)
+    palette = plt.get_cmap("tab20")
+    names = [n for n in summary["rows"] if n not in ("member",)]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for index, name in enumerate(names):
+            row = summary["rows"][name]
+            if row[key] is None or row[key][0] <= 0:
+                continue  # one network has no MI
+            ax.errorbar(
+                row["flops_x"][0],
+                row[key][0],
+                yerr=row[key][1],
+                ls="none",
+                marker="*" if name == "ensemble" else "o",
+                mfc="none" if name.endswith(SCALED) else None,
+                ms=11 if name == summary["chosen"] else 6,
+                color="black" if name == "ensemble" else palette(index % 20),
+                label=name + (" (chosen)" if name == summary["chosen"] else ""),
+            )
+        ax.axvline(COMPACT["flops"], color="0.6", ls="--", lw=0.8)
+        if key == "ood_mi_ratio":
+            ax.set_yscale("log")
+            ax.axhspan(0.5, 2.0, color="0.9", zorder=0)
+        else:
+            ax.axhline(0.85, color="0.6", ls=":", lw=1.0)
+        ax.set_xscale("log")
+        ax.set_xlabel("inference FLOPs / one member's (log)")
+        ax.set_title(title, fontsize=10)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def markdown(study: Study, record: dict) -> str:
+    summary = record["summary"]
+    spread = len(summary["seeds"]) > 1
+
+    def c(value, fmt=".4f"):
+        if value is None:
+            return "n/a"
+        return format(value[0], fmt) + (f" ± {format(value[1], fmt)}" if spread else "")
+
+    lines = [
+        f"# Keeping the ensemble's disagreement, {study.title}",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine_line']}. Seeds: {', '.join(map(str, summary['seeds']))}"
+        + (" (mean ± sample std)" if spread else " (one seed so far: no spread)")
+        + f". Teacher: {study.teacher_text}; every student trains 4x the teacher's epochs "
+        "(function matching, one cycle). "
+        f"OOD: {study.ood_text}, never read by a choice. `joint` = body and heads trained "
+        "together from the first step (`hydra.phase1_fraction=0`); `mixup` / `mixture` / `ods` "
+        "= 3 pooled copies of the training inputs (`perturbation.pool=3`), the mixture a quarter "
+        "clean, half mixup, a quarter 7 x 7 patch shuffles; `MI` = the per-example "
+        "MI-matching term (`hydra.disagreement_weight=10`); `adapters` = rank-16 residual "
+        f"adapters per head (`hydra.adapter_rank=16`); `{SCALED.strip()}` = the same student "
+        "with its disagreement temperature s fitted on the clean validation inputs to the "
+        "ensemble's mean MI there. Costs relative to one member (forward FLOPs per example, "
+        "FlopCounterMode); *train s*: wall seconds, two studies sharing two cores with other "
+        "work (rough; read FLOPs).",
+        "",
+        "| model | params × | FLOPs × | ACC | cNLL | DEE | cECE | OOD AUROC entropy / MI | "
+        "MI ρ test | MI ρ OOD | OOD MI ratio | s | val cNLL | val ρ noise / tiles | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in summary["rows"].items():
+        mark = " **(chosen)**" if name == summary["chosen"] else ""
+        mark += " (tie)" if name in summary["tie"] else ""
+        if row["seeds"] != summary["seeds"]:
+            mark += f" *(seeds {', '.join(map(str, row['seeds']))})*"
+        lines.append(
+            f"| {name}{mark} | {row['params_x'][0]:.2f} | {row['flops_x'][0]:.2f} | "
+            f"{c(row['acc'])} | {c(row['cnll'])} | {c(row['dee'], '.2f')}{dee_marks(row)} | "
+            f"{c(row['cece'])} | {c(row['ood_auroc'])} / {c(row['ood_auroc_mi'])} | "
+            f"{c(row['mi_spearman_test'], '.3f')} | {c(row['mi_spearman_ood'], '.3f')} | "
+            f"{c(row['ood_mi_ratio'], '.3f')} | {c(row['scale'], '.2f')} | "
+            f"{c(row['val_cnll'])} | {c(row['val_noise_rho'], '.3f')} / "
+            f"{c(row['val_tiles_rho'], '.3f')} | {c(row['train_seconds'], '.0f')} |"
+        )
+    if summary["missing"] or summary["partial"]:
+        lines += [
+            "",
+            "Not trained yet for every seed (the command resumes and adds them; a row marked "
+            "with its seeds is averaged over those, and the choice reads only rows of every "
+            "seed): "
+            + ", ".join(f"`{name}`" for name in [*summary["partial"], *summary["missing"]])
+            + ".",
+        ]
+    tie = summary["tie"]
+    lines += [
+        "",
+        DEE_FOOTNOTE,
+        "",
+        f"DE-k test cNLL: {curve_text(summary['curve'])}.",
+        "",
+        f"Validation DE-2 cNLL: {c(summary['val_de2'])}.",
+        "",
+        f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`"
+        + ("" if summary["within_bound"] else " (no compact student is within the bound)")
+        + (
+            f"; tie (gap < std) with {', '.join(f'`{n}`' for n in tie)}, broken by validation cNLL."
+            if tie
+            else "."
+        ),
+        "",
+        "## Floors (issue 28; test split and the OOD set, mean over the seeds)",
+        "",
+        *(
+            f"- {'met' if met else '**not met**'}: {text}"
+            for text, met in floors(summary["rows"], summary["chosen"], summary["curve"])
+        ),
+        "",
+        "Shaded: the band [0.5, 2] of the OOD MI ratio; dotted: ρ 0.85; dashed: 2x a member's "
+        "FLOPs. Hollow: with the disagreement temperature.",
+        "",
+        f"![fidelity against inference cost](../img/{study.plot.name})",
+        "",
+        "## Diversity per confidence bin",
+        "",
+        "The members' mean pairwise KL on test and OOD inputs, binned by each model's own "
+        "confidence (Nam et al. 2021, Fig. 3b), mean over the seeds: the ensemble (black) and "
+        "the students with members.",
+        "",
+        f"![diversity per confidence bin](../img/{study.plot.stem}_diversity.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", help="train only these students (names)")
+    parser.add_argument("--tabulate-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the study on digits: a test")
+    args = parser.parse_args()
+    study = STUDY
+    if args.quick:  # never into the study's folders or pages
+        out = ROOT / "runs" / "disagreement_quick"
+        study = dataclasses.replace(
+            STUDY, base=STUDY.base + QUICK, runs=out, out=out, doc=out / "page", plot=out / "p.png"
+        )
+    if not args.tabulate_only:
+        for seed in args.seeds:
+            run_seed(study, args.data_dir, seed, args.only)
+    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
+    summary = tabulate(study, per_seed)
+    plot(summary, study.plot)
+    shown = {"ensemble", summary["chosen"], "hydra default", "be"}
+    chosen_only = {
+        **summary,
+        "diversity": {k: v for k, v in summary["diversity"].items() if k in shown},
+    }
+    plot_diversity(chosen_only, study.plot.with_name(f"{study.plot.stem}_diversity.png"))
+    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    seeds = " ".join(map(str, args.seeds))
+    record = {
+        "command": f"python benchmarks/disagreement.py{data_dir} --seeds {seeds}",
+        "machine": machine_info(),
+        "machine_line": machine_line(machine_info()),
+        "per_seed": per_seed,
+        "summary": summary,
+    }
+    write_page(study.doc, record, functools.partial(markdown, study))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""benchmarks/disagreement.py on digits with four students: the rows it derives from the saved
+outputs, the disagreement temperature's rows, and the choice on validation data only."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ensemble_distill import metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import disagreement as study  # noqa: E402
+
+pytestmark = pytest.mark.slow
+NAMES = ("kd", "hydra default", "hydra joint + mixture + adapters + MI", "be")
+
+
+def quick(tmp: Path) -> study.Study:
+    students = {name: study.STUDENTS[name] for name in NAMES}
+    return dataclasses.replace(
+        study.STUDY, base=study.STUDY.base + study.QUICK, students=students, runs=tmp, out=tmp
+    )
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("disagreement")
+    study.run_seed(quick(tmp), None, 0, None)
+    return study.score_seed(quick(tmp), None, 0), tmp
+
+
+def test_every_student_is_scored_with_and_without_its_disagreement_temperature(scored):
+    rows = scored[0]["rows"]
+    members = {"hydra default", "hydra joint + mixture + adapters + MI", "be"}
+    assert set(rows) == {"ensemble", "member", *NAMES, *(n + study.SCALED for n in members)}
+    assert rows["ensemble"]["ood_mi_ratio"] == pytest.approx(1.0)
+    assert rows["kd"]["params_x"] == 1.0 and rows["kd"]["ood_mi_ratio"] == 0.0
+    assert rows["be"]["flops_x"] == pytest.approx(3.0, rel=0.05)  # M = 3 members per input
+    assert rows["hydra default"]["scale"] is None and rows["be + s"]["scale"] > 0
+
+
+def test_the_scale_matches_the_ensembles_mean_validation_mi(scored):
+    """Oracle: the MI metric on the rescaled saved outputs, against the ensemble's."""
+    _, tmp = scored
+    ensemble, _, _ = study.read_outputs(tmp / "seed0" / "ensemble.safetensors")
+    student, _, _ = study.read_outputs(tmp / "seed0" / "hydra default.safetensors")
+    target = metrics.mutual_information(torch.softmax(ensemble["val"].double(), -1)).mean()
+    scale = study.fit_disagreement_scale(student["val"], float(target))
+    scaled = study.scale_disagreement(student["val"].double(), scale)
+    got = metrics.mutual_information(torch.softmax(scaled, -1)).mean()
+    assert float(got) == pytest.approx(float(target), rel=1e-6)
+
+
+def test_the_perturbed_validation_copies_are_fixed_per_seed_and_stay_in_range():
+    x = torch.rand(6, 1, 8, 8)
+    a, b = study.perturbed_validation(x, 0), study.perturbed_validation(x, 0)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(v.min() >= 0 and v.max() <= 1 for v in a.values())
+    assert not torch.equal(a["val_noise"], study.perturbed_validation(x, 1)["val_noise"])
+
+
+def test_the_choice_reads_validation_scores_only_and_names_ties():
+    def row(val_cnll, rho, flops=1.1, params=1.1, cnll=0.05, std=0.01):
+        return {
+            "val_cnll": (val_cnll, std),
+            "val_shift_rho": (rho, std),
+            "flops_x": (flops, 0.0),
+            "params_x": (params, 0.0),
+            "cnll": (cnll, 0.0),
+        }
+
+    rows = {
+        "ensemble": row(0.01, 1.0, flops=10, params=10),
+        "member": row(0.06, None),
+        "a": row(0.100, 0.80),
+        "b": row(0.105, 0.85),  # within the bound, more faithful than a: chosen
+        "c": row(0.099, 0.99, flops=2.5),  # best everywhere, but not compact
+        "d": row(0.300, 0.99, cnll=0.001),  # best test cNLL, beyond the validation bound
+    }
+    de2 = (0.106, 0.0)  # the validation cNLL bound
+    assert study.choose(rows, de2) == ("b", [], True)
+    rows["e"] = row(0.102, 0.845)  # ρ within b's std: a tie, broken by validation cNLL
+    assert study.choose(rows, de2) == ("e", ["b"], True)
+    # None within the bound: the most faithful compact student, the bound named as missed.
+    assert study.choose(rows, (0.05, 0.0)) == ("d", [], False)
+
+
+def test_the_page_is_written_with_its_floors(scored):
+    record, tmp = scored
+    summary = study.tabulate(quick(tmp), {0: record})
+    page = study.markdown(quick(tmp), {"command": "c", "machine_line": "m", "summary": summary})
+    assert "**(chosen)**" in page and "## Floors" in page and "OOD MI ratio" in page
+
+
+def test_every_student_of_the_study_is_a_valid_config():
+    for method, overrides in study.STUDENTS.values():
+        config = study.STUDY.config_for(None, 0, method, overrides)
+        assert config.methods == [method] and config.student.epochs_multiple == 4
