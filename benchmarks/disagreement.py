@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -32,9 +31,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from hydra_tradeoff import ROOT, Study, diversity, mean_diversity, plot_diversity, teacher_for
-from safetensors import safe_open
-from safetensors.torch import save_file
+from hydra_tradeoff import (
+    ROOT,
+    Study,
+    diversity,
+    mean_diversity,
+    plot_diversity,
+    read_outputs,
+    save_outputs,
+    teacher_for,
+)
 from seeds import DEE_FOOTNOTE, curve_text, dee_marks, mean_std, write_page
 
 from ensemble_distill import metrics
@@ -42,8 +48,6 @@ from ensemble_distill.engine import distill_student, prepare, teacher_train_outp
 from ensemble_distill.evaluation import (
     classification_scores,
     has_members,
-    output_kind,
-    predict_outputs,
     predictive,
 )
 from ensemble_distill.methods.disagreement_fit import (
@@ -83,7 +87,6 @@ STUDENTS: dict[str, tuple[str, list[str]]] = {
     "be": ("be", []),
     "hydra split 2": ("hydra", ["hydra.head_widths=null", "hydra.split=2", LINEAR[1]]),
 }
-SPLITS = ("val", "val_noise", "val_tiles", "test", "ood")
 
 STUDY = Study(
     title="MNIST M = 10",
@@ -109,7 +112,7 @@ def perturbed_validation(x: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
 
 
 def inputs(setup) -> dict[str, torch.Tensor]:
-    """Every split a model is scored on (see :data:`SPLITS`)."""
+    """Every split a model is scored on: val, its two perturbed copies, test and OOD."""
     data = setup.data
     return {
         "val": data.val.x,
@@ -117,22 +120,6 @@ def inputs(setup) -> dict[str, torch.Tensor]:
         "test": data.test.x,
         "ood": next(iter(data.ood.values())).x,
     }
-
-
-def save_outputs(path: Path, model, setup, info: dict) -> None:
-    """``model``'s outputs on every split, with its kind and ``info`` as metadata."""
-    outputs = {
-        split: predict_outputs(model, x, setup.config.eval.batch_size).contiguous()
-        for split, x in inputs(setup).items()
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(outputs, path, metadata={"kind": output_kind(model), "info": json.dumps(info)})
-
-
-def read_outputs(path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
-    with safe_open(path, "pt") as f:
-        meta = f.metadata()
-        return {s: f.get_tensor(s) for s in SPLITS}, meta["kind"], json.loads(meta["info"])
 
 
 def cost(model, setup, seconds: float | None = None) -> dict:
@@ -150,7 +137,8 @@ def run_seed(study: Study, data_dir: str | None, seed: int, only: list[str] | No
     setup = prepare(study.config_for(data_dir, seed, "kd", []))
     teacher = teacher_for(setup, study.runs / f"seed{seed}" / "teacher")
     if not (folder / "ensemble.safetensors").is_file():
-        save_outputs(folder / "ensemble.safetensors", teacher, setup, cost(teacher, setup))
+        info = cost(teacher, setup)
+        save_outputs(folder / "ensemble.safetensors", teacher, setup, info, inputs)
     train_outputs = teacher_train_outputs(setup, teacher)
     for name, (method, overrides) in study.students.items():
         path = folder / f"{name}.safetensors"
@@ -160,7 +148,7 @@ def run_seed(study: Study, data_dir: str | None, seed: int, only: list[str] | No
         start = time.perf_counter()
         student, _ = distill_student(student_setup, teacher, method, train_outputs)
         seconds = time.perf_counter() - start
-        save_outputs(path, student, student_setup, cost(student, setup, seconds))
+        save_outputs(path, student, student_setup, cost(student, setup, seconds), inputs)
         print(f"seed {seed}: {name} ({seconds:.0f} s)", flush=True)
 
 

@@ -98,7 +98,6 @@ FASHION_STUDENTS = {
 }
 DEFAULT = "hydra"
 REFERENCES = ("kd", "endd", "be")
-SPLITS = ("val", "test", "ood")
 
 
 @dataclass(frozen=True)
@@ -178,11 +177,12 @@ def splits(setup) -> dict[str, torch.Tensor]:
     return {"val": data.val.x, "test": data.test.x, "ood": next(iter(data.ood.values())).x}
 
 
-def save_outputs(path: Path, model, setup, info: dict) -> None:
-    """``model``'s outputs on every split, with its kind and ``info`` as metadata."""
+def save_outputs(path: Path, model, setup, info: dict, inputs=splits) -> None:
+    """``model``'s outputs on every split of ``inputs(setup)``, with its kind and ``info`` as
+    metadata."""
     outputs = {
         split: predict_outputs(model, x, setup.config.eval.batch_size).contiguous()
-        for split, x in splits(setup).items()
+        for split, x in inputs(setup).items()
     }
     meta = {"kind": output_kind(model), "info": json.dumps(info)}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,9 +219,11 @@ def run_seed(study: Study, data_dir: str | None, seed: int) -> None:
 
 
 def read_outputs(path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:
+    """The outputs :func:`save_outputs` wrote (every split it saved), their kind and info."""
     with safe_open(path, "pt") as f:
         meta = f.metadata()
-        return {s: f.get_tensor(s) for s in SPLITS}, meta["kind"], json.loads(meta["info"])
+        outputs = {split: f.get_tensor(split) for split in f.keys()}  # noqa: SIM118
+        return outputs, meta["kind"], json.loads(meta["info"])
 
 
 def score_seed(study: Study, data_dir: str | None, seed: int) -> dict[str, dict]:
