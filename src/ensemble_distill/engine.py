@@ -210,10 +210,11 @@ def check_memory(
     weights, host memory for the rest (all of it on a CPU). Nothing is checked where the
     available memory is unknown (no /proc/meminfo)."""
     on_device, on_host, counted = memory_need(config, member, outputs, memory)
-    places = [(on_device + on_host, available_memory(), "memory")]
+    host = available_memory()
+    places = [(on_device + on_host, host, "memory")]
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
-        places = [(on_device, free, f"{device} memory"), (on_host, available_memory(), "memory")]
+        places = [(on_device, free, f"{device} memory"), (on_host, host, "memory")]
     for need, free, where in places:
         if free is not None and need > free:
             raise ConfigError(
@@ -644,7 +645,8 @@ def load_student(
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory}/manifest.json lacks a valid {exc} entry") from None
     # A student saved before it had a disagreement scale loads with s = 1 (what it computed).
-    state = default_scales(student.state_dict(), state)
-    check_shapes(student.state_dict(), state, directory)
+    expected = student.state_dict()
+    state = default_scales(expected, state)
+    check_shapes(expected, state, directory)
     student.load_state_dict(state)
     return student.to(device).eval()
