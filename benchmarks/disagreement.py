@@ -6,7 +6,7 @@ docs/results/disagreement.{json,md} and docs/img/disagreement*.png:
     python benchmarks/disagreement.py --data-dir ../shared/data --seeds 0 1 2 --tabulate-only
 
 Per seed: the teacher (MNIST, M = 10 MLPs 400-400, 8 epochs; trained once and kept under
-runs/disagreement/seed<k>/teacher), then every student at 4x the teacher's epochs (the
+runs/disagreement/seed<k>/teacher/teacher), then every student at 4x the teacher's epochs (the
 patient budget of docs/results/recipes.md), its outputs on the validation, test and OOD splits
 and on two perturbed copies of the validation split saved to runs/disagreement/seed<k>/
 <student>.safetensors. A finished student is kept: stop and rerun at will, one process per
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import time
 from pathlib import Path
 
 import matplotlib
@@ -35,16 +34,16 @@ from hydra_tradeoff import (
     ROOT,
     Study,
     diversity,
+    diversity_plot_path,
     mean_diversity,
     plot_diversity,
     read_outputs,
-    save_outputs,
-    teacher_for,
+    run_seed,
 )
 from seeds import DEE_FOOTNOTE, curve_text, dee_marks, mean_std, write_page
 
 from ensemble_distill import metrics
-from ensemble_distill.engine import distill_student, prepare, teacher_train_outputs
+from ensemble_distill.engine import prepare
 from ensemble_distill.evaluation import (
     classification_scores,
     has_members,
@@ -120,36 +119,6 @@ def inputs(setup) -> dict[str, torch.Tensor]:
         "test": data.test.x,
         "ood": next(iter(data.ood.values())).x,
     }
-
-
-def cost(model, setup, seconds: float | None = None) -> dict:
-    x = setup.data.train.x[:64]
-    info = {
-        "params": sum(p.numel() for p in model.parameters()),
-        "flops": metrics.forward_flops(model.eval(), x),
-    }
-    return info | ({"train_seconds": seconds} if seconds is not None else {})
-
-
-def run_seed(study: Study, data_dir: str | None, seed: int, only: list[str] | None) -> None:
-    """The teacher, then every student not finished yet (each written when done)."""
-    folder = study.out / f"seed{seed}"
-    setup = prepare(study.config_for(data_dir, seed, "kd", []))
-    teacher = teacher_for(setup, study.runs / f"seed{seed}" / "teacher")
-    if not (folder / "ensemble.safetensors").is_file():
-        info = cost(teacher, setup)
-        save_outputs(folder / "ensemble.safetensors", teacher, setup, info, inputs)
-    train_outputs = teacher_train_outputs(setup, teacher)
-    for name, (method, overrides) in study.students.items():
-        path = folder / f"{name}.safetensors"
-        if path.is_file() or (only and name not in only):
-            continue
-        student_setup = prepare(study.config_for(data_dir, seed, method, overrides), setup.data)
-        start = time.perf_counter()
-        student, _ = distill_student(student_setup, teacher, method, train_outputs)
-        seconds = time.perf_counter() - start
-        save_outputs(path, student, student_setup, cost(student, setup, seconds), inputs)
-        print(f"seed {seed}: {name} ({seconds:.0f} s)", flush=True)
 
 
 # The post-hoc disagreement temperature's rows: the student's name and this mark.
@@ -437,7 +406,7 @@ def markdown(study: Study, record: dict) -> str:
         "confidence (Nam et al. 2021, Fig. 3b), mean over the seeds: the ensemble (black) and "
         "the students with members.",
         "",
-        f"![diversity per confidence bin](../img/{study.plot.stem}_diversity.png)",
+        f"![diversity per confidence bin](../img/{diversity_plot_path(study.plot).name})",
         "",
     ]
     return "\n".join(lines)
@@ -459,7 +428,7 @@ def main() -> None:
         )
     if not args.tabulate_only:
         for seed in args.seeds:
-            run_seed(study, args.data_dir, seed, args.only)
+            run_seed(study, args.data_dir, seed, args.only, inputs)
     per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
     summary = tabulate(study, per_seed)
     plot(summary, study.plot)
@@ -468,7 +437,7 @@ def main() -> None:
         **summary,
         "diversity": {k: v for k, v in summary["diversity"].items() if k in shown},
     }
-    plot_diversity(chosen_only, study.plot.with_name(f"{study.plot.stem}_diversity.png"))
+    plot_diversity(chosen_only, diversity_plot_path(study.plot))
     data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
     seeds = " ".join(map(str, args.seeds))
     record = {

@@ -189,21 +189,23 @@ def save_outputs(path: Path, model, setup, info: dict, inputs=splits) -> None:
     save_file(outputs, path, metadata=meta)
 
 
-def run_seed(study: Study, data_dir: str | None, seed: int) -> None:
-    """The teacher, then every student not finished yet (each written when done)."""
+def run_seed(
+    study: Study, data_dir: str | None, seed: int, only: list[str] | None = None, inputs=splits
+) -> None:
+    """The teacher, then every student not finished yet (each written when done; ``only``:
+    those of these names), their outputs on every split of ``inputs(setup)``."""
     folder = study.out / f"seed{seed}"
     setup = prepare(study.config_for(data_dir, seed, "kd", []))
     teacher = teacher_for(setup, study.runs / f"seed{seed}" / "teacher" / "teacher")
     if not (folder / "ensemble.safetensors").is_file():
         params = sum(p.numel() for p in teacher.parameters())
         flops = metrics.forward_flops(teacher, setup.data.train.x[:64])
-        save_outputs(
-            folder / "ensemble.safetensors", teacher, setup, {"params": params, "flops": flops}
-        )
+        info = {"params": params, "flops": flops}
+        save_outputs(folder / "ensemble.safetensors", teacher, setup, info, inputs)
     train_outputs = teacher_train_outputs(setup, teacher)
     for name, (method, overrides) in study.students.items():
         path = folder / f"{name}.safetensors"
-        if path.is_file():
+        if path.is_file() or (only and name not in only):
             continue
         student_setup = prepare(study.config_for(data_dir, seed, method, overrides), setup.data)
         start = time.perf_counter()
@@ -214,7 +216,7 @@ def run_seed(study: Study, data_dir: str | None, seed: int) -> None:
             "flops": metrics.forward_flops(student.eval(), setup.data.train.x[:64]),
             "train_seconds": seconds,
         }
-        save_outputs(path, student, student_setup, info)
+        save_outputs(path, student, student_setup, info, inputs)
         print(f"seed {seed}: {name} ({seconds:.0f} s)", flush=True)
 
 

@@ -28,7 +28,7 @@ def quick(tmp: Path) -> study.Study:
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("disagreement")
-    study.run_seed(quick(tmp), None, 0, None)
+    study.run_seed(quick(tmp), None, 0, inputs=study.inputs)
     return study.score_seed(quick(tmp), None, 0), tmp
 
 
