@@ -34,7 +34,16 @@ import matplotlib.pyplot as plt
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from seeds import curve_text, mean_std, write_page
+from seeds import (
+    DEE_FOOTNOTE,
+    curve_text,
+    dee_marks,
+    mean_std,
+    read_record,
+    tie_text,
+    ties,
+    write_page,
+)
 
 from ensemble_distill import metrics
 from ensemble_distill.config import load_config
@@ -279,10 +288,13 @@ KEYS += ("ood_mi_ratio", "val_cnll", "val_mi_spearman", "params", "flops", "trai
 def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
     seeds = sorted(per_seed)
     names = [n for n in per_seed[seeds[0]]["rows"] if all(n in per_seed[s]["rows"] for s in seeds)]
-    rows = {
-        name: {key: mean_std([per_seed[s]["rows"][name].get(key) for s in seeds]) for key in KEYS}
-        for name in names
-    }
+    rows = {}
+    for name in names:
+        rows[name] = {
+            key: mean_std([per_seed[s]["rows"][name].get(key) for s in seeds]) for key in KEYS
+        }
+        notes = {per_seed[s]["rows"][name].get("dee_note") for s in seeds}
+        rows[name]["dee_notes"] = sorted(note for note in notes if note)
     first = per_seed[seeds[0]]["curve"]
     curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first))]
     missing = [name for name in study.students if name not in rows]
@@ -291,7 +303,8 @@ def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
         "rows": rows,
         "curve": curve,
         "diversity": mean_diversity([per_seed[s]["diversity"] for s in seeds]),
-        "chosen": choose(rows),
+        "chosen": (chosen := choose(rows))[0],
+        "tie": chosen[1],
         "missing": missing,
     }
 
@@ -315,27 +328,26 @@ def mean_diversity(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
 CHOICE_RULE = (
     "among the Hydra students with at most 3x KD's parameters (the issue's bound on a compact "
     "default) and a validation cNLL within 2 % of the best of them, the one whose per-example "
-    "MI ranks the validation examples most like the ensemble's (Spearman ρ); ties go to fewer "
-    "parameters"
+    "MI ranks the validation examples most like the ensemble's (Spearman ρ); a gap in ρ "
+    "smaller than the seeds' std is a tie, broken by fewer parameters"
 )
 
 
-def choose(rows: dict[str, dict]) -> str:
-    """The new default Hydra, from validation data only: :data:`CHOICE_RULE`."""
+def choose(rows: dict[str, dict]) -> tuple[str, list[str]]:
+    """The new default Hydra, from validation data only (:data:`CHOICE_RULE`), and the
+    students it ties with."""
     budget = 3 * rows["kd"]["params"][0]
     hydras = {
         name: row
         for name, row in rows.items()
-        if name.startswith("hydra") and row["params"][0] <= budget
+        if name.startswith("hydra") and row["params"][0] <= budget and row["val_mi_spearman"]
     }
     best = min(row["val_cnll"][0] for row in hydras.values())
     close = [name for name, row in hydras.items() if row["val_cnll"][0] <= 1.02 * best]
-
-    def fidelity(name: str) -> tuple[float, float]:
-        rho = hydras[name]["val_mi_spearman"]
-        return (rho[0] if rho else -1.0, -hydras[name]["params"][0])
-
-    return max(close, key=fidelity)
+    top = max(close, key=lambda name: hydras[name]["val_mi_spearman"][0])
+    tied = [top, *ties(hydras, top, close, "val_mi_spearman")]
+    chosen = min(tied, key=lambda name: (hydras[name]["params"][0], tied.index(name)))
+    return chosen, [name for name in tied if name != chosen]
 
 
 def floors(rows: dict[str, dict], chosen: str) -> list[tuple[str, bool]]:
@@ -504,7 +516,7 @@ def markdown(study: Study, record: dict) -> str:
         lines.append(
             f"| {name}{mark} | {row['params'][0]:,.0f} | {row['flops'][0] / 1e6:.2f} | "
             f"{c(row['acc'])} | {c(row['cnll'])} | "
-            f"{c(row['dee'], '.2f')} | {c(row['ood_auroc_mi'])} | "
+            f"{c(row['dee'], '.2f')}{dee_marks(row)} | {c(row['ood_auroc_mi'])} | "
             f"{c(row['mi_spearman_test'], '.3f')} | {c(row['mi_spearman_ood'], '.3f')} | "
             f"{c(row['ood_mi_ratio'], '.3f')} | {c(row['val_cnll'])} | "
             f"{c(row['val_mi_spearman'], '.3f')} | {c(row['train_seconds'], '.0f')} |"
@@ -516,11 +528,15 @@ def markdown(study: Study, record: dict) -> str:
             + ", ".join(f"`{name}`" for name in summary["missing"])
             + ".",
         ]
+    tie = summary.get("tie")
     lines += [
+        "",
+        DEE_FOOTNOTE,
         "",
         f"DE-k test cNLL: {curve_text(summary['curve'])}.",
         "",
-        f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`.",
+        f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`"
+        + (f"; {tie_text(tie, 'fewer parameters')}." if tie else "."),
         "",
         "## Floors (issue 16: the default Hydra at no more than 3x KD's parameters; test "
         "split, mean over the seeds)",
@@ -554,6 +570,11 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(STUDIES), default="mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tabulate-only", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="rewrite the page from the per-seed scores its JSON holds (no outputs needed)",
+    )
     parser.add_argument("--quick", action="store_true", help="MNIST's study on digits: a test")
     args = parser.parse_args()
     study = STUDIES[args.dataset]
@@ -567,23 +588,25 @@ def main() -> None:
             doc=out / "page",
             plot=out / "page.png",
         )
-    if not args.tabulate_only:
-        for seed in args.seeds:
-            run_seed(study, args.data_dir, seed)
-    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
-    summary = tabulate(study, per_seed)
+    if args.from_json:  # the command, machine and scores stay those of the run that made them
+        record, per_seed = read_record(study.doc)
+    else:
+        if not args.tabulate_only:
+            for seed in args.seeds:
+                run_seed(study, args.data_dir, seed)
+        per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
+        data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+        dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
+        seeds = " ".join(map(str, args.seeds))
+        record = {
+            "command": f"python benchmarks/hydra_tradeoff.py{data_dir}{dataset} --seeds {seeds}",
+            "machine": machine_info(),
+            "machine_line": machine_line(machine_info()),
+            "per_seed": per_seed,
+        }
+    record["summary"] = summary = tabulate(study, per_seed)
     plot(summary, study.plot)
     plot_diversity(summary, diversity_plot_path(study.plot))
-    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
-    dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
-    seeds = " ".join(map(str, args.seeds))
-    record = {
-        "command": f"python benchmarks/hydra_tradeoff.py{data_dir}{dataset} --seeds {seeds}",
-        "machine": machine_info(),
-        "machine_line": machine_line(machine_info()),
-        "per_seed": per_seed,
-        "summary": summary,
-    }
     write_page(study.doc, record, functools.partial(markdown, study))
 
 

@@ -48,6 +48,9 @@ from seeds import (
     distil_from_teacher,
     ensemble_curve,
     mean_std,
+    read_record,
+    tie_text,
+    ties,
     val_cnll,
     write_page,
 )
@@ -295,7 +298,7 @@ def tabulate(per_seed: dict[int, dict]) -> dict:
     teacher = {
         key: mean_std([per_seed[s]["teacher"][key] for s in seeds]) for key in first["teacher"]
     }
-    chosen = {}
+    chosen, tie = {}, {}
     for label, row in table.items():
         method = row["method"]
         if method in ("ensemble", "member"):
@@ -303,7 +306,12 @@ def tabulate(per_seed: dict[int, dict]) -> dict:
         best = chosen.get(method)
         if best is None or row["val_cnll"][0] < table[best]["val_cnll"][0]:
             chosen[method] = label
-    return {"seeds": seeds, "rows": table, "curve": curve, "teacher": teacher, "chosen": chosen}
+    for method, label in chosen.items():
+        same = [other for other, row in table.items() if row["method"] == method]
+        if tied := ties(table, label, same, "val_cnll"):
+            tie[method] = tied
+    summary = {"seeds": seeds, "rows": table, "curve": curve, "teacher": teacher}
+    return summary | {"chosen": chosen, "tie": tie}
 
 
 def floors(summary: dict) -> list[str]:
@@ -469,6 +477,7 @@ def markdown(study: Study, record: dict) -> str:
         "",
         DEE_FOOTNOTE,
         "",
+        *choice_lines(summary),
         f"![cNLL against training compute](../img/{study.doc.name}.png)",
         "",
         f"## {study.floors_title.format(seeds=seeds_text)}",
@@ -477,6 +486,16 @@ def markdown(study: Study, record: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def choice_lines(summary: dict) -> list[str]:
+    """Each method's choice (the lowest mean validation cNLL) and the recipes it ties with."""
+    lines = []
+    for method, label in summary["chosen"].items():
+        tied = summary.get("tie", {}).get(method)
+        tie = f": {tie_text(tied, 'the lower mean validation cNLL')}" if tied else ""
+        lines.append(f"- {method}: `{label}`{tie}.")
+    return ["**Choice** (each method's lowest mean validation cNLL):", "", *lines, ""]
 
 
 COST_TEXT = (
@@ -595,30 +614,49 @@ def study_for(args: argparse.Namespace) -> Study:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--data-dir", help="required unless --from-json")
     parser.add_argument("--dataset", choices=sorted(STUDIES), default="mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, help="default: runs/recipes[_fashion]")
     parser.add_argument("--tabulate-only", action="store_true")
+    parser.add_argument(
+        "--from-json",
+        action="store_true",
+        help="rewrite the page from the per-seed scores its JSON holds (no runs needed)",
+    )
     parser.add_argument("--quick", action="store_true", help="digits, tiny: a smoke test")
     parser.add_argument("--doc", type=Path, help="default: docs/results/recipes[_fashion]")
     args = parser.parse_args()
+    if not (args.data_dir or args.from_json):
+        parser.error("--data-dir DIR is required (the folder holding the data sets)")
     study = study_for(args)
+    if args.from_json:  # the command, machine and scores stay those of the run that made them
+        record, per_seed = read_record(study.doc)
+    else:
+        record, per_seed = measure(args, study)
+    if not per_seed:
+        return
+    record["summary"] = summary = tabulate(per_seed)
+    record["floors"] = study.floors(summary)
+    plot(summary, study.doc.parent.parent / "img" / f"{study.doc.name}.png")
+    write_page(study.doc, record, functools.partial(markdown, study))
+
+
+def measure(args: argparse.Namespace, study: Study) -> tuple[dict, dict[int, dict]]:
+    """Run (or resume) every seed's recipes and score the seeds that finished them all: the
+    page's record without its summary, and the scores by seed (none finished: empty)."""
     if not args.tabulate_only:
         for seed in args.seeds:
             run_seed(study, args.data_dir, seed)
     finished = {seed: _finished(study, seed) for seed in args.seeds}
     done = [s for s in args.seeds if len(finished[s]) == len(study.variants)]
-    unfinished = [s for s in args.seeds if s not in done]
     if not done:
         progress = "; ".join(
             f"seed {s}: {len(finished[s])} of {len(study.variants)} recipes" for s in args.seeds
         )
         print(f"No requested seed has all its recipes finished ({progress}): no page written.")
-        return
+        return {}, {}
     per_seed = {seed: collect(study, args.data_dir, seed) for seed in done}
-    summary = tabulate(per_seed)
-    plot(summary, study.doc.parent.parent / "img" / f"{study.doc.name}.png")
     record = {
         "command": "python benchmarks/recipes.py --data-dir DIR"
         + (f" --dataset {args.dataset}" if args.dataset != "mnist" else "")
@@ -629,12 +667,10 @@ def main() -> None:
         "machine_line": machine_line(info),
         "date": time.strftime("%Y-%m-%d"),
         "per_seed": per_seed,
-        "summary": summary,
     }
-    if unfinished:
+    if unfinished := [s for s in args.seeds if s not in done]:
         record["unfinished"] = unfinished
-    record["floors"] = study.floors(summary)
-    write_page(study.doc, record, functools.partial(markdown, study))
+    return record, per_seed
 
 
 if __name__ == "__main__":

@@ -43,6 +43,34 @@ def cell(value: tuple[float, float] | None, fmt: str = ".4f") -> str:
     return f"{format(value[0], fmt)} ± {format(value[1], fmt)}"
 
 
+def ties(rows: dict[str, dict], chosen: str, candidates: Sequence[str], key: str) -> list[str]:
+    """The candidates whose mean ``key`` equals the chosen one's or lies closer to it than the
+    seeds' std (the larger of the two): a gap smaller than the noise is a tie, not a finding."""
+    best = rows[chosen][key]
+
+    def tied(value: tuple[float, float]) -> bool:
+        gap = abs(value[0] - best[0])
+        return gap == 0 or gap < max(best[1], value[1])
+
+    return [
+        name
+        for name in candidates
+        if name != chosen and rows[name][key] is not None and tied(rows[name][key])
+    ]
+
+
+def tie_text(tied: Sequence[str], broken_by: str) -> str:
+    """The page's words for a choice within noise: ``tie (gap < std) with `a`, broken by …``."""
+    return f"tie (gap < std) with {', '.join(f'`{n}`' for n in tied)}, broken by {broken_by}"
+
+
+def read_record(doc: Path) -> tuple[dict, dict[int, dict]]:
+    """``doc``.json and its per-seed scores by seed: a page rewritten from the scores its run
+    saved (a change to how the page tabulates or reads them, not to the scores)."""
+    record = json.loads(doc.with_suffix(".json").read_text())
+    return record, {int(seed): scores for seed, scores in record["per_seed"].items()}
+
+
 def write_page(doc: Path, record: dict, markdown: Callable[[dict], str]) -> None:
     """Write ``doc``.json (the record) and ``doc``.md (its page), and print the page."""
     page = markdown(record)

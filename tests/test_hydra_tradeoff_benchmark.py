@@ -2,6 +2,7 @@
 saved outputs, and the choice of a new default on validation data only."""
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -71,9 +72,44 @@ def test_the_choice_reads_validation_scores_only():
         "hydra big": row(0.099, 0.99, 301, 0.010),  # best everywhere, but over the budget
         "hydra far": row(0.200, 0.99, 50, 0.010),  # best test cNLL, but 2x the validation's
     }
-    assert study.choose(rows) == "hydra small"
+    assert study.choose(rows) == ("hydra small", [])
     rows["hydra equal"] = row(0.101, 0.9, 120, 0.3)
-    assert study.choose(rows) == "hydra equal"  # a tie goes to fewer parameters
+    assert study.choose(rows) == ("hydra equal", ["hydra small"])  # ties: fewer parameters
+    rows["hydra equal"]["val_mi_spearman"] = (0.88, 0.01)  # 0.02 below, std 0.01: a loss
+    assert study.choose(rows) == ("hydra small", [])
+    rows["hydra equal"]["val_mi_spearman"] = (0.88, 0.03)  # within the noise: a tie
+    assert study.choose(rows) == ("hydra equal", ["hydra small"])
+
+
+def test_the_page_is_rewritten_from_its_json_alone(tmp_path, monkeypatch):
+    """--from-json re-tabulates the per-seed scores a page's JSON holds: no outputs read,
+    the run's command and machine kept, the DEE marks and footnote on the page."""
+    doc = tmp_path / "page"
+    per_seed = {}
+    for seed in (0, 1):
+        rows = {
+            name: {key: 0.5 + 0.01 * seed for key in study.KEYS}
+            for name in ("ensemble", "member", "kd", "hydra")
+        }
+        rows["hydra"] |= {"dee": 0.8, "dee_note": "extrapolated" if seed else None}
+        bins = {"edges": [0.0, 1.0], "diversity": [0.1]}
+        per_seed[str(seed)] = {
+            "rows": rows,
+            "curve": [0.3, 0.2],
+            "diversity": {"hydra": {"test": bins, "ood": bins}},
+        }
+    record = {"command": "the run's", "machine_line": "its machine", "per_seed": per_seed}
+    doc.with_suffix(".json").write_text(json.dumps(record))
+    fake = dataclasses.replace(quick(tmp_path), doc=doc, plot=tmp_path / "p.png")
+    monkeypatch.setitem(study.STUDIES, "mnist", fake)
+    monkeypatch.setattr(study, "score_seed", None)  # never called
+    monkeypatch.setattr(sys, "argv", ["hydra_tradeoff.py", "--from-json"])
+    study.main()
+    rewritten = json.loads(doc.with_suffix(".json").read_text())
+    assert rewritten["command"] == "the run's"
+    assert rewritten["summary"]["rows"]["hydra"]["dee_notes"] == ["extrapolated"]
+    page = doc.with_suffix(".md").read_text()
+    assert "| 0.80 ± 0.00† |" in page and study.DEE_FOOTNOTE in page
 
 
 def test_the_page_marks_the_choice_and_the_old_default(scored):
@@ -81,7 +117,8 @@ def test_the_page_marks_the_choice_and_the_old_default(scored):
     summary = study.tabulate(quick(tmp), {0: record})
     page = study.markdown(quick(tmp), {"command": "c", "machine_line": "m", "summary": summary})
     assert "*(old default)*" in page and "**(chosen)**" in page
-    assert all(torch.isfinite(torch.tensor(v[0])) for v in summary["rows"]["hydra"].values() if v)
+    hydra = summary["rows"]["hydra"]
+    assert all(torch.isfinite(torch.tensor(hydra[key][0])) for key in study.KEYS if hydra[key])
 
 
 @pytest.mark.parametrize("name", sorted(study.STUDIES))

@@ -70,13 +70,15 @@ def test_inference_rows_count_parameters_and_flops_of_each_model(record):
 
 def test_variant_rows_resolve_auto_and_derive_their_ratios(record):
     rows = {(r["variant"], r["phase"]): r for r in record["variants"]}
-    pooled = "kd+mixup, pool 4"  # benchmarks/performance.py: POOLED
-    assert {phase for _, phase in rows} == {"teacher", "kd", "kd+mixup", pooled}
-    assert [variant for variant, phase in rows if phase == pooled] == ["auto"]
-    assert rows["auto", pooled]["one_off_seconds"] > 0  # the pool's build, timed apart
-    assert rows["auto", pooled]["speedup"] is None  # no fp32 reference was pooled
+    kinds = ("gaussian", "ods", "confods", "mixup", "mixture")  # performance.py: POOLED_KINDS
+    pooled = {f"kd+{kind}, pool 4" for kind in kinds}
+    assert {phase for _, phase in rows} == {"teacher", "kd", "kd+mixup", *pooled}
+    assert {variant for variant, phase in rows if phase in pooled} == {"auto"}
+    for phase in pooled:
+        assert rows["auto", phase]["one_off_seconds"] > 0  # the pool's build, timed apart
+        assert rows["auto", phase]["speedup"] is None  # no fp32 reference was pooled
     for (variant, phase), row in rows.items():
-        if phase == pooled:
+        if phase in pooled:
             continue
         assert row["one_off_seconds"] is None
         reference = rows["fp32, NCHW", phase]["seconds_per_epoch"]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import re
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -523,18 +524,21 @@ def _check(sentence: str, page: str) -> list[str]:
     return [f.text for f in figures("t.md", 1, sentence, (page,)) if not matches(f)]
 
 
-def test_stale_figures_fail():
-    """Issue 29's stale Performance figures are caught; the current ones pass."""
-    stale = (
-        "measured GEMM peak 145 GFLOP/s; the teacher reaches 61–81 % of the peak; "
-        "the ensemble adds 589 MiB at batch 256"
-    )
-    assert _check(stale, "benchmarks") == ["145", "81 % (61–81 %)", "589 MiB"]
-    current = (
-        "measured GEMM peak 212 GFLOP/s; the teacher reaches 54–72 % of the peak; "
-        "the ensemble adds 497.5 MiB at batch 256; digits stacking 2.58× at M = 10"
-    )
-    assert _check(current, "benchmarks") == []
+def test_stale_figures_fail(tmp_path, monkeypatch):
+    """Issue 29's case, frozen: the bullet said 145 GFLOP/s, 61–81 % and 589 MiB while the
+    page's JSON held 212.4, 54–72 % and 497.5; the stale figures are caught, the held pass."""
+    record = {"gemm": {"peak_gflops": 212.4}, "fractions": [0.54, 0.72], "peak_rss_mib": 497.5}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(record))
+    monkeypatch.setattr(sys.modules[__name__], "RESULTS", tmp_path)
+    json_values.cache_clear()
+    try:
+        stale = "GEMM peak 145 GFLOP/s; 61–81 % of the peak; the ensemble adds 589 MiB"
+        expected = ["145", "61 % (61–81 %)", "81 % (61–81 %)", "589 MiB"]
+        assert _check(stale, "benchmarks") == expected
+        held = "GEMM peak 212 GFLOP/s; 54–72 % of the peak; the ensemble adds 497.5 MiB"
+        assert _check(held, "benchmarks") == []
+    finally:
+        json_values.cache_clear()  # the other tests read the real pages
 
 
 def test_rounding_is_the_printed_precision():

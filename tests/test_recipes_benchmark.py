@@ -130,6 +130,26 @@ def test_fashion_quick_writes_its_page_from_one_seed(fashion):
     assert (run_dir / "report.html").is_file() and (run_dir / "report.md").is_file()
 
 
+def test_from_json_rewrites_the_page_and_names_its_ties(fashion, tmp_path):
+    """--from-json re-tabulates the per-seed scores the JSON holds (no runs, no data): two KD
+    recipes with the same validation cNLL are a tie, named with its tie-break."""
+    _, doc = fashion
+    record = json.loads(doc.with_suffix(".json").read_text())
+    recipes = record["per_seed"]["0"]["recipes"]
+    recipes["fm-clean-2x"]["kd"]["val_cnll"] = recipes["fm-clean-1x"]["kd"]["val_cnll"] = 0.0
+    rewritten = tmp_path / "docs" / "results" / "recipes_fashion"
+    rewritten.parent.mkdir(parents=True)
+    rewritten.with_suffix(".json").write_text(json.dumps(record))
+    command = [sys.executable, str(SCRIPT), "--from-json", "--dataset", "fashion-mnist"]
+    subprocess.run([*command, "--doc", str(rewritten)], check=True, capture_output=True, cwd=ROOT)
+    again = json.loads(rewritten.with_suffix(".json").read_text())
+    assert again["command"] == record["command"]  # the run's, not the rewrite's
+    chosen, tie = again["summary"]["chosen"]["kd"], again["summary"]["tie"]["kd"]
+    assert {chosen, *tie} == {"kd [fm-clean-1x]", "kd [fm-clean-2x]"}
+    page = rewritten.with_suffix(".md").read_text()
+    assert f"- kd: `{chosen}`: tie (gap < std) with `{tie[0]}`, broken by the lower" in page
+
+
 def test_unfinished_seeds_are_named_not_tabulated(fashion):
     tmp, _ = fashion
     doc = tmp / "docs" / "results" / "partial"

@@ -94,3 +94,25 @@ def test_diverse_step_has_norm_eta_sqrt_d_and_needs_a_student():
     state.student = BatchEnsemble.from_model(create_model(SPEC), 3).double()
     norms = (PERTURBATIONS.get("diverse")(x, state) - x).flatten(1).norm(dim=1)
     torch.testing.assert_close(norms, torch.full((4,), 3e-3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("name", sorted(set(PERTURBATIONS.names()) - {"diverse"}))
+def test_every_perturbation_keeps_the_inputs_memory_layout(name, channels):
+    """A channels-last batch stays channels-last, also with one channel (where x + noise
+    comes back with NCHW strides and the convolutions leave their channels-last kernels)."""
+    from ensemble_distill.models.base import channels_last
+
+    spec = ModelSpec("cnn", (channels, 8, 8), 4, {"channels": [2], "hidden": 8})
+    torch.manual_seed(0)
+    state = PerturbationState(
+        DeepEnsemble([create_model(spec) for _ in range(2)]).eval(),
+        0.05,
+        temperature=1.0,
+        generator=torch.Generator().manual_seed(0),
+        patch=2,
+        mixture={"clean": 1, "mixup": 1, "gaussian": 1},
+    )
+    for x in (torch.rand(6, channels, 8, 8), channels_last(torch.rand(6, channels, 8, 8))):
+        assert PERTURBATIONS.get(name)(x, state).stride() == x.stride()
+

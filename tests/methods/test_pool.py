@@ -144,9 +144,9 @@ def test_check_pool_refuses_inputs_that_probe_the_student():
 
 
 def test_check_pool_refuses_a_pool_above_the_limit_in_gb():
-    big = (3, 224, 224)  # 602 KB per float32 image: 8 GB is about 14,000 of them
+    big = (3, 224, 224)  # 602 kB per float32 image: the 8 GiB limit is about 14,000 of them
     check_pool(PerturbationConfig(pool=2), {"kd+mixup": ["mixup"]}, 5000, big, (5, 10))
-    with pytest.raises(ConfigError, match=r"perturbation.pool=4 would hold 9.0 GB"):
+    with pytest.raises(ConfigError, match=r"would hold 9.6 GB .* above the 8.6 GB limit"):
         check_pool(PerturbationConfig(pool=4), {"kd+mixup": ["mixup"]}, 4000, big, (5, 10))
     check_pool(PerturbationConfig(pool=4), {"kd": []}, 4000, big, (5, 10))  # nothing to pool
 

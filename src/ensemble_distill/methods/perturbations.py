@@ -65,6 +65,7 @@ from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.options import Section, at_least, positive, require
 from ensemble_distill.registry import Registry
+from ensemble_distill.resources import byte_text
 from ensemble_distill.teachers import DeepEnsemble
 
 
@@ -130,10 +131,20 @@ def expand_mixture(inputs: list[str], config: PerturbationConfig) -> list[str]:
     return [part for name in inputs for part in (parts if name == "mixture" else [name])]
 
 
+def in_layout_of(x: Tensor, value: Tensor) -> Tensor:
+    """``value``, detached, with exactly ``x``'s strides. Element-wise ops on a one-channel
+    channels-last batch return NCHW strides (both layouts are "contiguous" there), and the
+    convolutions on it would leave oneDNN's channels-last kernels (models.base.channels_last):
+    the teachers' and the student's forward on perturbed inputs would be the slower ones."""
+    if value.stride() == x.stride():
+        return value.detach()
+    return torch.empty_like(x, requires_grad=False).copy_(value.detach())
+
+
 def apply_step(x: Tensor, delta: Tensor, clip: bool = True) -> Tensor:
-    """x̃ = clip(x + δ, 0, 1) (or x + δ without ``clip``), detached."""
+    """x̃ = clip(x + δ, 0, 1) (or x + δ without ``clip``), detached, in ``x``'s layout."""
     x_tilde = x + delta
-    return (x_tilde.clamp(0.0, 1.0) if clip else x_tilde).detach()
+    return in_layout_of(x, x_tilde.clamp(0.0, 1.0) if clip else x_tilde)
 
 
 def per_example_unit(g: Tensor) -> Tensor:
@@ -171,7 +182,7 @@ def augment(x: Tensor, state: PerturbationState) -> Tensor:
     if x.shape[1] == 3:
         flip = (torch.rand(batch, generator=state.generator) < 0.5).to(x.device)
         views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
-    return views.contiguous().detach()
+    return in_layout_of(x, views)
 
 
 @PERTURBATIONS.register("clean")
@@ -227,7 +238,7 @@ def mixup(x: Tensor, state: PerturbationState) -> Tensor:
     lam = _beta(state.mixup_alpha, x.shape[0], state.generator).to(x.device, x.dtype)
     partner = torch.randperm(x.shape[0], generator=state.generator).to(x.device)
     lam = lam.view(-1, *([1] * (x.dim() - 1)))
-    return (lam * x + (1.0 - lam) * x[partner]).detach()
+    return in_layout_of(x, lam * x + (1.0 - lam) * x[partner])
 
 
 def _beta(a: float, count: int, generator: torch.Generator) -> Tensor:
@@ -382,7 +393,7 @@ def check_pool(
     size = 4 * config.pool * examples * (math.prod(input_shape) + math.prod(output_shape))
     if size > MAX_POOL_BYTES:
         raise ConfigError(
-            f"perturbation.pool={config.pool} would hold {size / 2**30:.1f} GB ({config.pool} "
+            f"perturbation.pool={config.pool} would hold {byte_text(size)} ({config.pool} "
             f"copies of {examples} inputs and their teacher outputs), above the "
-            f"{MAX_POOL_BYTES / 2**30:.0f} GB limit; lower perturbation.pool (0: live)"
+            f"{byte_text(MAX_POOL_BYTES)} limit; lower perturbation.pool (0: live)"
         )
