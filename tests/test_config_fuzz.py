@@ -68,6 +68,9 @@ def bad_for(kind: Any) -> st.SearchStrategy:
                 st.dictionaries(st.text(max_size=3), NESTED, min_size=1, max_size=2),
                 st.lists(bad_for(str).filter(lambda v: v is not None), min_size=1, max_size=3),
             )
+        if options == [str, int]:  # an attribute path, or an nn.Sequential index (student.head)
+            blank = st.one_of(BLANK, st.integers(max_value=-1), st.floats(), st.booleans())
+            return st.one_of(blank, CONTAINERS)
         assert len(options) == 1, f"extend bad_for for the union {kind}"
         return bad_for(options[0]).filter(lambda value: value is not None)
     if origin is typing.Literal:

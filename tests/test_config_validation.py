@@ -84,6 +84,11 @@ BAD: dict[str, list] = {
         "student.model_args={widths: [-1]}",
         "student.model_args={widths: [0]}",
     ],
+    "student.head": [
+        "student.head=fc",  # the default model, mlp, is registered: it has its own head
+        "student.head=fc..out",
+        "student.head=[fc]",
+    ],
     "student.epochs": ["student.epochs=0", "student.epochs=x"],
     "student.epochs_multiple": ["student.epochs_multiple=0", "student.epochs_multiple=x"],
     "student.lr": ["student.lr=0", "student.lr=x"],

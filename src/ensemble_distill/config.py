@@ -26,7 +26,7 @@ from ensemble_distill.data.identity import IDENTITY
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods import METHODS, resolve_method
 from ensemble_distill.methods.perturbations import PerturbationConfig
-from ensemble_distill.models import model_name_problem
+from ensemble_distill.models import is_factory, model_name_problem
 from ensemble_distill.options import (
     INT64,
     InvalidValue,
@@ -55,6 +55,8 @@ BEFORE_THE_KEY = {
 # Keys the run writes itself: what its data files were (data/identity.py), recomputed from the
 # files by every run (a value given is replaced) and part of the phases' fingerprints.
 IDENTITY_KEYS = ("data_identity", "distill_data_identity")
+# ``student.head``: attribute names joined by dots; digits are nn.Sequential indices.
+ATTRIBUTE_PATH = re.compile(r"\w+(?:\.\w+)*", re.ASCII)
 # Keys a checkpoint may still hold that the config has replaced: saved value -> the (key, value)
 # in the same section that means the same.
 RETIRED = {"hydra.copy_head": {True: ("head_init", "copy"), False: ("head_init", "independent")}}
@@ -118,6 +120,10 @@ class StudentConfig(Section):
 
     model: str | None = None
     model_args: dict | None = None
+    # For a model from an import path: the attribute path of its final Linear classifier (fc,
+    # classifier.1, head; 3 for an nn.Sequential's 4th layer), where Hydra puts its heads;
+    # null: timm's get_classifier()
+    head: str | int | None = None
     # Student epochs; null: epochs_multiple × the teacher's epochs. Distillation is patient:
     # on MNIST 6× reaches the ensemble's calibrated NLL, 1× one member's (docs/results/recipes.md).
     epochs: int | None = None
@@ -130,6 +136,11 @@ class StudentConfig(Section):
     def check(self) -> None:
         if self.model is not None:
             model_name(self.model)
+        if isinstance(self.head, int):  # YAML reads an nn.Sequential index as a number
+            self.head = str(self.head)
+        if self.head is not None:
+            path = ATTRIBUTE_PATH.fullmatch(self.head) is not None
+            require(path, "head", "must be an attribute path such as fc or classifier.1", self.head)
         if self.epochs is not None:
             at_least(self, 1, "epochs")
         positive(self, "epochs_multiple")
@@ -187,7 +198,8 @@ class RunConfig(Section):
     # TensorBoard events of every phase under OUT/tb/<phase> (needs the tensorboard package)
     tensorboard: bool = False
     # architecture of each ensemble member: a registered name, or package.module:factory whose
-    # factory(**model_args) builds the whole network (e.g. timm:create_model; kd/endd students)
+    # factory(**model_args) builds the whole network (e.g. timm:create_model; Hydra students
+    # cut it at student.head)
     model: str = "mlp"
     model_args: dict = field(default_factory=lambda: {"widths": [256, 256]})
     members: int = 5
@@ -205,6 +217,14 @@ class RunConfig(Section):
         registered(DATASETS, "dataset", self.dataset)
         check_dataset_args(self.dataset, self.dataset_args)
         model_name(self.model)
+        student_model = self.student.model or self.model
+        require(
+            self.student.head is None or is_factory(student_model),
+            "student.head",
+            f"names the classifier of a model from an import path; the student's model "
+            f"{student_model!r} is registered and brings its own head: set it to null",
+            self.student.head,
+        )
         at_least(self, 1, "members", "epochs", "batch_size")
         for key in ("seed", "split_seed"):  # members are seeded seed·1000 + m: keep it in range
             value = getattr(self, key)

@@ -50,9 +50,9 @@ from ensemble_distill.methods.perturbations import (
     expand_mixture,
 )
 from ensemble_distill.models import (
-    MODELS,
     Classifier,
     ModelSpec,
+    create_classifier,
     create_model,
     gaussian,
     is_factory,
@@ -74,10 +74,10 @@ if TYPE_CHECKING:
     from ensemble_distill.config import RunConfig
 
 DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
-# The methods whose student is the whole network (KD's as is, EnD²'s read as a Dirichlet): the
-# only ones that take a model given as an import path (``module:factory``), which has no
-# body/head split for Hydra's heads or BatchEnsemble's layers to build on.
-WHOLE_NETWORK_METHODS = ("kd", "endd")
+# The methods whose student puts its own heads on a body: on a network from an import path
+# (``module:factory``) they need its body/head split (``student.head``, models/split.py). The
+# others take the whole network (kd, endd) or convert all its layers (be, latentbe).
+SPLIT_METHODS = ("hydra",)
 
 # What prepare()'s caller will hold in memory (its ``memory``): the teacher in training, or
 # loaded (from OUT/teacher or the member files), and its outputs cached over the distillation
@@ -136,9 +136,11 @@ def prepare(
         data.input_shape,
         outputs,
         dict(student_args if student_args is not None else config.model_args),
+        config.student.head,
     )
     models = [check_buildable(teacher_spec, "model_args", data)]
-    if student_spec != teacher_spec:  # the default student is the members' architecture
+    # The default student is the members' architecture (its head path says only where to cut).
+    if dataclasses.replace(student_spec, head=None) != teacher_spec:
         if student_args is None:
             student_key = "student.model_args (null: the members' model_args are used)"
         else:
@@ -149,6 +151,8 @@ def prepare(
     if students_from_spec:
         for name in config.methods:
             check_student_buildable(teacher_spec, student_spec, config, name)
+        if is_factory(student_spec.name) and split_methods(config.methods):
+            check_split_body(student_spec, data)
     device = distributed.local_device(torch.device(config.device))
     config = resolve_hardware(config, data, device, any(map(has_convolutions, models)))
     if config.memory_format == "channels_last":
@@ -247,12 +251,18 @@ def as_channels_last(x: Tensor | ImageFiles) -> Tensor | ImageFiles:
 
 
 def default_methods(config: RunConfig, task: str) -> list[str]:
-    """The task's default methods; for a student from an import path, those whose student is
-    the whole network (:data:`WHOLE_NETWORK_METHODS`)."""
+    """The task's default methods; for a student from an import path without ``student.head``,
+    those that need no body/head split (not :data:`SPLIT_METHODS`)."""
     methods = DEFAULT_METHODS[task]
-    if is_factory(config.student.model or config.model):
-        methods = [name for name in methods if name in WHOLE_NETWORK_METHODS]
+    if is_factory(config.student.model or config.model) and config.student.head is None:
+        methods = [name for name in methods if name not in SPLIT_METHODS]
     return methods
+
+
+def split_methods(names: Collection[str]) -> list[str]:
+    """The methods among ``names`` whose student needs a body/head split
+    (:data:`SPLIT_METHODS`)."""
+    return [name for name in names if resolve_method(name)[0].section in SPLIT_METHODS]
 
 
 def resolve_hardware(
@@ -401,6 +411,29 @@ def check_factory_outputs(spec: ModelSpec, data: DataSplits, fix: str) -> None:
         )
 
 
+def check_split_body(spec: ModelSpec, data: DataSplits) -> None:
+    """The body of a network from an import path, cut at its head (``student.head``; built
+    once for real, the caller's random state kept), must map two training inputs to
+    (2, F), F the head's ``in_features``: a head path that names another Linear layer than
+    the final classifier is refused before training, not halfway through it."""
+    probe = data.train.x[:2]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        base = create_classifier(spec).eval()
+        try:
+            features = base.body(probe)
+        except Exception as exc:  # the user's network without that layer: name what failed
+            features = f"{type(exc).__name__}: {exc}"
+    need = (len(probe), base.feature_dim)
+    if not isinstance(features, Tensor) or tuple(features.shape) != need:
+        head = f"student.head={spec.head!r}" if spec.head else "its get_classifier() layer"
+        got = tuple(features.shape) if isinstance(features, Tensor) else f"an error ({features})"
+        raise ConfigError(
+            f"model {spec.name!r} without {head} gives {got} for inputs {tuple(probe.shape)}, "
+            f"where features {need} (the head's in_features) are needed: that layer is not its "
+            "final classifier; set student.head to the attribute path of the last Linear layer"
+        )
+
+
 def check_student_buildable(
     teacher_spec: ModelSpec, spec: ModelSpec, config: RunConfig, name: str
 ) -> None:
@@ -408,13 +441,6 @@ def check_student_buildable(
     check of both architectures: options that need the architecture to judge (e.g.
     ``hydra.split`` beyond its layers) are refused before training."""
     method, _ = resolve_method(name)
-    if is_factory(spec.name) and method.section not in WHOLE_NETWORK_METHODS:
-        raise ConfigError(
-            f"method {name!r} builds its student on a registered model's body (the layers "
-            f"before its head), which model {spec.name!r} does not expose; use "
-            f"{' or '.join(WHOLE_NETWORK_METHODS)} with it, or set student.model to a "
-            f"registered model ({', '.join(MODELS.names())})"
-        )
     method.check_architectures(method.options(config), teacher_spec, spec)
     fix = f"fix the {method.section}.* options or student.model_args"
 

@@ -145,12 +145,16 @@ def test_members_that_differ_in_a_setting_are_refused(nets, tmp_path, capsys):
     [
         (
             [MODEL, NO_ARGS, "methods=[hydra]"],
-            "method 'hydra' builds its student on a registered model",
+            "set student.head=NAME, the attribute path of its final Linear layer (its Linear "
+            "layers: hidden, out)",
         ),
-        ([MODEL, NO_ARGS, "methods=[be]"], "use kd or endd with it, or set student.model"),
         (
-            [f"student.model={MODULE}:gated_net", "student.model_args={}", "methods=[latentbe]"],
-            "method 'latentbe' builds its student",
+            [MODEL, NO_ARGS, "student.head=hidden", "methods=[hydra]"],
+            "without student.head='hidden' gives an error (RuntimeError: mat1 and mat2",
+        ),
+        (
+            [MODEL, NO_ARGS, "student.head=out", "hydra.split=1", "methods=[hydra]"],
+            "builds a GatedNet: set hydra.split=null for heads on its features",
         ),
         (
             ["model=ed_no_such_module_xyz:net"],

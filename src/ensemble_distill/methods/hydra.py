@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,13 @@ from ensemble_distill.methods.base import (
 )
 from ensemble_distill.methods.disagreement_fit import with_disagreement_temperature
 from ensemble_distill.methods.losses import disagreement_loss
-from ensemble_distill.models import Classifier, ModelSpec, create_model
+from ensemble_distill.models import (
+    Classifier,
+    ModelSpec,
+    create_classifier,
+    create_model,
+    is_factory,
+)
 from ensemble_distill.models.disagreement import SCALE_BUFFER, scale_disagreement
 from ensemble_distill.models.heads import (
     LowRankAdapters,
@@ -29,6 +36,7 @@ from ensemble_distill.models.heads import (
     copy_member_,
     perturb_members_,
 )
+from ensemble_distill.models.split import split_chain
 from ensemble_distill.models.stacked import grouped_leaves
 from ensemble_distill.options import InvalidValue, at_least, positive, require, unit_interval
 from ensemble_distill.teachers import DeepEnsemble
@@ -213,18 +221,23 @@ class Hydra(DistillMethod):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> HydraStudent:
-        """The untrained student on ``spec``; with ``split``, head m's layers come from an
-        m-th fresh build of ``spec``, so independent heads start as the architecture's own
-        initialisation draws them (Kaiming fan-out convolutions for ``cnn``, ...)."""
+        """The untrained student on ``spec`` (a network from an import path cut at its head,
+        ``spec.head``: :func:`~ensemble_distill.models.create_classifier`); with ``split``,
+        head m's layers come from an m-th fresh build of ``spec``, so independent heads start
+        as the architecture's own initialisation draws them (Kaiming fan-out convolutions for
+        ``cnn``, ...)."""
         if options.split is None:
-            return self.student(create_model(spec, mean, std), members, options)
-        donors = [create_model(spec, mean, std) for _ in range(members)]
+            return self.student(create_classifier(spec, mean, std), members, options)
+        donors = [split_donor(spec, options.split, mean, std) for _ in range(members)]
         return split_student(donors, options.split)
 
     def check_architectures(
         self, options: HydraConfig, teacher_spec: ModelSpec, student_spec: ModelSpec
     ) -> None:
-        if options.head_init == "members" and student_spec != teacher_spec:
+        # The head path only says where a network from an import path is cut: not another
+        # architecture.
+        mine = dataclasses.replace(student_spec, head=teacher_spec.head)
+        if options.head_init == "members" and mine != teacher_spec:
             raise ConfigError(
                 "hydra.head_init=members copies the members' weights, so the student's "
                 f"architecture must be theirs ({teacher_spec.name} {teacher_spec.kwargs}, not "
@@ -344,6 +357,33 @@ def split_student(donors: Sequence[Classifier], split: int) -> HydraStudent:
     body = nn.Sequential(*grouped_leaves(donors[0].body)[:cut])
     tails = [nn.Sequential(*grouped_leaves(donor.body)[cut:], donor.head) for donor in donors]
     return HydraStudent(body, StackedLayerHeads(tails))
+
+
+def split_donor(
+    spec: ModelSpec, split: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> Classifier:
+    """One build of ``spec`` whose last ``split`` weight layers a head takes over: a registered
+    architecture as built; a network from an import path cut at its head (``spec.head``),
+    only if it is a plain ``nn.Sequential`` chain ending in that head — the last layers of any
+    other network are no network of their own.
+
+    Raises:
+        InvalidValue: (key ``hydra.split``) a network from an import path that is no such chain.
+    """
+    network = create_model(spec, mean, std)
+    if not is_factory(spec.name):
+        return network
+    donor = split_chain(network, spec.head, model=spec.name)
+    if donor is None:
+        raise InvalidValue(
+            "hydra.split",
+            "takes the last layers of a network from an import path only where it is a plain "
+            "nn.Sequential chain (Linear, Conv2d, BatchNorm2d, ReLU, pooling, Flatten) ending "
+            f"in its head; model {spec.name!r} builds a {type(network).__name__}: set "
+            "hydra.split=null for heads on its features",
+            split,
+        )
+    return donor
 
 
 def split_point(base: Classifier, split: int) -> int:

@@ -10,8 +10,9 @@ dataset's normalisation, so inputs and perturbations live in [0, 1] pixel space.
 A name with a colon, ``package.module:factory``, is a model from another library or the user's
 own code: ``factory(**model_args)`` must return the whole network (inputs as the dataset gives
 them, [0, 1] pixels, to outputs), e.g. ``timm:create_model`` with ``model_args`` ``{model_name:
-resnet18, num_classes: 10, in_chans: 1}``. It has no body/head split, so only the methods whose
-student is the whole network take it as the student.
+resnet18, num_classes: 10, in_chans: 1}``. Students that put their own heads on a body (Hydra)
+cut it at its final classifier (:func:`create_classifier`, :mod:`.split`); the others take the
+whole network (KD, EnD²), or convert it (BatchEnsemble, LatentBE).
 
 An import path is code: naming one runs it. A config the user wrote is trusted to do so (the
 standard library and builtins are refused outright: they build no network, and ``os:system``
@@ -34,6 +35,7 @@ from ensemble_distill.models.base import Classifier, ModelSpec, Normalize
 from ensemble_distill.models.cnn import cnn_body
 from ensemble_distill.models.mlp import mlp_body
 from ensemble_distill.models.resnet import resnet20_body, resnet32_body, resnet56_body
+from ensemble_distill.models.split import split_network
 from ensemble_distill.models.wrn import wrn_body
 from ensemble_distill.registry import Registry
 
@@ -102,6 +104,21 @@ def create_model(
     return Classifier(
         nn.Sequential(normalize, body), nn.Linear(feature_dim, spec.num_classes), feature_dim
     )
+
+
+def create_classifier(
+    spec: ModelSpec,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Classifier:
+    """``spec`` as a body and a linear head: a registered architecture as :func:`create_model`
+    builds it, a network from an import path cut at its final classifier ``spec.head``
+    (:func:`~ensemble_distill.models.split.split_network`: body (B, *input) → (B, F), head
+    (B, F) → (B, classes))."""
+    model = create_model(spec, mean, std)
+    if not is_factory(spec.name):
+        return model
+    return split_network(model, spec.head, model=spec.name)
 
 
 def _from_factory(spec: ModelSpec) -> nn.Module:
@@ -199,6 +216,7 @@ __all__ = [
     "Classifier",
     "ModelSpec",
     "Normalize",
+    "create_classifier",
     "create_model",
     "import_factory",
     "is_factory",

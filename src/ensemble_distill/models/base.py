@@ -46,23 +46,37 @@ class Classifier(nn.Module):
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to rebuild an architecture (the weights, incl. normalisation, live in
-    the checkpoint). Serialisable to JSON with :meth:`to_dict`."""
+    the checkpoint). Serialisable to JSON with :meth:`to_dict`.
+
+    Attributes:
+        head: for a network from an import path, the attribute path of its final classifier
+            (config key ``student.head``; :mod:`~ensemble_distill.models.split`), where a
+            student puts its own heads; None: found by timm's ``get_classifier()``, or unused.
+    """
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
     kwargs: dict[str, Any] = field(default_factory=dict)
+    head: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"input_shape": list(self.input_shape)}
+        data = asdict(self) | {"input_shape": list(self.input_shape)}
+        if self.head is None:  # manifests without a head read as before the key existed
+            del data["head"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        head = data.get("head")
+        if head is not None and not isinstance(head, str):
+            raise ValueError("head")  # a tampered manifest: only an attribute path is read
         return cls(
             data["name"],
             tuple(data["input_shape"]),
             int(data["num_classes"]),
             dict(data.get("kwargs", {})),
+            head,
         )
 
 
