@@ -408,7 +408,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
 def build_config(data: dict[str, Any]) -> Any:
     """A :data:`Config` from a nested mapping; unknown keys, wrong types and values out of
-    range are refused with a :class:`ConfigError` naming the dotted key."""
+    range are refused with a :class:`ConfigError` naming the dotted key. A ``model`` given
+    without ``model_args`` takes its own default arguments, not the ``mlp``'s widths."""
+    if "model" in data and "model_args" not in data and isinstance(data["model"], str):
+        data = data | model_args_of(data["model"], None)
     return _build(Config, data, prefix="")
 
 
