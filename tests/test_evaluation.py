@@ -7,7 +7,9 @@ from ensemble_distill.evaluation import (
     DIRICHLET,
     PROXY_DIRICHLET,
     classification_metrics,
+    classification_row,
     gaussian_predictive,
+    ood_metrics,
     predictive,
     regression_metrics,
 )
@@ -75,3 +77,31 @@ def test_regression_metrics_match_scipy_in_original_units():
     mu, sd = pred.means[:, 0].numpy(), pred.variances[:, 0].sqrt().numpy()
     assert row["nll"] == pytest.approx(-norm.logpdf(y.numpy(), mu, sd).mean())
     assert row["rmse"] == pytest.approx(float(((pred.means[:, 0] - y) ** 2).mean().sqrt()))
+
+
+def test_ood_metrics_add_fpr95_by_entropy_and_by_mi():
+    torch.manual_seed(2)
+    pred_in, pred_out = predictive(3 * torch.randn(60, 4, 5)), predictive(torch.randn(30, 4, 5))
+    row = ood_metrics(pred_in, pred_out)
+    assert row["ood_fpr95"] == metrics.ood_fpr_at_tpr(pred_in.entropy, pred_out.entropy)
+    assert row["ood_fpr95_mi"] == metrics.ood_fpr_at_tpr(pred_in.mi, pred_out.mi)
+    assert row["ood_fpr95"] != row["ood_fpr95_mi"]  # two scores, not one twice
+    # One network has no MI (0 everywhere): chance AUROC, and every input flagged at 95 % TPR.
+    single = ood_metrics(predictive(torch.randn(60, 5)), predictive(torch.randn(30, 5)))
+    assert single["ood_auroc_mi"] == 0.5 and single["ood_fpr95_mi"] == 1.0
+
+
+def test_every_classification_row_has_aurc_and_eaurc():
+    torch.manual_seed(3)
+    labels = torch.randint(0, 5, (80,))
+    for outputs, kind in (
+        (torch.randn(80, 4, 5), "logits"),  # ensemble / Hydra
+        (torch.randn(80, 5), "logits"),  # one network
+        (torch.randn(80, 5), DIRICHLET),
+    ):
+        pred = predictive(outputs, kind)
+        row = classification_row(pred, labels, ood=predictive(torch.randn(20, 5)))
+        assert row["aurc"] == metrics.aurc(pred.probs, labels)
+        assert row["eaurc"] == metrics.eaurc(pred.probs, labels)
+        assert 0 <= row["eaurc"] <= row["aurc"] <= 1
+        assert {"ood_fpr95", "ood_fpr95_mi"} <= set(row)

@@ -303,10 +303,11 @@ def evaluate(
     """The metrics of a ``results.json`` row for ``model`` (a student, a teacher or any module
     giving logits (batch, classes) or member logits (batch, members, classes)) on ``data``.
 
-    Classification: ``acc``, ``nll``, ``brier``, ``brier_tfp``, ``ece``, ``mi``, ``entropy``;
-    with ``val_data`` also ``temperature``, ``cnll``, ``cece``, ``cbrier`` (temperature fitted on
-    ``val_data``); with ``ood_data`` (inputs; labels, if any, are ignored) ``ood_auroc``,
-    ``ood_aupr`` (by predictive entropy), ``ood_auroc_mi``, ``ood_aupr_mi``.
+    Classification: ``acc``, ``nll``, ``brier``, ``brier_tfp``, ``ece``, ``mi``, ``entropy``,
+    ``aurc``, ``eaurc``; with ``val_data`` also ``temperature``, ``cnll``, ``cece``, ``cbrier``
+    (temperature fitted on ``val_data``); with ``ood_data`` (inputs; labels, if any, are
+    ignored) ``ood_auroc``, ``ood_aupr``, ``ood_fpr95`` (by predictive entropy),
+    ``ood_auroc_mi``, ``ood_aupr_mi``, ``ood_fpr95_mi``.
     Regression (float targets): ``rmse``, ``nll``, variances and interval coverage; with
     ``ood_data`` the shift-detection AUROCs. ``val_data`` is not used for regression.
 

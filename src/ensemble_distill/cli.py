@@ -378,7 +378,7 @@ def own_field_comments(cls: type) -> dict[str, str]:
 
 def print_summary(results: dict[str, Any], out: Path) -> None:
     """The few columns a terminal holds (:func:`summary_columns`), then where the full table
-    and the report are: results.md has 14 columns, 300+ characters a row, which a terminal
+    and the report are: results.md has 16 columns, 300+ characters a row, which a terminal
     wraps into noise."""
     from ensemble_distill.report.table import REGRESSION, cell_text, ordered_names, task_of
 

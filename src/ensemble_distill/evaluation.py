@@ -155,25 +155,32 @@ def predict(
 
 
 def classification_metrics(pred: Predictive, labels: Tensor) -> dict[str, float]:
-    """ACC, NLL, Brier (both forms), ECE, mean MI and mean predictive entropy."""
+    """ACC, NLL, Brier (both forms), ECE, selective-prediction AURC and E-AURC (confidence
+    max p̄), mean MI and mean predictive entropy."""
     return {
         "acc": metrics.accuracy(pred.probs, labels),
         "nll": metrics.nll(pred.probs, labels),
         "brier": metrics.brier(pred.probs, labels),
         "brier_tfp": metrics.brier_tfp(pred.probs, labels),
         "ece": metrics.ece(pred.probs, labels),
+        "aurc": metrics.aurc(pred.probs, labels),
+        "eaurc": metrics.eaurc(pred.probs, labels),
         "mi": float(pred.mi.mean()),
         "entropy": float(pred.entropy.mean()),
     }
 
 
 def ood_metrics(pred_in: Predictive, pred_out: Predictive) -> dict[str, float]:
-    """OOD detection, OOD = positive: AUROC/AUPR by predictive entropy (``ood_auroc``) and MI."""
+    """OOD detection, OOD = positive: AUROC, AUPR and FPR at 95 % TPR by predictive entropy
+    (``ood_auroc``, ``ood_aupr``, ``ood_fpr95``) and by MI (``*_mi``; a single network's MI
+    is 0 everywhere: AUROC 0.5, FPR95 1)."""
     return {
         "ood_auroc": metrics.ood_auroc(pred_in.entropy, pred_out.entropy),
         "ood_aupr": metrics.ood_aupr(pred_in.entropy, pred_out.entropy),
+        "ood_fpr95": metrics.ood_fpr_at_tpr(pred_in.entropy, pred_out.entropy),
         "ood_auroc_mi": metrics.ood_auroc(pred_in.mi, pred_out.mi),
         "ood_aupr_mi": metrics.ood_aupr(pred_in.mi, pred_out.mi),
+        "ood_fpr95_mi": metrics.ood_fpr_at_tpr(pred_in.mi, pred_out.mi),
     }
 
 

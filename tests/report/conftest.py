@@ -64,6 +64,12 @@ def fake_outputs(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, kinds
 
 
+def ood_metrics_keys() -> list[str]:
+    """The keys :func:`ood_metrics` adds to a row, which a run without an OOD set lacks."""
+    pred = predictive(torch.zeros(2, CLASSES))
+    return list(ood_metrics(pred, pred))
+
+
 def fake_results(tensors: dict[str, torch.Tensor], kinds: dict[str, str]) -> dict[str, Any]:
     """results.json as the pipeline computes it, with made-up cost figures."""
     y_val, y_test = tensors["labels/val"], tensors["labels/test"]
@@ -172,7 +178,7 @@ def make_run(
         results["ood"] = None
         tensors = {k: v for k, v in tensors.items() if not k.endswith("/ood")}
         for row in results["methods"].values():
-            for key in ("ood_auroc", "ood_aupr", "ood_auroc_mi", "ood_aupr_mi", "mi_spearman_ood"):
+            for key in [*ood_metrics_keys(), "mi_spearman_ood"]:
                 row.pop(key)
     if diversity:
         analysis = fake_diversity(tensors)

@@ -33,6 +33,7 @@ def test_report_files_are_written(built):
                 "reliability",
                 "mi_agreement",
                 "ood_histograms",
+                "risk_coverage",
                 "diversity",
                 "student_diversity",
                 "cost",
@@ -72,6 +73,36 @@ def test_report_shows_student_diversity_with_its_caption(built):
     text = html_path.read_text()
     assert "<h3>Student diversity per confidence bin</h3>" in text
     assert html.escape(caption) in text
+
+
+def _table_under(markdown: str, heading: str) -> dict[str, dict[str, str]]:
+    """The markdown table after ``heading``: model -> header -> cell, bold marks removed."""
+    lines = markdown.split(f"{heading}\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return {
+        cells[0]: dict(zip(headers, cells, strict=True))
+        for cells in (
+            [c.strip().strip("*") for c in line.strip("|").split("|")] for line in lines[2:]
+        )
+    }
+
+
+def test_report_shows_fpr95_aurc_and_the_risk_coverage_figure(built):
+    run, html_path, md_path = built
+    methods = json.loads((run / "results.json").read_text())["methods"]
+    md, text = md_path.read_text(), html_path.read_text()
+    ood = _table_under(md, "### Uncertainty and OOD detection")
+    selective = _table_under(md, "### Selective prediction (test split)")
+    for name, row in methods.items():
+        assert ood[name]["OOD FPR@95 % TPR (entropy) ↓"] == f"{row['ood_fpr95']:.4f}"
+        assert ood[name]["OOD FPR@95 % TPR (MI) ↓"] == f"{row['ood_fpr95_mi']:.4f}"
+        assert selective[name]["AURC ↓"] == f"{row['aurc']:.3g}"
+        assert selective[name]["E-AURC ↓"] == f"{row['eaurc']:.3g}"
+    assert ood["kd"]["OOD FPR@95 % TPR (MI) ↓"] == "1.0000"  # one network: MI 0 everywhere
+    assert "<th>OOD FPR@95 % TPR (MI) ↓</th>" in text and "<th>E-AURC ↓</th>" in text
+    assert "![Selective prediction: risk against coverage](report/risk_coverage.png)" in md
+    assert "<h3>Selective prediction: risk against coverage</h3>" in text
+    assert "FPR@95 % TPR: the fraction of test inputs flagged as OOD" in md
 
 
 def test_a_run_from_before_student_diversity_still_reports(tmp_path, make_fake_run):

@@ -1,5 +1,7 @@
 """Every figure is drawn from a fake run's saved files, with the expected panels."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
@@ -49,6 +51,41 @@ def test_ood_histograms_show_auroc_in_each_legend(run):
     auroc = run.results["methods"]["endd"]["ood_auroc"]
     legends = [ax.get_legend().get_title().get_text() for ax in figure.axes]
     assert f"AUROC {auroc:.3f}" in legends
+
+
+def test_risk_coverage_draws_the_ensemble_and_each_student_with_its_aurc(run):
+    figure = plots.risk_coverage_figure(run)
+    assert_drawn(figure, 1)
+    ax = figure.axes[0]
+    names = ["ensemble", *STUDENTS]
+    methods = run.results["methods"]
+    assert [line.get_label() for line in ax.lines] == [
+        f"{name} (AURC {methods[name]['aurc']:.3g})" for name in names
+    ]
+    n = len(run.labels("test"))
+    for line, name in zip(ax.lines, names, strict=True):
+        assert line.get_color() == plots.method_style(name).color
+        np.testing.assert_allclose(line.get_xdata(), np.arange(1, n + 1) / n)
+        assert line.get_ydata()[-1] == pytest.approx(1 - methods[name]["acc"])
+        assert line.get_ydata().mean() == pytest.approx(methods[name]["aurc"])
+
+
+def test_risk_coverage_scales_to_the_risks_past_the_first_few_answers(run):
+    # Labels: the ensemble's predictions, but wrong on its most confident example, so that
+    # its risk is 1 at the first answer and at most 1/2 from the second on.
+    probs = run.predictive("ensemble", "test").probs.mean(dim=1)
+    labels = probs.argmax(dim=1)
+    first = probs.max(dim=1).values.argmax()
+    labels[first] = (labels[first] + 1) % probs.shape[1]
+    relabelled = dataclasses.replace(
+        run, tensors=run.tensors | {"labels/test": labels}, _predictive={}
+    )
+    ax = plots.risk_coverage_figure(relabelled).axes[0]
+    assert ax.lines[0].get_ydata()[0] == 1.0
+    top = max(
+        line.get_ydata()[line.get_xdata() >= plots.RISK_SCALE_FROM].max() for line in ax.lines
+    )
+    assert 0 < top < 0.9 and ax.get_ylim() == pytest.approx((0, 1.1 * top))
 
 
 def test_diversity_has_a_panel_per_perturbation(run):

@@ -2,8 +2,15 @@
 
 from ensemble_distill.report.table import (
     ACC,
+    AURC,
+    AUROC,
+    AUROC_MI,
     COLUMNS,
+    COMPARE_COLUMNS,
     DEE,
+    EAURC,
+    FPR95,
+    FPR95_MI,
     MI,
     NLL,
     REGRESSION_COLUMNS,
@@ -75,6 +82,23 @@ def test_results_markdown_keeps_the_pipeline_table():
     text = results_markdown(results)
     assert text.startswith("# tiny: deep ensemble of 3 members vs students")
     assert "| ensemble |" in text and "| **0.9500** |" in text
+
+
+def test_fpr95_follows_each_ood_auroc_and_aurc_has_its_table():
+    uncertainty = REPORT_TABLES["Uncertainty and OOD detection"]
+    for columns, pairs in (
+        (COLUMNS, [(AUROC, FPR95), (AUROC_MI, FPR95_MI)]),
+        (uncertainty, [(AUROC, FPR95), (AUROC_MI, FPR95_MI)]),
+        (COMPARE_COLUMNS, [(AUROC, FPR95)]),
+    ):
+        for auroc, fpr in pairs:
+            assert columns.index(fpr) > columns.index(auroc)
+    assert REPORT_TABLES["Selective prediction (test split)"] == [AURC, EAURC]
+    # Lower is better for all four.
+    methods = {"kd": dict.fromkeys(["ood_fpr95", "ood_fpr95_mi", "aurc", "eaurc"], 0.2)}
+    methods["hydra"] = dict.fromkeys(methods["kd"], 0.1)
+    for column in (FPR95, FPR95_MI, AURC, EAURC):
+        assert best_students(methods, column) == {"hydra"}
 
 
 def test_compare_rows_mark_the_best_student_within_each_run():

@@ -12,7 +12,8 @@ uncertainty scores ``(N,)`` float64 tensors. Bad input raises
 - :mod:`.calibration`: temperature scaling (cNLL, cECE, cBS) and the deep-ensemble equivalent
   (DEE, below 1 when worse than one member; ``dee_note`` flags values off the DE-k curve).
 - :mod:`.diversity`: members' pairwise-KL diversity per bin of confidence.
-- :mod:`.ood`: AUROC and AUPR with OOD as the positive class.
+- :mod:`.ood`: AUROC, AUPR and FPR at 95 % TPR with OOD as the positive class.
+- :mod:`.selective`: selective prediction: the risk–coverage curve, AURC and E-AURC.
 - :mod:`.regression`: Gaussian ensembles' mixture moments (aleatoric / epistemic), RMSE,
   Gaussian NLL, interval coverage and calibration curve; means and variances ``(N, M)``.
 - :mod:`.cost`: parameter count, forward FLOPs and latency per example.
@@ -51,7 +52,7 @@ from ensemble_distill.metrics.dirichlet import (
     dirichlet_mutual_information,
 )
 from ensemble_distill.metrics.diversity import diversity_by_confidence
-from ensemble_distill.metrics.ood import ood_aupr, ood_auroc
+from ensemble_distill.metrics.ood import ood_aupr, ood_auroc, ood_fpr_at_tpr
 from ensemble_distill.metrics.regression import (
     calibration_curve,
     gaussian_nll,
@@ -60,12 +61,14 @@ from ensemble_distill.metrics.regression import (
     regression_metrics,
     rmse,
 )
+from ensemble_distill.metrics.selective import aurc, eaurc, optimal_aurc, risk_coverage
 
 __all__ = [
     "DEE_CAPPED",
     "DEE_EXTRAPOLATED",
     "ReliabilityBins",
     "accuracy",
+    "aurc",
     "brier",
     "brier_tfp",
     "calibrated_metrics",
@@ -77,6 +80,7 @@ __all__ = [
     "dirichlet_mean",
     "dirichlet_mutual_information",
     "diversity_by_confidence",
+    "eaurc",
     "ece",
     "ensemble_size_curve",
     "expected_entropy",
@@ -92,11 +96,14 @@ __all__ = [
     "nll",
     "ood_aupr",
     "ood_auroc",
+    "ood_fpr_at_tpr",
+    "optimal_aurc",
     "pairwise_kl_diversity",
     "predictive_entropy",
     "rank_correlation",
     "regression_metrics",
     "reliability_bins",
+    "risk_coverage",
     "rmse",
     "temperature_scale",
 ]

@@ -2,8 +2,8 @@
 
 OOD examples are the positive class and a higher score means "more OOD" (e.g. mutual
 information or predictive entropy), as in Hendrycks & Gimpel 2017 and the Hydra paper
-(Tran et al. 2020). The ranking statistics come from scikit-learn rather than being
-re-implemented here.
+(Tran et al. 2020). AUROC and AUPR come from scikit-learn rather than being re-implemented
+here; FPR at 95 % TPR is one order statistic, computed directly.
 """
 
 from __future__ import annotations
@@ -35,10 +35,14 @@ def _as_scores(scores: Tensor, name: str) -> np.ndarray:
     return array
 
 
+def _in_and_out(score_in: Tensor, score_out: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Both groups' scores, validated, as float64 numpy."""
+    return _as_scores(score_in, "score_in"), _as_scores(score_out, "score_out")
+
+
 def _targets_and_scores(score_in: Tensor, score_out: Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate the two groups: targets 0 for in-distribution, 1 for OOD."""
-    s_in = _as_scores(score_in, "score_in")
-    s_out = _as_scores(score_out, "score_out")
+    s_in, s_out = _in_and_out(score_in, score_out)
     targets = np.concatenate([np.zeros(s_in.size), np.ones(s_out.size)])
     return targets, np.concatenate([s_in, s_out])
 
@@ -69,3 +73,36 @@ def ood_aupr(score_in: Tensor, score_out: Tensor) -> float:
     """
     targets, scores = _targets_and_scores(score_in, score_out)
     return float(average_precision_score(targets, scores))
+
+
+def ood_fpr_at_tpr(score_in: Tensor, score_out: Tensor, tpr: float = 0.95) -> float:
+    """False-positive rate at 95 % true-positive rate (FPR95), OOD the positive class: the
+    fraction of in-distribution examples flagged as OOD at the threshold that flags 95 % of
+    the OOD examples (Hendrycks & Gimpel 2017; Liang et al. 2018, ODIN; OpenOOD).
+
+    An example is flagged when its score s ≥ t, so TPR(t) = #{s_out ≥ t} / N_out and
+    FPR(t) = #{s_in ≥ t} / N_in, and
+
+        FPR95 = min { FPR(t) : TPR(t) ≥ 0.95 } = FPR(s_out,(k)),   k = ⌈0.95 · N_out⌉,
+
+    s_out,(k) the k-th largest OOD score: both rates fall as t rises, so the minimum sits at
+    the highest threshold that still flags k OOD examples. No interpolation between
+    thresholds: tied scores are flagged together, and the value is the smallest FPR among the
+    points of ``sklearn.metrics.roc_curve`` with TPR ≥ 0.95. 0 is perfect; 1 when every
+    in-distribution score reaches the threshold (e.g. a constant score, as a single network's
+    MI); about 0.95 for uninformative scores. Lower is better.
+
+    Args:
+        score_in: (N_in,) scores of in-distribution examples.
+        score_out: (N_out,) scores of OOD examples; higher means more OOD.
+        tpr: the TPR to reach, in (0, 1].
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise EnsembleDistillError(f"tpr must lie in (0, 1], got {tpr}; pass e.g. 0.95")
+    s_in, s_out = _in_and_out(score_in, score_out)
+    n_out = s_out.size
+    # The smallest k with k/N_out ≥ tpr, compared in float64 exactly as sklearn's TPRs
+    # (tps / N_out) are, so that a boundary case such as 19/20 = 0.95 is decided the same way.
+    k = int(np.searchsorted(np.arange(1, n_out + 1) / n_out, tpr, side="left")) + 1
+    threshold = np.sort(s_out)[n_out - k]  # the k-th largest OOD score
+    return float(np.mean(s_in >= threshold))

@@ -29,6 +29,7 @@ from ensemble_distill.report.rundir import RunDir, load_results, load_run
 from ensemble_distill.report.table import (
     BASELINES,
     DEE_FOOTNOTE,
+    FPR95_NOTE,
     REFERENCE,
     REGRESSION,
     REGRESSION_NOTE,
@@ -67,6 +68,9 @@ TABLE_NOTE = (
     "↓ lower is better). cNLL, cECE, cBrier: after temperature scaling fitted on the "
     "validation split; DEE: the deep-ensemble size with the same cNLL; BS (TFP) = Brier − 1; "
     "ρ: Spearman correlation of per-example MI with the ensemble's (n/a for a constant MI). "
+    + FPR95_NOTE
+    + " AURC: the mean error rate among the k most confident test examples over k = 1 … N; "
+    "E-AURC: its excess over a ranking of every correct example first, at the same accuracy. "
     + DEE_FOOTNOTE
 )
 REGRESSION_TABLE_NOTE = (
@@ -234,6 +238,15 @@ FIGURES = (
         "Predictive entropy on the test split (filled) and on the OOD set (outline); the "
         "less they overlap, the higher the AUROC.",
         plots.ood_histogram_figure,
+    ),
+    FigureSpec(
+        "risk_coverage",
+        "Selective prediction: risk against coverage",
+        "Each model answers its most confident test examples first (confidence: the largest "
+        "predicted probability); the curve is the error rate among those answered against the "
+        "fraction answered, and AURC its mean over 1 … N answered. The lower the curve, the "
+        "better the confidence ranks mistakes last; at full coverage it is 1 − accuracy.",
+        plots.risk_coverage_figure,
     ),
     FigureSpec(
         "diversity",

@@ -5,10 +5,10 @@ when saved: no global figure registry, no display needed), or None when the run 
 the figure shows. Every model keeps one colour across all figures (:func:`method_style`), the
 ensemble always black.
 
-Classification runs get reliability diagrams, MI agreement, entropy histograms, teacher and
-student diversity and DEE; regression runs (Gaussian outputs) get predictive bands over a 1-D
-input grid, interval calibration curves and test-vs-OOD variance distributions. Cost and
-training curves serve both.
+Classification runs get reliability diagrams, MI agreement, entropy histograms, risk–coverage
+curves, teacher and student diversity and DEE; regression runs (Gaussian outputs) get
+predictive bands over a 1-D input grid, interval calibration curves and test-vs-OOD variance
+distributions. Cost and training curves serve both.
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ ONE_TWO_FIVE = (1.0, 2.0, 5.0)
 SHORT_LOG_TICKS = 4
 # Training curves longer than this get a marker every few epochs instead of every epoch.
 MARKED_EPOCHS = 30
+# The risk–coverage axis is scaled to the risks from this coverage on: the first few answered
+# examples make the risk jump between 0 and 1, which would flatten an accurate model's curve.
+RISK_SCALE_FROM = 0.05
 
 
 @dataclass(frozen=True)
@@ -375,6 +378,41 @@ def ood_histogram_figure(run: RunDir, num_bins: int = 30) -> Figure | None:
         ax.set_ylim(low, high * (high / low) ** 0.45)
         ax.yaxis.set_minor_locator(NullLocator())  # several decades: see _mi_panel
     _label_grid(axes, 4, "predictive entropy H[p̄] (nats)", "density (per nat, log)")
+    return figure
+
+
+@styled
+def risk_coverage_figure(run: RunDir) -> Figure:
+    """Risk–coverage curves on the test split (selective prediction, Geifman & El-Yaniv 2017):
+    the error rate among the k most confident examples (confidence max p̄) against the
+    fraction answered k/N, for the ensemble and each student, each one's AURC (the mean of
+    its curve) in the legend. The risk axis is scaled to coverages from
+    :data:`RISK_SCALE_FROM` on; the first few answered examples may leave it at the top."""
+    labels = run.labels("test")
+    figure = _new_figure(7.0, 3.8)
+    ax = figure.subplots()
+    scaled = 0.0
+    for name in ["ensemble", *run.students]:
+        coverage, risk = metrics.risk_coverage(run.predictive(name, "test").probs, labels)
+        style = method_style(name)
+        ax.plot(
+            coverage.numpy(),
+            risk.numpy(),
+            color=style.color,
+            ls=style.linestyle,
+            lw=1.4,
+            label=f"{name} (AURC {float(risk.mean()):.3g})",
+        )
+        scaled = max(scaled, float(risk[coverage >= RISK_SCALE_FROM].max()))
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.1 * scaled if scaled > 0 else 1.0),
+        xlabel="coverage: fraction of test examples answered, most confident first",
+        ylabel="risk: error rate among them ↓",
+        title="risk–coverage on the test split (confidence max p̄)",
+    )
+    # Outside the axes: the curves start high on the left, where a legend inside would sit.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
 

@@ -49,6 +49,12 @@ DEE_FOOTNOTE = (
     "full ensemble, M is a lower bound."
 )
 
+# What the FPR95 columns mean (results.md and the report say it the same way).
+FPR95_NOTE = (
+    "FPR@95 % TPR: the fraction of test inputs flagged as OOD at the uncertainty threshold that "
+    "flags 95 % of the OOD set."
+)
+
 
 ACC = Column("acc", "ACC (fraction) ↑", "{:.4f}", +1)
 NLL = Column("nll", "NLL (nats) ↓", "{:.4f}", -1)
@@ -68,6 +74,11 @@ AUROC = Column("ood_auroc", "OOD AUROC (entropy) ↑", "{:.4f}", +1)
 AUPR = Column("ood_aupr", "OOD AUPR (entropy) ↑", "{:.4f}", +1)
 AUROC_MI = Column("ood_auroc_mi", "OOD AUROC (MI) ↑", "{:.4f}", +1)
 AUPR_MI = Column("ood_aupr_mi", "OOD AUPR (MI) ↑", "{:.4f}", +1)
+FPR95 = Column("ood_fpr95", "OOD FPR@95 % TPR (entropy) ↓", "{:.4f}", -1)
+FPR95_MI = Column("ood_fpr95_mi", "OOD FPR@95 % TPR (MI) ↓", "{:.4f}", -1)
+# Three significant digits: an accurate model's AURC is ~1e-3, where four decimals read 0.0012.
+AURC = Column("aurc", "AURC ↓", "{:.3g}", -1)
+EAURC = Column("eaurc", "E-AURC ↓", "{:.3g}", -1)
 PARAMS = Column("params", "params (count) ↓", "{:,}", -1)
 LATENCY_B1 = Column("latency_ms_b1", "ms/example (batch 1) ↓", "{:.3f}", -1)
 LATENCY_B256 = Column("latency_ms_b256", "ms/example (batch 256) ↓", "{:.4f}", -1)
@@ -97,7 +108,9 @@ COLUMNS = [
     DEE,
     MI,
     AUROC,
+    FPR95,
     AUROC_MI,
+    FPR95_MI,
     PARAMS,
     LATENCY_B1,
     LATENCY_B256,
@@ -124,14 +137,17 @@ REPORT_TABLES: dict[str, list[Column]] = {
         RHO_OOD,
         AUROC,
         AUPR,
+        FPR95,
         AUROC_MI,
         AUPR_MI,
+        FPR95_MI,
     ],
+    "Selective prediction (test split)": [AURC, EAURC],
     "Cost": [PARAMS, LATENCY_B1, LATENCY_B256],
 }
 
 # The metrics that compare_runs puts side by side, one table each.
-COMPARE_COLUMNS = [ACC, NLL, ECE, CNLL, DEE, RHO_TEST, AUROC, PARAMS, LATENCY_B256]
+COMPARE_COLUMNS = [ACC, NLL, ECE, CNLL, DEE, RHO_TEST, AUROC, FPR95, PARAMS, LATENCY_B256]
 
 REGRESSION_COLUMNS = [
     RMSE,
@@ -304,9 +320,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         f"Test split; OOD set: {ood or 'none'}. BS (TFP) = Brier − 1, the form of the Hydra "
         "paper's table. cNLL: NLL after temperature scaling fitted on the validation split; "
-        "DEE: the deep-ensemble size with the same cNLL. `ensemble` (first row) is the "
-        "reference and `member` its first member alone; **bold**: the best student per column. "
-        + DEE_FOOTNOTE,
+        f"DEE: the deep-ensemble size with the same cNLL. {FPR95_NOTE} `ensemble` (first row) "
+        "is the reference and `member` its first member alone; **bold**: the best student per "
+        "column. " + DEE_FOOTNOTE,
         "",
         markdown_table(results["methods"], COLUMNS),
     ]
