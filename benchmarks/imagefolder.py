@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from seeds import write_page
+from seeds import read_record, write_page
 
 from ensemble_distill.config import load_config
 from ensemble_distill.data import DataSplits, ImageFiles, create_dataset
 from ensemble_distill.engine import prepare, train_teacher
 from ensemble_distill.report.machine import machine_info, machine_line
+from ensemble_distill.resources import byte_text
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKERS = (0, 1, 2)
@@ -120,15 +121,15 @@ def markdown(record: dict) -> str:
         f"{record['workers']} workers) | seconds | inputs in memory |",
         "|---|---:|---:|",
         f"| streamed from the files | {seconds['streamed']:.1f} | "
-        f"{held['streamed'] / 2**20:.2f} MB (the file paths) |",
+        f"{byte_text(held['streamed'])} (the file paths) |",
         f"| the same images in memory | {seconds['in_memory']:.1f} | "
-        f"{held['in_memory'] / 2**20:.1f} MB (float32) |",
+        f"{byte_text(held['in_memory'])} (float32) |",
         "",
         f"Streamed / in memory: **{seconds['streamed'] / seconds['in_memory']:.2f}x** the "
         f"training time; the weights are {weights}.",
         "",
         "In memory, 50 000 RGB images at 224 x 224 would take "
-        f"{50_000 * 3 * 224 * 224 * 4 / 2**30:.0f} GB as float32; streamed, a training step "
+        f"{byte_text(50_000 * 3 * 224 * 224 * 4)} as float32; streamed, a training step "
         "holds one batch (and the workers' few batches decoded ahead).",
         "",
     ]
@@ -142,8 +143,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1, help="workers while training")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "imagefolder")
+    parser.add_argument(
+        "--from-json", action="store_true", help="rewrite the page from its JSON (no timing)"
+    )
     args = parser.parse_args()
-    write_page(args.doc, measure(args.data_dir, args.images, args.epochs, args.workers), markdown)
+    if args.from_json:
+        record, _ = read_record(args.doc)
+    else:
+        record = measure(args.data_dir, args.images, args.epochs, args.workers)
+    write_page(args.doc, record, markdown)
 
 
 if __name__ == "__main__":

@@ -65,10 +65,11 @@ def tie_text(tied: Sequence[str], broken_by: str) -> str:
 
 
 def read_record(doc: Path) -> tuple[dict, dict[int, dict]]:
-    """``doc``.json and its per-seed scores by seed: a page rewritten from the scores its run
-    saved (a change to how the page tabulates or reads them, not to the scores)."""
+    """``doc``.json and its per-seed scores by seed (none for a page of one run): a page
+    rewritten from what its run saved (a change to how the page tabulates or reads it, not to
+    the measurements)."""
     record = json.loads(doc.with_suffix(".json").read_text())
-    return record, {int(seed): scores for seed, scores in record["per_seed"].items()}
+    return record, {int(seed): scores for seed, scores in record.get("per_seed", {}).items()}
 
 
 def write_page(doc: Path, record: dict, markdown: Callable[[dict], str]) -> None:
