@@ -94,6 +94,11 @@ BAD: dict[str, list] = {
     "student.lr": ["student.lr=0", "student.lr=x"],
     "student.weight_decay": ["student.weight_decay=-1"],
     "student.schedule": ["student.schedule=bogus"],
+    "student.init": [
+        "student.init=bogus",
+        "student.init=weights.pt",  # a pickle: refused, whatever it holds
+        "student.init=missing.safetensors",  # read when the run is prepared
+    ],
     "perturbation.eta": ["perturbation.eta=-1"],
     "perturbation.temperature": ["perturbation.temperature=0"],
     "perturbation.mixup_alpha": ["perturbation.mixup_alpha=0"],

@@ -26,6 +26,7 @@ from ensemble_distill.data.identity import IDENTITY
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods import METHODS, resolve_method
 from ensemble_distill.methods.perturbations import PerturbationConfig
+from ensemble_distill.methods.student_init import student_init_problem
 from ensemble_distill.models import is_factory, model_name_problem
 from ensemble_distill.options import (
     INT64,
@@ -132,10 +133,16 @@ class StudentConfig(Section):
     weight_decay: float | None = None
     # null: optim.schedule; onecycle (warm-up, then cosine) is the recipe of the study above
     schedule: Literal["cosine", "constant", "onecycle"] | None = "onecycle"
+    # Where the students' weights start: random (each architecture's own initialisation) |
+    # member (the teacher's members' weights, methods/student_init.py) | a .safetensors file
+    # of the student's state_dict (e.g. OUT/students/kd/model.safetensors)
+    init: str = "random"
 
     def check(self) -> None:
         if self.model is not None:
             model_name(self.model)
+        problem = student_init_problem(self.init)
+        require(problem is None, "init", problem or "", self.init)
         if isinstance(self.head, int):  # YAML reads an nn.Sequential index as a number
             self.head = str(self.head)
         if self.head is not None:

@@ -41,6 +41,7 @@ from ensemble_distill.methods import (
     input_names,
     resolve_method,
 )
+from ensemble_distill.methods.base import require_members_architecture
 from ensemble_distill.methods.perturbations import (
     NEEDS_IMAGES,
     NEEDS_STUDENT_MEMBERS,
@@ -48,6 +49,12 @@ from ensemble_distill.methods.perturbations import (
     PROBABILITY_FREE,
     check_pool,
     expand_mixture,
+)
+from ensemble_distill.methods.student_init import (
+    MEMBER,
+    check_weights_file,
+    is_weights_file,
+    start_student,
 )
 from ensemble_distill.models import (
     Classifier,
@@ -148,9 +155,11 @@ def prepare(
         models.append(check_buildable(student_spec, student_key, data))
     if new_files:
         check_member_files(teacher_spec, config, models[0])
+    config = check_student_init(config, teacher_spec, student_spec, students_from_spec)
+    distilling = OUTPUTS in memory  # a run that reads no weights file builds no student
     if students_from_spec:
         for name in config.methods:
-            check_student_buildable(teacher_spec, student_spec, config, name)
+            check_student_buildable(teacher_spec, student_spec, config, name, distilling)
         if is_factory(student_spec.name) and split_methods(config.methods):
             check_split_body(student_spec, data)
     device = distributed.local_device(torch.device(config.device))
@@ -434,12 +443,37 @@ def check_split_body(spec: ModelSpec, data: DataSplits) -> None:
         )
 
 
+def check_student_init(
+    config: RunConfig, teacher_spec: ModelSpec, student_spec: ModelSpec, students_from_spec: bool
+) -> RunConfig:
+    """Refuse a ``student.init`` the students cannot start from, before training: ``member``
+    for another architecture than the members' or for the user's own body; a weights file
+    is made absolute (what config.yaml records; it is read by :func:`check_student_buildable`).
+    """
+    init = config.student.init
+    if init == MEMBER:
+        if not students_from_spec:
+            raise ConfigError(
+                "student.init=member copies the members' weights into a student of their "
+                "architecture, and a body of your own is not theirs; leave body= out (the "
+                "student is then the members' model), or set student.init=random"
+            )
+        require_members_architecture(
+            "student.init=member", teacher_spec, student_spec, "set student.init=random"
+        )
+    if is_weights_file(init):
+        student = dataclasses.replace(config.student, init=str(Path(init).absolute()))
+        config = dataclasses.replace(config, student=student)
+    return config
+
+
 def check_student_buildable(
-    teacher_spec: ModelSpec, spec: ModelSpec, config: RunConfig, name: str
+    teacher_spec: ModelSpec, spec: ModelSpec, config: RunConfig, name: str, distilling: bool
 ) -> None:
     """Build method ``name``'s student of ``spec`` on the meta device, after the method's own
     check of both architectures: options that need the architecture to judge (e.g.
-    ``hydra.split`` beyond its layers) are refused before training."""
+    ``hydra.split`` beyond its layers) are refused before training; when ``distilling``, so is
+    a ``student.init`` file that does not fit it."""
     method, _ = resolve_method(name)
     method.check_architectures(method.options(config), teacher_spec, spec)
     fix = f"fix the {method.section}.* options or student.model_args"
@@ -447,7 +481,9 @@ def check_student_buildable(
     def build() -> nn.Module:
         return method.build(spec, config.members, method.options(config))
 
-    _build_on_meta(build, f"the student of method {name!r}", fix)
+    student = _build_on_meta(build, f"the student of method {name!r}", fix)
+    if distilling and is_weights_file(config.student.init):
+        check_weights_file(config.student.init, student, f"the student of method {name!r}")
 
 
 def _build_on_meta(build: Callable[[], nn.Module], what: str, fix: str) -> nn.Module:
@@ -562,6 +598,8 @@ def distill_student(
                 base_from_body(body, setup, feature_dim), config.members, options
             )
         student.to(setup.device)
+        # Before training, which restores a resumed run's weights over this start.
+        start_student(method, student, teacher, setup.student_spec, options, config.student.init)
         context = DistillContext(
             data=data,
             teacher=teacher,

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ensemble_distill import distributed
 from ensemble_distill.data import DataSplits
 from ensemble_distill.data.image_files import ImageFiles, batches_of, in_unit_interval, planner
+from ensemble_distill.errors import ConfigError
 from ensemble_distill.evaluation import as_member_logits, epoch_validator
 from ensemble_distill.methods.losses import (
     hydra_loss,
@@ -37,6 +38,7 @@ from ensemble_distill.methods.perturbations import (
     PerturbationState,
     build_pool,
 )
+from ensemble_distill.methods.student_init import load_member_
 from ensemble_distill.models import Classifier, ModelSpec, create_model
 from ensemble_distill.options import Section, positive, unit_interval
 from ensemble_distill.resume import Progress
@@ -252,6 +254,27 @@ class DistillContext:
         return self.config.student_optim()
 
 
+def require_members_architecture(
+    setting: str, teacher_spec: ModelSpec, student_spec: ModelSpec, instead: str
+) -> None:
+    """Refuse ``setting`` (e.g. ``hydra.head_init=members``), which copies the members' weights
+    into the student, unless the student's architecture is the members'; ``instead`` is the
+    other way out the error names.
+
+    Raises:
+        ConfigError: another architecture (or other arguments) for the student.
+    """
+    # The head path only says where a network from an import path is cut: not another
+    # architecture.
+    if dataclasses.replace(student_spec, head=teacher_spec.head) != teacher_spec:
+        raise ConfigError(
+            f"{setting} copies the members' weights, so the student's architecture must be "
+            f"theirs ({teacher_spec.name} {teacher_spec.kwargs}, not {student_spec.name} "
+            f"{student_spec.kwargs}); leave student.model and student.model_args null, or "
+            f"{instead}"
+        )
+
+
 def label_loss(student: nn.Module, batch: Batch, distill_outputs: Tensor) -> Tensor:
     """(1/M) Σ_j ℓ(S_j(x), y) on the clean inputs, M = the student's members (1 for one net);
     ℓ is :func:`~ensemble_distill.training.supervised_loss` (cross-entropy or Gaussian NLL).
@@ -355,6 +378,20 @@ class DistillMethod(abc.ABC):
         """Refuse options that the members' and the student's architectures rule out, before
         any training (raise a ConfigError naming the key); by default there are none."""
         return None
+
+    def start_from_members(
+        self, student: nn.Module, teacher: DeepEnsemble, spec: ModelSpec, options: Any
+    ) -> None:
+        """``student.init=member``: set the freshly built ``student`` (on ``spec``, the
+        members' architecture) to the teacher's members' weights where the shapes allow. By
+        default the student is one network of the members' architecture (KD, LatentBE before
+        its BatchEnsemble is made), which starts as member 0: body and head.
+
+        Raises:
+            ConfigError: the members' weights do not fit the student (naming the first
+                mismatch).
+        """
+        load_member_(student, teacher.member(0), 0)
 
     def student(self, base: Classifier, members: int, options: Any) -> nn.Module:
         """The untrained student built around ``base`` — a body with a linear head, from a

@@ -21,7 +21,8 @@ from ensemble_distill.methods.base import (
     distillation_loss,
 )
 from ensemble_distill.methods.disagreement_fit import with_disagreement_temperature
-from ensemble_distill.models import Classifier
+from ensemble_distill.methods.student_init import MEMBER, load_member_
+from ensemble_distill.models import Classifier, ModelSpec
 from ensemble_distill.models.batchensemble import (
     BatchEnsemble,
     factor_parameters,
@@ -29,6 +30,7 @@ from ensemble_distill.models.batchensemble import (
     shared_parameters,
 )
 from ensemble_distill.options import at_least, positive
+from ensemble_distill.teachers import DeepEnsemble
 
 
 @dataclass
@@ -101,6 +103,23 @@ class BatchEnsembleDistillation(DistillMethod):
     def student(self, base: Classifier, members: int, options: BEConfig) -> BatchEnsemble:
         return BatchEnsemble.from_model(base, members, options.init, options.init_std)
 
+    def start_from_members(
+        self, student: BatchEnsemble, teacher: DeepEnsemble, spec: ModelSpec, options: BEConfig
+    ) -> None:
+        """``student.init=member``: every member starts as teacher member 0 — the shared
+        weights, biases and batch norm from member 0, the factors r = s = 1 (whatever
+        ``be.init`` says) — and the one-to-one loss then pulls member j towards teacher j.
+
+        Why not member j from teacher j: member j's weight is W ∘ (s_j r_jᵀ), so members can
+        differ only by a rank-one rescaling of one shared W; teacher members trained from
+        independent starts are no such rescalings of each other (W_j / W_0 is not a rank-one
+        matrix), and batch norm is shared. Any per-member start (say, the best rank-one fit of
+        W_j / W_0, or teacher j's biases on W_0) would make no member equal to any teacher,
+        where this one makes every member exactly one of them, at the cost of one copy."""
+        load_member_(
+            student, BatchEnsemble.from_model(teacher.member(0), student.members, "ones"), 0
+        )
+
     def train(
         self, student: BatchEnsemble, context: DistillContext, options: BEConfig
     ) -> list[dict[str, Any]]:
@@ -123,8 +142,10 @@ class LatentBE(DistillMethod):
     def train(
         self, student: nn.Module, context: DistillContext, options: LatentBEConfig
     ) -> list[dict[str, Any]]:
+        # student.init=member started the network as member 0: factors 1 keep every member there.
+        init = "ones" if context.config.student.init == MEMBER else options.init
         ensemble = BatchEnsemble.from_model(
-            student, context.teacher.num_members, options.init, options.init_std
+            student, context.teacher.num_members, init, options.init_std
         )
         context.bind_student(ensemble)
         history = train_one_to_one(ensemble, context, options, desc="latentbe")

@@ -26,8 +26,10 @@ from torch import Tensor, nn
 from ensemble_distill.evaluation import DIRICHLET, PROXY_DIRICHLET
 from ensemble_distill.methods.base import DistillContext, DistillMethod
 from ensemble_distill.methods.losses import dirichlet_nll, proxy_dirichlet_loss
-from ensemble_distill.models import Classifier
+from ensemble_distill.methods.student_init import load_member_
+from ensemble_distill.models import Classifier, ModelSpec
 from ensemble_distill.options import Section, require
+from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.training import full_precision
 
 EnDTarget = Literal["members", "proxy"]
@@ -92,6 +94,14 @@ class EnsembleDistributionDistillation(DistillMethod):
 
     def student(self, base: Classifier, members: int, options: EnDConfig) -> PriorNetwork:
         return PriorNetwork(base, proxy=options.target == "proxy")
+
+    def start_from_members(
+        self, student: PriorNetwork, teacher: DeepEnsemble, spec: ModelSpec, options: EnDConfig
+    ) -> None:
+        """``student.init=member``: the network starts as member 0, body and output layer
+        (the log-concentrations have the logits' shape): its Dirichlet's mean is then member
+        0's softmax, its spread what training teaches it."""
+        load_member_(student.network, teacher.member(0), 0)
 
     def train(
         self, student: PriorNetwork, context: DistillContext, options: EnDConfig

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +17,15 @@ from ensemble_distill.methods.base import (
     DistillMethod,
     DistillOptions,
     distillation_loss,
+    require_members_architecture,
 )
 from ensemble_distill.methods.disagreement_fit import with_disagreement_temperature
 from ensemble_distill.methods.losses import disagreement_loss
+from ensemble_distill.methods.student_init import MEMBER_FIX, load_member_
 from ensemble_distill.models import (
     Classifier,
     ModelSpec,
+    as_classifier,
     create_classifier,
     create_model,
     is_factory,
@@ -234,16 +236,41 @@ class Hydra(DistillMethod):
     def check_architectures(
         self, options: HydraConfig, teacher_spec: ModelSpec, student_spec: ModelSpec
     ) -> None:
-        # The head path only says where a network from an import path is cut: not another
-        # architecture.
-        mine = dataclasses.replace(student_spec, head=teacher_spec.head)
-        if options.head_init == "members" and mine != teacher_spec:
-            raise ConfigError(
-                "hydra.head_init=members copies the members' weights, so the student's "
-                f"architecture must be theirs ({teacher_spec.name} {teacher_spec.kwargs}, not "
-                f"{student_spec.name} {student_spec.kwargs}); leave student.model and "
-                "student.model_args null, or choose another hydra.head_init"
+        if options.head_init == "members":
+            require_members_architecture(
+                "hydra.head_init=members",
+                teacher_spec,
+                student_spec,
+                "choose another hydra.head_init",
             )
+
+    def start_from_members(
+        self, student: HydraStudent, teacher: DeepEnsemble, spec: ModelSpec, options: HydraConfig
+    ) -> None:
+        """``student.init=member``: the body from member 0 and head m from member m. With
+        ``split`` that is :func:`init_from_members` (head m = member m's last layers, as
+        ``head_init: members``: with all layers split, head m is member m exactly); with linear
+        heads, head m = member m's classifier on member 0's features (head 0 is member 0
+        exactly; the others are as near their members as one shared body allows). What has no
+        counterpart in a member starts as it is built: MLP heads (hidden ``head_widths``; the
+        body still comes from member 0) and adapters (which start as the identity, B = 0, so
+        they change nothing at the start). ``head_init`` still applies after phase 1: ``copy``
+        and ``perturbed`` replace these heads by head 0's (``phase1_fraction: 0`` distils
+        one-to-one from the members' own weights)."""
+        if options.split is not None:
+            init_from_members(student, teacher, "student.init=member", "set student.init=random")
+            return
+        members = [as_classifier(teacher.member(m), spec) for m in range(teacher.num_members)]
+        load_member_(student.body, members[0].body, 0)
+        if options.mlp_widths:
+            return
+        if student.heads.members != teacher.num_members:
+            raise ConfigError(
+                f"student.init=member: {student.heads.members} heads for "
+                f"{teacher.num_members} members; {MEMBER_FIX}"
+            )
+        for index, member in enumerate(members):
+            copy_linear_head_(student.heads, index, member.head)
 
     def student(self, base: Classifier, members: int, options: HydraConfig) -> HydraStudent:
         """The body of ``base`` with M MLP heads (``base``'s linear head is dropped), or with
@@ -427,9 +454,34 @@ def reinitialised(base: Classifier) -> Classifier:
 
 
 @torch.no_grad()
-def init_from_members(student: HydraStudent, teacher: DeepEnsemble) -> None:
-    """``head_init: members``: the body ← member 0's first layers, head m ← member m's last
-    layers and classifier (weights and batch-norm statistics).
+def copy_linear_head_(heads: StackedMLPHeads, index: int, layer: nn.Module) -> None:
+    """Linear head ``index`` of ``heads`` ← the ``nn.Linear`` ``layer`` (a member's classifier;
+    no bias: 0). The stacked weight is (members, in, out), the transpose of ``layer``'s.
+
+    Raises:
+        ConfigError: ``layer`` is no ``nn.Linear`` of the head's shape.
+    """
+    weight, bias = heads.weights[0][index], heads.biases[0][index]
+    if not isinstance(layer, nn.Linear) or layer.weight.T.shape != weight.shape:
+        raise ConfigError(
+            f"student.init=member: member {index}'s classifier {layer} does not fit a linear "
+            f"head of shape {tuple(weight.T.shape)}; {MEMBER_FIX}"
+        )
+    weight.copy_(layer.weight.T)
+    bias.copy_(layer.bias if layer.bias is not None else torch.zeros_like(bias))
+
+
+@torch.no_grad()
+def init_from_members(
+    student: HydraStudent,
+    teacher: DeepEnsemble,
+    setting: str = "hydra.head_init=members",
+    instead: str = "choose another hydra.head_init",
+) -> None:
+    """``head_init: members`` (and ``student.init: member`` with ``split``): the body ←
+    member 0's first layers, head m ← member m's last layers and classifier (weights and
+    batch-norm statistics). ``setting`` and ``instead`` name the choice in an error and the
+    other way out.
 
     Raises:
         ConfigError: the student's architecture is not the members', or the heads are not one
@@ -443,9 +495,8 @@ def init_from_members(student: HydraStudent, teacher: DeepEnsemble) -> None:
         mismatch = f"{student.heads.members} heads for {teacher.num_members} members"
     if mismatch:
         raise ConfigError(
-            f"hydra.head_init=members needs the student's architecture to be the members' "
-            f"({mismatch}); leave student.model and student.model_args null, or choose "
-            "another hydra.head_init"
+            f"{setting} needs the student's architecture to be the members' ({mismatch}); "
+            f"leave student.model and student.model_args null, or {instead}"
         )
     for ours, theirs in zip(body, members, strict=False):
         for name, tensor in layer_tensors(ours).items():

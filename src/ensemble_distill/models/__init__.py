@@ -115,10 +115,16 @@ def create_classifier(
     builds it, a network from an import path cut at its final classifier ``spec.head``
     (:func:`~ensemble_distill.models.split.split_network`: body (B, *input) → (B, F), head
     (B, F) → (B, classes))."""
-    model = create_model(spec, mean, std)
+    return as_classifier(create_model(spec, mean, std), spec)
+
+
+def as_classifier(network: nn.Module, spec: ModelSpec) -> Classifier:
+    """A network built from ``spec`` (:func:`create_model`) as a body and a linear head: a
+    registered architecture's is one already; one from an import path is cut at ``spec.head``
+    (a copy: ``network`` itself is never changed)."""
     if not is_factory(spec.name):
-        return model
-    return split_network(model, spec.head, model=spec.name)
+        return network
+    return split_network(network, spec.head, model=spec.name)
 
 
 def _from_factory(spec: ModelSpec) -> nn.Module:

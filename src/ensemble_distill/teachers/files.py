@@ -274,27 +274,55 @@ def check_fits(
     ``expected`` would: name missing and unexpected keys (a few, and their count), else the
     first tensor of another shape."""
     architecture = f"model {spec.name!r} with model_args {spec.kwargs}"
-    missing = [key for key in expected if key not in state]
-    unexpected = sorted(key for key in state if key not in expected)
-    if missing or unexpected:
-        parts = [
-            f"{len(keys)} {what} ({_some(keys)})"
-            for what, keys in (("missing keys", missing), ("unexpected keys", unexpected))
-            if keys
-        ]
+    keys = key_mismatch(list(expected), list(state))
+    if keys:
         raise ConfigError(
-            f"teacher member file {path} does not fit {architecture}: {' and '.join(parts)}"
-            f"{_prefix_hint(list(state), list(expected))}; give the model and model_args the "
-            "members were trained with"
+            f"teacher member file {path} does not fit {architecture}: {keys}; give the model "
+            "and model_args the members were trained with"
         )
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            raise ConfigError(
-                f"teacher member file {path} does not fit {architecture}: {key!r} has shape "
-                f"{tuple(state[key].shape)} in the file but {tuple(tensor.shape)} in the model; "
-                "give the model_args the members were trained with"
-            )
+    shape = shape_mismatch(shapes(expected), shapes(state))
+    if shape:
+        raise ConfigError(
+            f"teacher member file {path} does not fit {architecture}: {shape}; give the "
+            "model_args the members were trained with"
+        )
     check_values(expected, state, path)
+
+
+def shapes(state: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape by name (what a strict load checks besides the names)."""
+    return {key: tuple(tensor.shape) for key, tensor in state.items()}
+
+
+def key_mismatch(expected: Sequence[str], found: Sequence[str]) -> str | None:
+    """What a strict load of a state with keys ``found`` into one with keys ``expected`` would
+    refuse: "2 missing keys ('a', 'b') and 1 unexpected keys ('c')" (a few named, all counted,
+    with a hint when only a common prefix differs); None when the keys are the same."""
+    found_keys, expected_keys = set(found), set(expected)
+    missing = [key for key in expected if key not in found_keys]
+    unexpected = sorted(key for key in found if key not in expected_keys)
+    if not (missing or unexpected):
+        return None
+    parts = [
+        f"{len(keys)} {what} ({_some(keys)})"
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected))
+        if keys
+    ]
+    return " and ".join(parts) + _prefix_hint(list(found), list(expected))
+
+
+def shape_mismatch(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]]
+) -> str | None:
+    """The first tensor (same names assumed) whose shape in ``found`` (a file) is not the one
+    in ``expected`` (the model), as "'w' has shape (3,) in the file but (4,) in the model";
+    None when all fit."""
+    for key, shape in expected.items():
+        if tuple(found[key]) != tuple(shape):
+            return (
+                f"{key!r} has shape {tuple(found[key])} in the file but {tuple(shape)} in the model"
+            )
+    return None
 
 
 def check_values(expected: dict[str, Tensor], state: dict[str, Tensor], path: Path) -> None:
