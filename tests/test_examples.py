@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -76,3 +79,57 @@ def test_hydra_confods_fashion_example():
     assert "500 training examples" in out
     for name in ("ensemble", "hydra", "hydra+confods"):
         assert f"\n{name} " in out
+
+
+def load_nets():
+    """examples/resnet_folder/nets.py as a module (it is not on sys.path)."""
+    spec = importlib.util.spec_from_file_location("nets", EXAMPLES / "resnet_folder" / "nets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # 30-90 s: three processes, M = 3 ResNet-18s, three students, an ONNX export
+def test_resnet_folder_example(tmp_path):
+    out = run_example("resnet_folder/run.py", "--out", str(tmp_path))
+    assert "data: " in out and "(4 classes)" in out
+    for name in ("ensemble", "hydra", "be", "kd"):
+        assert f"\n{name} " in out
+    assert out.count("onnxruntime vs PyTorch on ") == 2  # test and OOD images, each checked
+    manifest = json.loads((tmp_path / "run" / "students" / "hydra" / "manifest.json").read_text())
+    assert (manifest["model"]["name"], manifest["model"]["head"]) == ("nets:resnet18", "fc")
+    assert (tmp_path / "run" / "students" / "hydra" / "student.onnx").is_file()
+
+
+def torchvision_problem() -> str | None:
+    try:
+        import torchvision  # noqa: F401
+    except (ImportError, OSError, RuntimeError) as exc:
+        return f"torchvision not importable beside this torch ({type(exc).__name__}: {exc})"
+    return None
+
+
+@pytest.mark.skipif(torchvision_problem() is not None, reason=str(torchvision_problem()))
+def test_the_fallback_resnet18_is_torchvisions_network():
+    """nets.ResNet18 (used without torchvision) has torchvision's state_dict and computes the
+    same function, so a run folder made with either is rebuilt by the other."""
+    nets = load_nets()
+    reference = nets.resnet18(num_classes=5).eval()
+    assert type(reference).__module__.startswith("torchvision")
+    own = nets.ResNet18(num_classes=5).eval()
+    theirs, ours = reference.state_dict(), own.state_dict()
+    assert list(theirs) == list(ours)
+    assert all(theirs[key].shape == ours[key].shape for key in theirs)
+    own.load_state_dict(theirs)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(own(x), reference(x), rtol=0, atol=1e-6)
+
+
+def test_the_fallback_resnet18_maps_small_colour_images_to_logits():
+    nets = load_nets()
+    model = nets.ResNet18(num_classes=4, width=4).eval()
+    assert isinstance(model.fc, torch.nn.Linear) and model.fc.in_features == 32
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 16, 16)).shape == (2, 4)
+    assert nets.resnet18(num_classes=4, width=4).fc.out_features == 4  # width ≠ 64: own network
