@@ -28,7 +28,16 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples scripts
 	$(BIN)/pytest -m "not slow"
 
-test-all: $(STAMP)
+# test-all also installs `eval.corruptions`' package (the shift extra) so that the tests check
+# every corruption against it; headless OpenCV and --no-deps, as the extra's comment says.
+SHIFT := $(VENV)/.shift-installed
+$(SHIFT): $(STAMP)
+	$(BIN)/python -m pip install --quiet numba==0.68.1 scikit-image==0.26.0 \
+		opencv-python-headless==5.1.0.95
+	$(BIN)/python -m pip install --quiet --no-deps imagecorruptions-imaug==1.1.5
+	touch $@
+
+test-all: $(STAMP) $(SHIFT)
 	$(BIN)/ruff check src tests benchmarks examples scripts
 	$(BIN)/ruff format --check src tests benchmarks examples scripts
 	$(BIN)/pytest

@@ -82,9 +82,7 @@ def test_student_recipe_keys_resolve_against_the_run_keys():
 def test_a_model_without_model_args_takes_its_own_defaults(tmp_path, model):
     """`model=resnet20` alone must not inherit the mlp's default widths (issue 32)."""
     assert load_config(None, [f"model={model}"]).model_args == {}
-    assert load_config(None, [f"model={model}", "model_args={depth: 2}"]).model_args == {
-        "depth": 2
-    }
+    assert load_config(None, [f"model={model}", "model_args={depth: 2}"]).model_args == {"depth": 2}
     assert load_config(None, ["model=mlp"]).model_args == load_config().model_args
     config = tmp_path / "c.yaml"
     config.write_text(f"model: {model}\n")

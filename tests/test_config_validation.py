@@ -35,6 +35,8 @@ BAD: dict[str, list] = {
     "download": ["download=maybe", "download=1"],  # any bool is valid
     "data_identity": ["data_identity=abc", "data_identity=5"],  # only what a run records
     "distill_data_identity": ["distill_data_identity=3 files", "distill_data_identity=[a]"],
+    "ood": ["ood=5", "ood=[a]"],  # a name or folder is checked when the data is loaded
+    "ood_identity": ["ood_identity=abc", "ood_identity=5"],  # only what a run records
     "distill_data": [
         "distill_data=nope",
         "distill_data=5",
@@ -119,6 +121,17 @@ BAD: dict[str, list] = {
         "eval.diversity_etas=0.1",
     ],
     "eval.diversity_examples": ["eval.diversity_examples=0"],
+    "eval.corruptions": [
+        "eval.corruptions=[rain]",
+        "eval.corruptions=[contrast, contrast]",
+        "eval.corruptions=contrast",
+    ],
+    "eval.severities": [
+        "eval.severities=[0]",
+        "eval.severities=[6]",
+        "eval.severities=[]",
+        "eval.severities=[1.5]",
+    ],
     "kd.alpha": ["kd.alpha=2", "kd.alpha=-0.1"],
     "kd.temperature": ["kd.temperature=0"],
     "hydra.head_widths": ["hydra.head_widths=[0]", "hydra.head_widths=[1.5]"],

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import re
+import sys
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from functools import cache

@@ -21,6 +21,8 @@ import torch
 import yaml
 
 from ensemble_distill.data import DATASETS, check_dataset_args
+from ensemble_distill.data.corruptions import SEVERITIES, corruptions_problem
+from ensemble_distill.data.corruptions import load_package as load_corruptions_package
 from ensemble_distill.data.distill import distill_data_problem
 from ensemble_distill.data.identity import IDENTITY
 from ensemble_distill.errors import ConfigError
@@ -165,11 +167,25 @@ class EvalConfig(Section):
     # training inputs; an empty list skips it. Written to OUT/diversity.json.
     diversity_etas: list[float] = field(default_factory=list)
     diversity_examples: int = 2000
+    # Dataset shift (Ovadia et al. 2019): every model on copies of the test split corrupted by
+    # these CIFAR-10-C corruptions at these severities (data/corruptions.py, shift.py), written
+    # to results.json's ``shift``; an empty list skips it. Needs ensemble-distill[shift].
+    corruptions: list[str] = field(default_factory=list)
+    severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
 
     def check(self) -> None:
         at_least(self, 1, "batch_size", "latency_repeats", "diversity_examples")
         for index, eta in enumerate(self.diversity_etas):
             require(eta >= 0, f"diversity_etas[{index}]", "must be >= 0", eta)
+        problem = corruptions_problem(self.corruptions)
+        require(problem is None, "corruptions", problem or "", self.corruptions)
+        for index, severity in enumerate(self.severities):
+            require(severity in SEVERITIES, f"severities[{index}]", "must be 1 … 5", severity)
+        require(len(self.severities) > 0, "severities", "must list at least one", self.severities)
+        once = len(set(self.severities)) == len(self.severities)
+        require(once, "severities", "must list each severity once", self.severities)
+        if self.corruptions:
+            load_corruptions_package()
 
 
 @dataclass
@@ -191,6 +207,14 @@ class RunConfig(Section):
     # shaped as the training inputs (data/distill.py). null: the training inputs.
     distill_data: str | None = None
     distill_data_identity: str | None = None  # written by the run: a distill_data file's, as above
+    # The OOD set of the OOD metrics (data/ood.py): null, the dataset's own (its OOD partner's
+    # test set, an image folder's DIR/ood/); none: no OOD metrics; a registered set's name
+    # (mnist, fashion-mnist, cifar10, svhn) or a folder of images, converted to the run's input
+    # shape (a conversion is logged and recorded in results.json's ood_set)
+    ood: str | None = None
+    # written by the run: an OOD folder's files, as above; in no phase's fingerprint (only
+    # evaluation reads the OOD set, and it reruns every time)
+    ood_identity: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0  # fixed train/validation split, independent of `seed`
     seed: int = 0
@@ -260,7 +284,7 @@ class RunConfig(Section):
             problem = distill_data_problem(self.distill_data, None)
             if problem is not None:
                 raise InvalidValue("distill_data", problem, self.distill_data)
-        for key in IDENTITY_KEYS:
+        for key in (*IDENTITY_KEYS, "ood_identity"):
             value = getattr(self, key)
             well_formed = value is None or IDENTITY.fullmatch(value) is not None
             form = "must be null or as a run records it (N files, B bytes, sha256 HEX)"
@@ -335,6 +359,8 @@ NOT_OPTIONS = {
     "tensorboard": "the API writes no files; its returned history has each epoch's metrics",
     "data_identity": "the command line records it from the data files; in-memory data have none",
     "distill_data_identity": "the command line records it from the distill_data file",
+    "ood": "pass ood_data= to evaluate()",
+    "ood_identity": "the command line records it from an ood folder",
 }
 
 

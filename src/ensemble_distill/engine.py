@@ -30,6 +30,7 @@ from ensemble_distill import distributed
 from ensemble_distill.checkpoint import MANIFEST, check_shapes, load_checkpoint, save_checkpoint
 from ensemble_distill.config import BEFORE_THE_KEY
 from ensemble_distill.data import ArrayDataset, DataSplits, ImageFiles, create_dataset
+from ensemble_distill.data.corruptions import shift_data_problem
 from ensemble_distill.data.distill import is_numpy_file, load_distill_inputs
 from ensemble_distill.data.identity import file_identity
 from ensemble_distill.errors import CheckpointError, ConfigError
@@ -127,7 +128,8 @@ def prepare(
     The resolved config records the data's identity (``data_identity``, and
     ``distill_data_identity`` for a ``distill_data`` file): part of every phase's fingerprint."""
     data = data if data is not None else load_data(config)
-    config = dataclasses.replace(config, data_identity=data.identity)
+    ood_identity = data.ood_source.identity if data.ood_source is not None else None
+    config = dataclasses.replace(config, data_identity=data.identity, ood_identity=ood_identity)
     if config.methods is None:
         config = dataclasses.replace(config, methods=default_methods(config, data.task))
     # The user's members: files listed and hashed, then (when hashed now) checked below.
@@ -135,6 +137,7 @@ def prepare(
     if config.teacher.members is not None:
         config = resolve_member_files(config)
     check_task(config, data)
+    check_shift_data(config, data)
     outputs = gaussian.OUTPUTS if data.task == "regression" else data.num_classes
     student_args = config.student.model_args
     teacher_spec = ModelSpec(config.model, data.input_shape, outputs, dict(config.model_args))
@@ -326,11 +329,20 @@ def load_data(config: RunConfig) -> DataSplits:
             download=config.download,
             split_seed=config.split_seed,
             val_fraction=config.val_fraction,
+            ood=config.ood,
             **config.dataset_args,
         )
     finally:  # also when it failed: the others then load and fail alike instead of waiting
         if main:
             distributed.barrier()
+
+
+def check_shift_data(config: RunConfig, data: DataSplits) -> None:
+    """``eval.corruptions`` needs a classification dataset of 1- or 3-channel images."""
+    if config.eval.corruptions:
+        problem = shift_data_problem(data.input_shape, data.task)
+        if problem is not None:
+            raise ConfigError(f"eval.corruptions {problem}; set eval.corruptions to []")
 
 
 def check_task(config: RunConfig, data: DataSplits) -> None:

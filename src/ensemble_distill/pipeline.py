@@ -6,7 +6,8 @@ Output directory layout::
     OUT/teacher/                 deep ensemble (model.safetensors, manifest.json, history.csv)
     OUT/students/<method>/       one student per method (same files)
     OUT/predictions.safetensors  test and OOD outputs of every model, for reports
-    OUT/results.json, .md        metrics of the ensemble, one member and each student
+    OUT/results.json, .md        metrics of the ensemble, one member and each student (and,
+                                 with eval.corruptions, under dataset shift: shift.py)
     OUT/progress/                per-epoch state of unfinished phases (removed once finished)
     OUT/tb/<phase>/              TensorBoard events (with tensorboard=true)
     OUT/run.log                  what each run into OUT did
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -42,6 +44,7 @@ from torch import Tensor, nn
 from ensemble_distill import distributed, engine
 from ensemble_distill.checkpoint import atomic_write, read_manifest
 from ensemble_distill.config import RunConfig
+from ensemble_distill.data.ood import ood_line
 from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
 from ensemble_distill.evaluation import (
     GAUSSIAN,
@@ -72,6 +75,7 @@ from ensemble_distill.out_folder import (
 from ensemble_distill.report import build_report, results_markdown
 from ensemble_distill.report.html import package_version
 from ensemble_distill.settings import fingerprint, finished, student_settings, teacher_keys
+from ensemble_distill.shift import shift_scores
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher
 from ensemble_distill.teachers.train import member_seed
 from ensemble_distill.tensorboard_log import phase_log
@@ -113,6 +117,8 @@ def run(
     ):
         log.info("%s into %s", " + ".join(steps), out)
         log.info("computing on %s", hardware_line(setup.config, setup.device))
+        if setup.data.ood_source is not None:  # which OOD set, and whether it was converted
+            log.log(*ood_line(setup.data.ood_source))
         teacher = None
         if "teacher" in steps:
             settings = fingerprint(setup.config, teacher_keys(setup.config))
@@ -279,6 +285,8 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         "task": data.task,
         "members": config.members,
         "ood": ood_name,
+        # what the OOD set is and how its images were converted (data/ood.py), or null
+        "ood_set": dataclasses.asdict(data.ood_source) if data.ood_source else None,
         "version": package_version(),  # of ensemble-distill, which computed these numbers
         "methods": {},
     }
@@ -308,6 +316,10 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
         )
         if diversity := member_diversity(outputs, kinds):
             results["test_diversity"] = diversity
+        if config.eval.corruptions:  # dataset shift (shift.py)
+            ev = config.eval
+            shift = (ev.corruptions, ev.severities, config.seed, ev.batch_size, setup.device)
+            results["shift"] = shift_scores(models, kinds, data.test.x, data.test.y, *shift)
     for name, model in models.items():
         repeats = config.eval.latency_repeats
         results["methods"][name] |= cost_metrics(model, data.test.x, repeats, setup.device)

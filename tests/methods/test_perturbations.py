@@ -115,4 +115,3 @@ def test_every_perturbation_keeps_the_inputs_memory_layout(name, channels):
     )
     for x in (torch.rand(6, channels, 8, 8), channels_last(torch.rand(6, channels, 8, 8))):
         assert PERTURBATIONS.get(name)(x, state).stride() == x.stride()
-

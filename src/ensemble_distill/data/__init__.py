@@ -6,7 +6,8 @@
   ``svhn``; images are float tensors in [0, 1], labels int64.
 * The user's images: ``imagefolder`` (``data_dir`` with one sub-folder per class; streamed
   from disk by worker processes, see :mod:`ensemble_distill.data.imagefolder`; dataset_args
-  ``image_size``, ``resize``, ``channels``, ``test_fraction``, ``workers``, ``in_memory``).
+  ``image_size``, ``resize``, ``channels``, ``test_fraction``, ``workers``, ``in_memory``;
+  its OOD set is ``DIR/ood/``, if present).
 * Regression (``task="regression"``, ``num_classes=1``, targets float32 standardised with
   training statistics): ``toy-gap`` (1-D cubic with a gap, OOD set ``gap``), ``diabetes``,
   ``auto-mpg`` and ``csv`` (the user's own table; dataset_args ``path``, ``target`` and
@@ -19,6 +20,8 @@ they have no default). Anything else is refused with a :class:`ConfigError`.
 An image dataset's OOD set is another dataset's official test set: its *OOD partner*, declared
 in :data:`OOD_PARTNERS` next to the registrations (the partner's test-set reader is registered
 in :data:`OOD_TEST_SETS`); it is omitted with a warning when the partner's files are not found.
+``create_dataset(..., ood=...)`` (config key ``ood``) replaces it with another set, a folder
+of images or none, and says how its images were converted (:mod:`ensemble_distill.data.ood`).
 
 Every split (test and validation carving) goes through :func:`holdout_split`. The user's own
 in-memory data become :class:`DataSplits` through :mod:`ensemble_distill.data.adapters`
@@ -44,12 +47,14 @@ from ensemble_distill.data.adapters import (
 from ensemble_distill.data.base import (
     ArrayDataset,
     DataSplits,
+    OodSource,
     holdout_split,
     stratified_split,
     torch_permutations,
 )
 from ensemble_distill.data.identity import file_identity, folder_identity
 from ensemble_distill.data.image_files import ImageFiles, batches_of
+from ensemble_distill.data.ood import choose_ood, folder_source
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.registry import Registry
 
@@ -193,7 +198,10 @@ def _imagefolder(
         workers=workers,
         in_memory=in_memory,
     )
-    splits = dataclasses.replace(splits, identity=image_folder_identity(data_dir, splits))
+    identity = image_folder_identity(data_dir, splits)
+    splits = dataclasses.replace(
+        splits, identity=identity, ood_source=own_ood_source(data_dir, splits)
+    )
     # Decoded once into float32 tensors: faster where they fit, the same weights.
     return splits.in_memory() if in_memory else splits
 
@@ -204,6 +212,21 @@ def image_folder_identity(data_dir: Path, splits: DataSplits) -> str:
     files = [splits.train.x, splits.val.x, splits.test.x]
     paths = [path for split in files if isinstance(split, ImageFiles) for path in split.paths]
     return folder_identity(Path(data_dir).expanduser(), paths)
+
+
+def own_ood_source(data_dir: Path, splits: DataSplits) -> OodSource:
+    """What an image folder's own OOD set, ``DIR/ood/``, is (read while its files are known,
+    before they may be decoded into memory), or that there is none."""
+    from ensemble_distill.data.imagefolder import OOD_FOLDER
+
+    folder = Path(data_dir).expanduser() / OOD_FOLDER
+    files = splits.ood[OOD_FOLDER].x if OOD_FOLDER in splits.ood else None
+    if not isinstance(files, ImageFiles):
+        return OodSource(
+            None,
+            f"none: {folder}/ does not exist; put OOD images there or name a folder with ood=DIR",
+        )
+    return folder_source(OOD_FOLDER, folder, files.paths, splits.input_shape)
 
 
 @DATASETS.register("toy-gap")
@@ -281,9 +304,10 @@ def create_dataset(
     download: bool = False,
     split_seed: int = 0,
     val_fraction: float = 0.1,
+    ood: str | None = None,
     **dataset_args: Any,
 ) -> DataSplits:
-    """Load a registered dataset by name.
+    """Load a registered dataset by name, with the OOD set ``ood`` names.
 
     Args:
         name: one of ``DATASETS.names()``.
@@ -292,18 +316,17 @@ def create_dataset(
         download: fetch missing files over HTTPS (checksums verified) into ``data_dir``.
         split_seed: seed of the train/validation split; fixed across runs of different seeds.
         val_fraction: share of the training data held out for validation.
+        ood: the OOD set (:mod:`ensemble_distill.data.ood`): None, the dataset's own;
+            ``"none"``; a registered OOD set's name; or a folder of images.
         dataset_args: loader-specific options, e.g. ``path="data.csv", target="price"`` for
             ``csv`` (see :func:`dataset_args_of`); other datasets take none.
     """
     loader = DATASETS.get(name)
     check_dataset_args(name, dataset_args)
-    return loader(
-        Path(data_dir) if data_dir is not None else None,
-        download,
-        split_seed,
-        val_fraction,
-        **dataset_args,
-    )
+    folder = Path(data_dir) if data_dir is not None else None
+    splits = loader(folder, download, split_seed, val_fraction, **dataset_args)
+    workers = dataset_args.get("workers")
+    return choose_ood(splits, ood, data_dir=folder, download=download, workers=workers)
 
 
 __all__ = [
@@ -314,6 +337,7 @@ __all__ = [
     "DataLike",
     "DataSplits",
     "ImageFiles",
+    "OodSource",
     "as_dataset",
     "as_inputs",
     "batches_of",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ensemble_distill.data.image_files import ImageFiles
+from ensemble_distill.data.image_files import ImageFiles, ImageTransform
 from ensemble_distill.errors import DataError
 
 
@@ -53,6 +53,26 @@ TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
+class OodSource:
+    """Which OOD set a run is scored against and what was done to it (results.json
+    ``ood_set``; :mod:`ensemble_distill.data.ood`).
+
+    Attributes:
+        name: the OOD set's name (``DataSplits.ood``'s key); None: no OOD set.
+        source: where its images come from, or why there is none, in words.
+        converted: how its images were changed to the run's input shape, e.g.
+            ``"grey 28x28 upsampled to 3x32x32"``; None when they already had it.
+        identity: a folder's files, as :mod:`ensemble_distill.data.identity` records them;
+            None for a registered set (its files are checksummed) or no set.
+    """
+
+    name: str | None
+    source: str
+    converted: str | None = None
+    identity: str | None = None
+
+
+@dataclass(frozen=True)
 class DataSplits:
     """What every dataset loader returns.
 
@@ -74,6 +94,9 @@ class DataSplits:
         identity: what the user's files behind the data were (an image folder, a CSV table),
             as :mod:`ensemble_distill.data.identity` records it; None for built-in and
             in-memory data. Part of every phase's fingerprint (config key ``data_identity``).
+        transform: how an image folder's files became inputs; an OOD folder is read through
+            it too, so that its images get the training images' size and channels.
+        ood_source: what ``ood`` is (:class:`OodSource`); None for in-memory data.
     """
 
     name: str
@@ -87,6 +110,8 @@ class DataSplits:
     target_std: float = 1.0
     class_names: tuple[str, ...] | None = None
     identity: str | None = None
+    transform: ImageTransform | None = None
+    ood_source: OodSource | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -181,6 +181,7 @@ def load_imagefolder_splits(
         if ood
         else {},
         class_names=tuple(classes),
+        transform=transform,
     )
 
 
@@ -297,6 +298,16 @@ def _size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
             f"{limit:,} pixels Pillow decodes; choose a smaller image_size"
         )
     return (size[0], size[1])
+
+
+def stored_forms(paths: Sequence[Path]) -> list[tuple[int, tuple[int, int]]]:
+    """Each image's channels (1: a grey mode, else 3) and (height, width) as displayed, from
+    its header alone; an unreadable file is a one-line :class:`DataError` naming it."""
+    forms = []
+    for path in paths:
+        with open_image(path) as image:
+            forms.append((1 if image.mode in GREY_MODES else 3, upright_size(image)))
+    return forms
 
 
 def check_native_sizes(paths: Sequence[Path], native: tuple[int, int]) -> None:
