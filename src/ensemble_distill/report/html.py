@@ -408,8 +408,15 @@ def _summary(run: RunDir) -> str:
         kind = f"{run.predictive(REFERENCE, 'test').probs.shape[-1]} classes"
     return (
         f"Run `{run.path.name}`: {len(run.labels('test'))} test examples, {kind}, "
-        f"OOD set: {run.ood or 'none'}; students: {', '.join(run.students) or 'none'}."
+        f"OOD set: {run.ood or 'none'}{_converted(run)}; students: "
+        f"{', '.join(run.students) or 'none'}."
     )
+
+
+def _converted(run: RunDir) -> str:
+    """`` (converted: grey 28x28 upsampled to 3x32x32)`` when the OOD images were converted to
+    the run's shape: OOD scores on such a set say less, so the report says so."""
+    return f" (**converted: {run.ood_conversion}**)" if run.ood_conversion else ""
 
 
 def package_version() -> str:

@@ -274,6 +274,12 @@ class RunDir:
         return self.results.get("ood")
 
     @property
+    def ood_conversion(self) -> str | None:
+        """How the OOD set's images were converted to the run's shape (results.json's
+        ``ood_set.converted``, data/ood.py), or None: not converted, or not recorded."""
+        return (self.results.get("ood_set") or {}).get("converted")
+
+    @property
     def task(self) -> str:
         """``"classification"`` or ``"regression"`` (runs without a task: classification)."""
         return task_of(self.results)
