@@ -341,15 +341,6 @@ REGRESSION_FIGURES = (
         lambda run: plots.cost_figure([(run.path.name, run.results)]),
     ),
     FigureSpec(
-        "shift",
-        "Uncertainty under dataset shift",
-        "Accuracy, NLL, ECE and mean MI of every model on the test split corrupted at "
-        "severities 1 … 5 (eval.corruptions; each point the mean over the corruptions), "
-        "severity 0 being the clean test split. Trustworthy uncertainty loses accuracy but "
-        "stays calibrated (ECE flat) while its model uncertainty (MI) rises.",
-        lambda run: plots.shift_figure(run.results),
-    ),
-    FigureSpec(
         "training",
         "Training curves",
         "Validation Gaussian NLL (on standardised targets, so it can be negative) per epoch of "
