@@ -91,6 +91,7 @@ def test_without_trust_code_the_load_refuses_naming_the_opt_in(resnet_run, name)
         load_student(out / "students" / name)
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_every_student_exports_with_trust_code(resnet_run, fmt, capsys):
     out, _ = resnet_run
@@ -101,6 +102,7 @@ def test_every_student_exports_with_trust_code(resnet_run, fmt, capsys):
     assert "max difference from PyTorch" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_the_evaluate_step_reads_the_folder_again_with_trust_code(resnet_run, capsys):
     out, _ = resnet_run
     assert main(["evaluate", "--out", str(out), "--quiet"]) == 2  # its config.yaml is a file
@@ -108,6 +110,7 @@ def test_the_evaluate_step_reads_the_folder_again_with_trust_code(resnet_run, ca
     assert main(["evaluate", "--out", str(out), "--quiet", "--trust-code"]) == 0
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_split_heads_and_latentbe_on_a_sequential_factory(tmp_path):
     out = tmp_path / "run"
     args = [f"model={MLP}", "student.head=3", "hydra.split=1", "methods=[hydra, latentbe]"]

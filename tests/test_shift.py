@@ -95,6 +95,7 @@ def test_a_digits_run_writes_the_shift_block_and_the_report_figure(tmp_path):
     assert "| ensemble: accuracy ↑ |" in report
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_a_run_without_corruptions_writes_no_shift_block(tmp_path):
     out = tmp_path / "run"
     args = ["run", "--out", str(out), "--quiet", "members=2", "epochs=1", "methods=[kd]"]

@@ -149,6 +149,7 @@ def test_training_on_streamed_images_is_bit_identical_to_training_in_memory(tree
         assert torch.equal(value, weights[1][key]), key
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 def test_the_cli_runs_an_image_folder_end_to_end(tree, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--out", str(out), "--quiet", "dataset=imagefolder", f"data_dir={tree}"]

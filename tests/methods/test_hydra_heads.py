@@ -247,6 +247,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, model, hydra):
         assert torch.equal(loaded(x), student.eval()(x))
 
 
+@pytest.mark.slow  # long end to end: `make test-all` only
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_a_split_student_runs_end_to_end_and_exports(tmp_path, fmt):
     if fmt == "onnx":

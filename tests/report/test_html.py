@@ -197,14 +197,14 @@ def test_compare_refuses_a_directory_without_results(run_dir, tmp_path):
         compare_runs([run_dir, tmp_path], tmp_path / "cmp")
 
 
-def test_a_converted_ood_set_is_named_in_the_summary(run_dir, tmp_path):
+def test_a_converted_ood_set_is_named_in_the_summary(built, run_dir, tmp_path):
     """results.json's ood_set.converted (data/ood.py) reaches the report's summary line; a
     run without the field (older, or an unconverted set) reads as before."""
+    plain = built[2].read_text()
+    assert "OOD set: noise;" in plain and "converted" not in plain
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     results = json.loads((copy / "results.json").read_text())
-    plain = build_report(copy)[1].read_text()
-    assert "OOD set: noise;" in plain and "converted" not in plain
     results["ood_set"] = {"name": "mnist", "converted": "grey 28x28 upsampled to 3x32x32"}
     (copy / "results.json").write_text(json.dumps(results))
     converted = build_report(copy)[1].read_text()
