@@ -26,6 +26,9 @@ def interrupt_while_training(args: list[str], progress: str, root: Path) -> tupl
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a shell's background job (`make test-all &`) ignores SIGINT,
+        # the child would inherit that and Python would then never raise KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
