@@ -64,7 +64,9 @@ LINEAR = ["hydra.head_widths=[]", "hydra.head_init=independent"]  # the default 
 JOINT = ["hydra.phase1_fraction=0"]  # body and heads from the first step: one phase
 POOL = ["perturbation.pool=3"]
 MIXTURE = ["perturbation.mixture={clean: 1, mixup: 2, patchshuffle: 1}", "perturbation.patch=7"]
+HALF_CLEAN = ["perturbation.mixture={clean: 2, mixup: 1, patchshuffle: 1}", "perturbation.patch=7"]
 MI_MATCH = ["hydra.disagreement_weight=10"]
+LONGER = ["student.epochs_multiple=6"]  # the top of the issue's patient range (4-6x)
 ADAPTERS = ["hydra.adapter_rank=16"]
 DM_ETA = "perturbation.eta=0.0157"  # 4/255: configs/diversity_fashion.yaml's chosen step
 
@@ -83,6 +85,16 @@ STUDENTS: dict[str, tuple[str, list[str]]] = {
     "hydra joint + mixture + adapters + MI": (
         "hydra+mixture",
         [*LINEAR, *JOINT, *POOL, *MIXTURE, *ADAPTERS, *MI_MATCH],
+    ),
+    # The mixture's in-distribution cost (cNLL above DE-2's on MNIST), two ways to pay it back:
+    # half the inputs clean, or 1.5x the epochs.
+    "hydra joint + half-clean mixture + MI": (
+        "hydra+mixture",
+        [*LINEAR, *JOINT, *POOL, *HALF_CLEAN, *MI_MATCH],
+    ),
+    "hydra joint + mixture + MI, 6x": (
+        "hydra+mixture",
+        [*LINEAR, *JOINT, *POOL, *MIXTURE, *MI_MATCH, *LONGER],
     ),
     "hydra joint + ods": ("hydra+ods", [*LINEAR, *JOINT, *POOL, "perturbation.eta=0.0314"]),
     "endd": ("endd", []),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,50 @@ def test_the_callers_random_state_is_left_alone(teacher):
     torch.manual_seed(123)
     distill(teacher, method="kd", train_data=data, body=mine, epochs=1)
     assert torch.equal(torch.rand(3), expected)
+
+
+def whole_network() -> nn.Module:
+    """A network as users have them, inputs to logits, its classifier at ``head.out``."""
+    torch.manual_seed(100)
+    head = nn.Sequential(OrderedDict(drop=nn.Dropout(0.0), out=nn.Linear(8, CLASSES)))
+    return nn.Sequential(
+        OrderedDict(body=nn.Sequential(nn.Linear(FEATURES, 8), nn.ReLU()), head=head)
+    )
+
+
+@pytest.mark.parametrize("method", ["hydra", "be", "kd"])
+def test_head_cuts_a_whole_network_as_the_body_it_names(teacher, method):
+    network = whole_network()
+    before = copy.deepcopy(network.state_dict())
+    cut = copy.deepcopy(network)
+    cut.head.out = nn.Identity()  # the reference: the user cutting it by hand
+    data = tabular()
+    mine = distill(teacher, method=method, train_data=data, body=network, head="head.out", epochs=1)
+    theirs = distill(teacher, method=method, train_data=data, body=cut, epochs=1)
+    assert same_weights(mine, theirs)
+    assert all(torch.equal(before[k], v) for k, v in network.state_dict().items())
+    assert isinstance(network.head.out, nn.Linear)  # the user's network keeps its classifier
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"head": "fc"},
+            "head='fc' names no layer of the network; set head=NAME, the attribute path of its "
+            "final Linear layer (its Linear layers: body.0, head.out)",
+        ),
+        ({"head": "body.1"}, "head='body.1' of the network is ReLU, not nn.Linear"),
+    ],
+)
+def test_a_head_that_is_no_linear_layer_is_refused_naming_the_candidates(teacher, kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        distill(teacher, train_data=tabular(), body=whole_network(), epochs=1, **kwargs)
+
+
+def test_head_without_body_is_refused(teacher):
+    with pytest.raises(ConfigError, match=r"head='fc' names a layer of body=.*pass body="):
+        distill(teacher, train_data=tabular(), head="fc", epochs=1)
 
 
 @pytest.mark.parametrize(

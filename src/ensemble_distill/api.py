@@ -35,6 +35,7 @@ from ensemble_distill import engine
 from ensemble_distill.api_checks import (
     MANIFEST_ATTRIBUTE,
     as_teacher,
+    body_of,
     check_fits,
     check_labels,
     check_outputs,
@@ -152,6 +153,7 @@ def distill(
     val_data: DataLike | None = None,
     body: nn.Module | None = None,
     feature_dim: int | None = None,
+    head: str | None = None,
     model: str | None = None,
     epochs: int = 10,
     batch_size: int = 64,
@@ -181,6 +183,9 @@ def distill(
             No input normalisation is added: do it inside ``body`` if you need it.
         feature_dim: F; default: inferred from one forward pass of ``body`` on 2 training
             examples.
+        head: with ``body=`` a whole network (inputs to logits, e.g. a torchvision ResNet),
+            the attribute path of its final ``nn.Linear`` (``"fc"``, ``"classifier.1"``): the
+            network before that layer is the body, as ``student.head`` on the command line.
         model: without ``body``, a registered architecture name (default ``mlp``; arguments
             ``model_args=``, defaults as in :func:`train_teacher`), built as the command line
             builds students: normalising its inputs with the training data's mean and std.
@@ -205,6 +210,7 @@ def distill(
             that does not fit the data.
         DataError: data that cannot be read as (inputs, labels).
     """
+    body, feature_dim = body_of(body, head, feature_dim)
     teacher = as_teacher(teacher, body)
     section = resolve_method(method)[0].section
     if body is not None and (model is not None or "model_args" in options):

@@ -26,6 +26,7 @@ from ensemble_distill.data.adapters import DataLike, as_inputs
 from ensemble_distill.errors import CheckpointError, ConfigError, DataError, EnsembleDistillError
 from ensemble_distill.evaluation import Predictive, gaussian_predictive, predict
 from ensemble_distill.models import gaussian
+from ensemble_distill.models.split import split_network
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers.ensemble import check_has_values, teacher_from_modules
 
@@ -51,6 +52,20 @@ def as_teacher(teacher: DeepEnsemble | Sequence[nn.Module], body: nn.Module | No
     if body is not None:
         check_has_values(body, "body")
     return teacher
+
+
+def body_of(
+    body: nn.Module | None, head: str | None, feature_dim: int | None
+) -> tuple[nn.Module | None, int | None]:
+    """``distill``'s ``body=`` and ``feature_dim=``: as given, or, with ``head=``, the whole
+    network ``body`` cut at its classifier (models/split.py, as ``student.head`` on the command
+    line): a copy with that layer replaced by identity, and the layer's ``in_features``."""
+    if head is None:
+        return body, feature_dim
+    if body is None:
+        raise ConfigError(f"head={head!r} names a layer of body=, your whole network; pass body=")
+    split = split_network(body, head, setting="head")
+    return split.body, split.feature_dim
 
 
 def teacher_outputs_on(teacher: DeepEnsemble, train: ArrayDataset) -> int:

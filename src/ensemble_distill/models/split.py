@@ -25,23 +25,26 @@ from ensemble_distill.models.base import Classifier
 from ensemble_distill.models.stacked import grouped_leaves
 
 SHOWN = 6  # candidate Linear layers an error message lists
-FIX = "set student.head=NAME, the attribute path of its final Linear layer"
+SETTING = "student.head"  # the command line's key; distill() names its own argument
 
 
-def split_network(network: nn.Module, head: str | None = None, *, model: str = "") -> Classifier:
+def split_network(
+    network: nn.Module, head: str | None = None, *, model: str = "", setting: str = SETTING
+) -> Classifier:
     """``network`` as a :class:`Classifier`: a copy of it with the layer at ``head`` (default:
     :func:`head_path`) replaced by ``nn.Identity()`` as the body, a copy of that layer as the
     head, and its ``in_features`` as the feature size; ``network`` itself is never changed.
 
     Args:
-        model: the network's name (its import path), for the error messages.
+        model, setting: the network's name (its import path) and the setting that names its
+            head, for the error messages.
 
     Raises:
         ConfigError: no head is named or found, ``head`` names no layer, or a layer that is not
             an ``nn.Linear``.
     """
-    path = head_path(network, head, model=model)
-    layer = linear_head(network, path, model=model)
+    path = head_path(network, head, model=model, setting=setting)
+    layer = linear_head(network, path, model=model, setting=setting)
     body = copy.deepcopy(network)
     owner, _, name = path.rpartition(".")
     setattr(body.get_submodule(owner), name, nn.Identity())
@@ -69,7 +72,9 @@ def split_chain(
     return Classifier(body, copy.deepcopy(layer), layer.in_features)
 
 
-def linear_head(network: nn.Module, path: str, *, model: str = "") -> nn.Linear:
+def linear_head(
+    network: nn.Module, path: str, *, model: str = "", setting: str = SETTING
+) -> nn.Linear:
     """The layer at ``path``, which must be an ``nn.Linear``: its ``in_features`` are the
     body's feature size F.
 
@@ -79,14 +84,16 @@ def linear_head(network: nn.Module, path: str, *, model: str = "") -> nn.Linear:
     layer = network.get_submodule(path)
     if not isinstance(layer, nn.Linear):
         raise ConfigError(
-            f"student.head={path!r} of {_named(model)} is {type(layer).__name__}, not "
-            f"nn.Linear, whose in_features are the body's feature size; {FIX} "
+            f"{setting}={path!r} of {_named(model)} is {type(layer).__name__}, not "
+            f"nn.Linear, whose in_features are the body's feature size; {_fix(setting)} "
             f"({_linear_layers(network)})"
         )
     return layer
 
 
-def head_path(network: nn.Module, head: str | None = None, *, model: str = "") -> str:
+def head_path(
+    network: nn.Module, head: str | None = None, *, model: str = "", setting: str = SETTING
+) -> str:
     """The attribute path of ``network``'s final classifier: ``head`` when given (checked to
     name a layer), else the layer timm's ``get_classifier()`` returns, found by identity among
     ``named_modules()``.
@@ -99,7 +106,7 @@ def head_path(network: nn.Module, head: str | None = None, *, model: str = "") -
         layers = dict(network.named_modules())
         if not head or head not in layers:
             raise ConfigError(
-                f"student.head={head!r} names no layer of {_named(model)}; {FIX} "
+                f"{setting}={head!r} names no layer of {_named(model)}; {_fix(setting)} "
                 f"({_linear_layers(network)})"
             )
         return head
@@ -111,8 +118,12 @@ def head_path(network: nn.Module, head: str | None = None, *, model: str = "") -
                 return path
     raise ConfigError(
         f"cannot tell the classifier of {_named(model)} (it has no timm get_classifier()); "
-        f"{FIX} ({_linear_layers(network)})"
+        f"{_fix(setting)} ({_linear_layers(network)})"
     )
+
+
+def _fix(setting: str) -> str:
+    return f"set {setting}=NAME, the attribute path of its final Linear layer"
 
 
 def _named(model: str) -> str:
