@@ -1,0 +1,304 @@
+"""Students that start from a member (issue 31): KD, Hydra and BatchEnsemble from random weights
+against ``student.init=member`` at 1x, 2x and 4x the teacher's epochs. Writes
+docs/results/member_start{,_fashion}.{json,md}:
+
+    python benchmarks/member_start.py --data-dir ../shared/data --seeds 0 1 2
+    python benchmarks/member_start.py --dataset fashion-mnist --data-dir ../shared/data
+
+(``--tabulate-only`` rewrites a page from what is saved.) The teachers are the disagreement
+study's (benchmarks/disagreement.py: MNIST M = 10 MLPs 400-400, 8 epochs; Fashion-MNIST the
+M = 4 CNNs of configs/diversity_fashion.yaml), loaded from runs/disagreement[_fashion]/seed<k>/
+teacher/teacher, or trained there when missing. Its random-start students at 4x are this
+study's too (same config, ``student.init=random`` being the default): they are copied, not
+trained again. Every other student's outputs on the validation, test and OOD splits are saved
+to runs/member_start[_fashion]/seed<k>/<student>.safetensors; a finished student is kept, so
+stop and rerun at will (one process per seed in parallel if you like).
+
+The verdict reads validation data only: ``member`` becomes the default only if, on both data
+sets, it lowers every student's validation cNLL at the default budget (4x) by more than the
+seeds' std and costs no more than the seeds' std of its validation MI rank agreement (a
+perturbed copy of the validation inputs, Gaussian σ = 0.2, where the members disagree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import shutil
+from pathlib import Path
+
+import torch
+from disagreement import FASHION, LINEAR, MNIST, QUICK, perturbed_validation
+from hydra_tradeoff import ROOT, Study, read_outputs, run_seed
+from seeds import DEE_FOOTNOTE, cell, curve_text, dee_marks, mean_std, write_page
+
+from ensemble_distill import metrics
+from ensemble_distill.engine import prepare
+from ensemble_distill.evaluation import classification_scores, predictive
+from ensemble_distill.report.machine import machine_info, machine_line
+
+METHODS = {"kd": ("kd", []), "hydra": ("hydra", LINEAR), "be": ("be", [])}
+BUDGETS = (1, 2, 4)
+INITS = ("random", "member")
+# The disagreement study's students with this study's config: (its name, ours).
+REUSED = {"kd": "kd random 4x", "hydra default": "hydra random 4x", "be": "be random 4x"}
+
+
+def student_name(method: str, init: str, budget: int) -> str:
+    return f"{method} {init} {budget}x"
+
+
+def students() -> dict[str, tuple[str, list[str]]]:
+    """name -> (method, overrides); cheapest first, so a partial run still reads."""
+    table = {}
+    for budget in BUDGETS:
+        for name, (method, overrides) in METHODS.items():
+            for init in INITS:
+                table[student_name(name, init, budget)] = (
+                    method,
+                    [*overrides, f"student.epochs_multiple={budget}", f"student.init={init}"],
+                )
+    return table
+
+
+def study_of(base: Study, suffix: str) -> Study:
+    """``base``'s teachers and data, this study's students and folders."""
+    return dataclasses.replace(
+        base,
+        students=students(),
+        out=ROOT / "runs" / f"member_start{suffix}",
+        doc=ROOT / "docs" / "results" / f"member_start{suffix}",
+    )
+
+
+STUDIES = {"mnist": study_of(MNIST, ""), "fashion-mnist": study_of(FASHION, "_fashion")}
+
+
+def inputs(setup) -> dict[str, torch.Tensor]:
+    """Validation, its Gaussian copy, test and OOD: what a student is scored on."""
+    data = setup.data
+    noise = perturbed_validation(data.val.x, setup.config.seed)["val_noise"]
+    ood = next(iter(data.ood.values())).x
+    return {"val": data.val.x, "val_noise": noise, "test": data.test.x, "ood": ood}
+
+
+def copy_reused(study: Study, origin: Path, seed: int) -> None:
+    """Hard-link (else copy) the disagreement study's random 4x students of ``seed``."""
+    for theirs, ours in REUSED.items():
+        source = origin / f"seed{seed}" / f"{theirs}.safetensors"
+        target = study.out / f"seed{seed}" / f"{ours}.safetensors"
+        if source.is_file() and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.hardlink_to(source)
+            except OSError:
+                shutil.copyfile(source, target)
+
+
+def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
+    """Every saved student's test scores, validation scores and training cost on one seed."""
+    setup = prepare(study.config_for(data_dir, seed, "kd", []))
+    folder = study.out / f"seed{seed}"
+    outputs, kinds, infos = {}, {}, {}
+    for name in ["ensemble", *study.students]:
+        if (folder / f"{name}.safetensors").is_file():
+            outputs[name], kinds[name], infos[name] = read_outputs(folder / f"{name}.safetensors")
+    outputs["member"] = {split: v[:, 0] for split, v in outputs["ensemble"].items()}
+    kinds["member"] = "logits"
+    rows, curve = classification_scores(outputs, kinds, setup.data)
+    ensemble = {k: predictive(v, kinds["ensemble"]) for k, v in outputs["ensemble"].items()}
+    y_val, examples = setup.data.val.y, len(setup.data.train)
+    for name in study.students:
+        if name not in rows:
+            continue
+        row, info = rows[name], infos[name]
+        pred = {k: predictive(v, kinds[name]) for k, v in outputs[name].items()}
+        budget = int(name.split()[-1].removesuffix("x"))
+        # Forward and backward: about 3x a forward pass per example and epoch.
+        row["train_flops"] = 3 * info["flops"] * examples * budget * setup.config.epochs
+        row["train_seconds"] = info.get("train_seconds")
+        row["ood_mi_ratio"] = float(pred["ood"].mi.mean() / ensemble["ood"].mi.mean())
+        row["val_cnll"] = metrics.calibrated_metrics(
+            pred["val"].probs, y_val, pred["val"].probs, y_val
+        )["cnll"]
+        row["val_noise_rho"] = metrics.rank_correlation(
+            pred["val_noise"].mi, ensemble["val_noise"].mi
+        )
+    return {"rows": rows, "curve": curve}
+
+
+KEYS = ("acc", "cnll", "dee", "ood_auroc_mi", "mi_spearman_ood", "ood_mi_ratio")
+KEYS += ("train_flops", "train_seconds", "val_cnll", "val_noise_rho")
+
+
+def tabulate(per_seed: dict[int, dict]) -> dict:
+    """Mean ± std over the seeds that have each row (a study may still be running)."""
+    seeds = sorted(per_seed)
+    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["rows"]))
+    rows = {}
+    for name in names:
+        have = [s for s in seeds if name in per_seed[s]["rows"]]
+        rows[name] = {k: mean_std([per_seed[s]["rows"][name].get(k) for s in have]) for k in KEYS}
+        notes = {per_seed[s]["rows"][name].get("dee_note") for s in have}
+        rows[name] |= {"seeds": have, "dee_notes": sorted(note for note in notes if note)}
+    first = per_seed[seeds[0]]["curve"]
+    curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first))]
+    return {"seeds": seeds, "rows": rows, "curve": curve, "verdicts": verdicts(rows, seeds)}
+
+
+def gap(rows: dict, a: str, b: str, key: str) -> dict | None:
+    """``a`` − ``b`` in ``key`` (means), with the larger of the two stds: beyond it or a tie."""
+    if a not in rows or b not in rows or rows[a][key] is None or rows[b][key] is None:
+        return None
+    (mean_a, std_a), (mean_b, std_b) = rows[a][key], rows[b][key]
+    return {"gap": mean_a - mean_b, "std": max(std_a, std_b)}
+
+
+def verdicts(rows: dict, seeds: list[int]) -> dict[str, dict]:
+    """Per student and budget, member − random in validation cNLL and validation MI ρ, over the
+    seeds both have (rows of every seed only)."""
+    complete = {name: row for name, row in rows.items() if row["seeds"] == seeds}
+    table = {}
+    for method in METHODS:
+        for budget in BUDGETS:
+            member, random = (student_name(method, init, budget) for init in ("member", "random"))
+            table[f"{method} {budget}x"] = {
+                key: gap(complete, member, random, key) for key in ("val_cnll", "val_noise_rho")
+            }
+    return table
+
+
+def better(entry: dict | None, lower: bool) -> bool | None:
+    """Whether member start wins beyond the seeds' std (None: not measured)."""
+    if entry is None:
+        return None
+    return (-entry["gap"] if lower else entry["gap"]) > entry["std"]
+
+
+def default_verdict(summary: dict) -> str:
+    """This data set's vote for ``student.init=member`` (see the module docstring)."""
+    votes = []
+    for method in METHODS:
+        entry = summary["verdicts"][f"{method} 4x"]
+        cnll, rho = entry["val_cnll"], entry["val_noise_rho"]
+        if cnll is None:
+            return f"none yet, `{method}` at 4x is not trained on every seed"
+        costs_rho = rho is not None and -rho["gap"] > rho["std"]
+        votes.append(bool(better(cnll, lower=True)) and not costs_rho)
+    return "yes" if all(votes) else "no"
+
+
+def signed(entry: dict | None, fmt: str, lower: bool) -> str:
+    """``+gap (std s)`` and who wins: *tie* within the std, else *member* or *random*."""
+    if entry is None:
+        return "n/a"
+    word = (
+        "tie"
+        if abs(entry["gap"]) <= entry["std"]
+        else ("member" if better(entry, lower) else "random")
+    )
+    return f"{entry['gap']:+{fmt}} (std {entry['std']:{fmt}}) {word}"
+
+
+def markdown(study: Study, record: dict) -> str:
+    summary = record["summary"]
+    seeds = ", ".join(map(str, summary["seeds"]))
+    lines = [
+        f"# Students that start from a member, {study.title}",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine_line']}; {record['machine']['date']}. Seeds: {seeds} "
+        f"(mean ± sample std). Teacher: {study.teacher_text}, the disagreement study's "
+        f"(benchmarks/disagreement.py). Students: `kd`, `hydra` (linear heads, the default), "
+        f"`be`, at 1x, 2x and 4x the teacher's epochs, from random weights or from the members "
+        f"(`student.init=member`: the body and head of member 0; Hydra's head m and BE's shared "
+        f"weights as docs/methods.md says). OOD: {study.ood_text}. *train GFLOPs*: 3 x the "
+        "forward FLOPs per example x training examples x epochs; *train s*: wall seconds on "
+        "one core, with other work on the machine (rough).",
+        "",
+        "| student | ACC | cNLL | DEE | OOD AUROC MI | MI ρ OOD | OOD MI ratio | val cNLL "
+        "| val ρ noise | train GFLOPs | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = summary["rows"]
+    order = ["ensemble", "member", *[n for n in study.students if n in rows]]
+    for name in [n for n in order if n in rows]:
+        row = rows[name]
+        flops = row["train_flops"]
+        partial = "" if row["seeds"] == summary["seeds"] else f" (seeds {row['seeds']})"
+        lines.append(
+            f"| {name}{partial} | {cell(row['acc'])} | {cell(row['cnll'])} | "
+            f"{cell(row['dee'], '.2f')}{dee_marks(row)} | {cell(row['ood_auroc_mi'])} | "
+            f"{cell(row['mi_spearman_ood'], '.3f')} | {cell(row['ood_mi_ratio'], '.3f')} | "
+            f"{cell(row['val_cnll'])} | {cell(row['val_noise_rho'], '.3f')} | "
+            f"{'n/a' if flops is None else f'{flops[0] / 1e9:.0f}'} | "
+            f"{cell(row['train_seconds'], '.0f')} |"
+        )
+    missing = [n for n in study.students if n not in rows]
+    if missing:
+        lines += ["", "Not trained yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
+    lines += ["", DEE_FOOTNOTE, "", f"DE-k test cNLL: {curve_text(summary['curve'])}.", ""]
+    lines += [
+        "## Member start against random start (validation only)",
+        "",
+        "member − random, mean over the seeds, with the larger of the two seeds' std; *tie*: "
+        "the gap is within it; else the start that wins beyond it (lower cNLL, higher ρ).",
+        "",
+        "| student | budget | val cNLL | val ρ noise |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, entry in summary["verdicts"].items():
+        method, budget = key.split()
+        lines.append(
+            f"| {method} | {budget} | {signed(entry['val_cnll'], '.4f', lower=True)} | "
+            f"{signed(entry['val_noise_rho'], '.3f', lower=False)} |"
+        )
+    text = default_verdict(summary)
+    lines += [
+        "",
+        f"**Vote for `student.init=member` as the default on this data set: {text}.** The rule: "
+        "every student's validation cNLL at 4x lower than from random weights beyond the "
+        "seeds' std, and its validation MI ρ not lower beyond it; the default changes only if "
+        "both data sets vote yes.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
+    parser.add_argument("--dataset", choices=sorted(STUDIES), default="mnist")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", help="train only these students (names)")
+    parser.add_argument("--tabulate-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the study on digits: a test")
+    args = parser.parse_args()
+    study = STUDIES[args.dataset]
+    origin = (MNIST if args.dataset == "mnist" else FASHION).out
+    if args.quick:  # never into the study's folders or pages
+        out = ROOT / "runs" / "member_start_quick"
+        study = dataclasses.replace(
+            study, base=MNIST.base + QUICK, runs=out, out=out, doc=out / "page"
+        )
+        origin = out / "none"
+    if not args.tabulate_only:
+        for seed in args.seeds:
+            copy_reused(study, origin, seed)
+            run_seed(study, args.data_dir, seed, args.only, inputs)
+    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
+    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
+    record = {
+        "command": f"python benchmarks/member_start.py{dataset}{data_dir} --seeds "
+        + " ".join(map(str, args.seeds)),
+        "machine": machine_info(),
+        "machine_line": machine_line(machine_info()),
+        "per_seed": per_seed,
+        "summary": tabulate(per_seed),
+    }
+    write_page(study.doc, record, functools.partial(markdown, study))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""benchmarks/member_start.py: its students, the member − random gaps and the vote read on
+validation only, and a run on digits whose rows and training FLOPs it derives."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import scipy.stats
+import torch
+
+from ensemble_distill.metrics import mutual_information
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import member_start as study  # noqa: E402
+
+
+def rows_of(values: dict[str, dict[str, tuple[float, float]]], seeds=(0, 1, 2)) -> dict:
+    return {name: {**row, "seeds": list(seeds)} for name, row in values.items()}
+
+
+def test_every_student_at_every_budget_from_both_starts():
+    students = study.students()
+    assert len(students) == len(study.METHODS) * len(study.BUDGETS) * len(study.INITS)
+    method, overrides = students["hydra member 2x"]
+    assert method == "hydra" and "student.init=member" in overrides
+    assert "student.epochs_multiple=2" in overrides and "hydra.head_widths=[]" in overrides
+    assert set(study.REUSED.values()) <= set(students)  # the copied rows are this study's
+
+
+def test_the_gap_is_member_minus_random_with_the_larger_std():
+    rows = rows_of({"a": {"k": (0.30, 0.01)}, "b": {"k": (0.32, 0.03)}})
+    assert study.gap(rows, "a", "b", "k") == pytest.approx({"gap": -0.02, "std": 0.03})
+    assert study.gap(rows, "a", "missing", "k") is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "lower", "expected"),
+    [
+        ({"gap": -0.02, "std": 0.01}, True, "member"),
+        ({"gap": -0.02, "std": 0.03}, True, "tie"),
+        ({"gap": +0.02, "std": 0.01}, True, "random"),
+        ({"gap": +0.05, "std": 0.01}, False, "member"),  # a higher ρ is better
+    ],
+)
+def test_a_gap_within_the_std_is_a_tie(entry, lower, expected):
+    assert study.signed(entry, ".3f", lower).endswith(expected)
+
+
+def summary_with(cnll_gap: float, rho_gap: float) -> dict:
+    rows = {}
+    for name in study.students():
+        member = name.split()[1] == "member"
+        cnll = 0.05 + (cnll_gap if member else 0.0)
+        rho = 0.8 + (rho_gap if member else 0.0)
+        rows[name] = {"val_cnll": (cnll, 0.001), "val_noise_rho": (rho, 0.01)}
+    return {"verdicts": study.verdicts(rows_of(rows), [0, 1, 2])}
+
+
+@pytest.mark.parametrize(
+    ("cnll_gap", "rho_gap", "vote"),
+    [
+        (-0.005, 0.0, "yes"),
+        (-0.0005, 0.0, "no"),  # within the std: a tie is no reason to change a default
+        (-0.005, -0.05, "no"),  # better means, worse disagreement
+        (+0.005, 0.0, "no"),
+    ],
+)
+def test_the_vote_needs_a_win_beyond_the_std_that_costs_no_disagreement(cnll_gap, rho_gap, vote):
+    assert study.default_verdict(summary_with(cnll_gap, rho_gap)) == vote
+
+
+def test_no_vote_while_a_student_lacks_a_seed():
+    summary = summary_with(-0.005, 0.0)
+    rows = rows_of({"kd random 4x": {"val_cnll": (0.05, 0.0)}}, seeds=(0,))
+    summary["verdicts"] = study.verdicts(rows, [0, 1, 2])
+    assert study.default_verdict(summary).startswith("none yet")
+
+
+def test_a_run_on_digits_scores_every_student_and_its_training_flops(tmp_path):
+    names = ["kd member 1x", "hydra random 1x"]
+    quick = dataclasses.replace(
+        study.STUDIES["mnist"],
+        base=study.MNIST.base + study.QUICK,
+        students={name: study.students()[name] for name in names},
+        runs=tmp_path,
+        out=tmp_path,
+    )
+    study.run_seed(quick, None, 0, inputs=study.inputs)
+    rows = study.score_seed(quick, None, 0)["rows"]
+    assert set(rows) == {"ensemble", "member", *names}
+    setup = study.prepare(quick.config_for(None, 0, "kd", []))
+    _, _, info = study.read_outputs(tmp_path / "seed0" / "kd member 1x.safetensors")
+    epochs = setup.config.epochs  # 1x the teacher's
+    assert rows["kd member 1x"]["train_flops"] == 3 * info["flops"] * len(setup.data.train) * epochs
+    # Oracle: scipy's Spearman ρ of the saved outputs' MI on the noisy validation copy.
+    hydra, _, _ = study.read_outputs(tmp_path / "seed0" / "hydra random 1x.safetensors")
+    ensemble, _, _ = study.read_outputs(tmp_path / "seed0" / "ensemble.safetensors")
+    mi = [mutual_information(torch.softmax(o["val_noise"].double(), -1)) for o in (hydra, ensemble)]
+    expected = scipy.stats.spearmanr(mi[0].numpy(), mi[1].numpy()).statistic
+    assert rows["hydra random 1x"]["val_noise_rho"] == pytest.approx(expected, abs=1e-6)
