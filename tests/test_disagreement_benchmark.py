@@ -100,6 +100,44 @@ def test_every_student_of_every_study_is_a_valid_config(name):
     """A typo in a study's overrides fails here, not an hour into the study."""
     chosen = study.STUDIES[name]
     assert chosen.title in study.RHO_FLOOR
-    for method, overrides in chosen.students.values():
+    for student, (method, overrides) in chosen.students.items():
         config = chosen.config_for(None, 0, method, overrides)
-        assert config.methods == [method] and config.student.epochs_multiple == 4
+        budget = 6 if student.endswith(", 6x") else 4  # the patient budget, or its top
+        assert config.methods == [method] and config.student.epochs_multiple == budget
+
+
+def mi_numpy(logits: torch.Tensor):
+    """Independent MI: entropy of the mean minus the mean entropy, in numpy float64."""
+    import numpy as np
+
+    p = torch.softmax(logits.double(), -1).numpy()  # (batch, members, classes)
+    mean = p.mean(1)
+    return -(mean * np.log(mean)).sum(-1) + (p * np.log(p)).sum(-1).mean(1)
+
+
+def test_ensemble_agreement_is_the_rank_correlation_between_seeds_teachers(tmp_path):
+    import scipy.stats
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    outputs = {}
+    for seed in (0, 1, 2):
+        outputs[seed] = {s: torch.randn(50, 3, 4, generator=generator) for s in ("test", "ood")}
+        path = tmp_path / f"seed{seed}" / "ensemble.safetensors"
+        path.parent.mkdir()
+        save_file(outputs[seed], path, metadata={"kind": "logits", "info": "{}"})
+    agreement = study.ensemble_agreement(dataclasses.replace(study.MNIST, out=tmp_path), [0, 1, 2])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    rhos = [
+        scipy.stats.spearmanr(mi_numpy(outputs[a]["ood"]), mi_numpy(outputs[b]["ood"])).statistic
+        for a, b in pairs
+    ]
+    assert agreement["pairs"] == 3
+    assert agreement["ood_rho"][0] == pytest.approx(sum(rhos) / 3, abs=1e-6)
+    ratios = [
+        min(mi_numpy(outputs[a]["ood"]).mean(), mi_numpy(outputs[b]["ood"]).mean())
+        / max(mi_numpy(outputs[a]["ood"]).mean(), mi_numpy(outputs[b]["ood"]).mean())
+        for a, b in pairs
+    ]
+    assert agreement["ood_mi_ratio"][0] == pytest.approx(sum(ratios) / 3, rel=1e-5)
+    assert study.ensemble_agreement(dataclasses.replace(study.MNIST, out=tmp_path), [0]) is None
