@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import functools
 import itertools
+import math
 from pathlib import Path
 
 import matplotlib
@@ -407,6 +408,70 @@ def plot(summary: dict, path: Path, rho_floor: float) -> None:
     fig.savefig(path, dpi=100)
 
 
+# Diversity Matters (Nam et al. 2021): ConfODS inputs raise a BatchEnsemble student's fidelity
+# over plain BE and over Gaussian noise of the same norm. What the verdict compares, and how.
+DM_STUDENT, DM_BASELINES = "be + confods", ("be", "be + gaussian")
+DM_METRICS = {"cnll": "cNLL", "ood_mi_ratio": "OOD MI ratio", "mi_spearman_ood": "MI ρ OOD"}
+
+
+def dm_better(key: str, mean: float, base: float) -> bool:
+    """Whether ``mean`` is the better value of ``key``: a lower cNLL, an MI ratio closer to 1
+    (on a log scale), a higher ρ."""
+    if key == "cnll":
+        return mean < base
+    if key == "ood_mi_ratio":
+        return abs(math.log(mean)) < abs(math.log(base))
+    return mean > base
+
+
+def dm_verdict(rows: dict[str, dict], seeds: list[int]) -> dict | None:
+    """ConfODS − each baseline, per metric, with the larger of the two seeds' std; a win is a
+    better value (:func:`dm_better`) by more than that std. *reproduced* where ConfODS beats
+    both baselines in every metric, *not reproduced* where it beats neither in any, else
+    *partly*. None until the three students have every seed."""
+    names = (DM_STUDENT, *DM_BASELINES)
+    if any(name not in rows or rows[name]["seeds"] != seeds for name in names):
+        return None
+    gaps, wins = {}, []
+    for key in DM_METRICS:
+        for base in DM_BASELINES:
+            (mean, std), (base_mean, base_std) = rows[DM_STUDENT][key], rows[base][key]
+            win = dm_better(key, mean, base_mean) and abs(mean - base_mean) > max(std, base_std)
+            gaps[f"{key} vs {base}"] = {"gap": mean - base_mean, "std": max(std, base_std)}
+            gaps[f"{key} vs {base}"]["win"] = win
+            wins.append(win)
+    verdict = "reproduced" if all(wins) else "not reproduced" if not any(wins) else "partly"
+    return {"gaps": gaps, "verdict": verdict}
+
+
+def dm_lines(verdict: dict | None) -> list[str]:
+    """The page's Diversity Matters section."""
+    if verdict is None:
+        return []
+    lines = [
+        "",
+        "## Diversity Matters re-measured",
+        "",
+        f"`{DM_STUDENT}` − each baseline, mean over the seeds (the larger seeds' std in "
+        "brackets; **win**: better by more than it: a lower cNLL, an MI ratio closer to 1, a "
+        "higher ρ). Reproduced: ConfODS wins against both in every metric; not reproduced: "
+        "it wins nowhere.",
+        "",
+        "| metric | vs `be` | vs `be + gaussian` |",
+        "|---|---:|---:|",
+    ]
+    for key, label in DM_METRICS.items():
+        cells = [verdict["gaps"][f"{key} vs {base}"] for base in DM_BASELINES]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(
+                f"{g['gap']:+.4f} ({g['std']:.4f}){' **win**' if g['win'] else ''}" for g in cells
+            )
+            + " |"
+        )
+    return [*lines, "", f"**Verdict: {verdict['verdict']}.**"]
+
+
 def agreement_lines(agreement: dict | None, c) -> list[str]:
     """The page's reference row in words: how alike two ensembles of the recipe disagree."""
     if agreement is None:
@@ -510,6 +575,7 @@ def markdown(study: Study, record: dict) -> str:
         "FLOPs; dash-dotted: another ensemble's ρ. Hollow: with the disagreement temperature.",
         "",
         f"![fidelity against inference cost](../img/{study.plot.name})",
+        *dm_lines(dm_verdict(summary["rows"], summary["seeds"])),
         "",
         "## Diversity per confidence bin",
         "",

@@ -141,3 +141,36 @@ def test_ensemble_agreement_is_the_rank_correlation_between_seeds_teachers(tmp_p
     ]
     assert agreement["ood_mi_ratio"][0] == pytest.approx(sum(ratios) / 3, rel=1e-5)
     assert study.ensemble_agreement(dataclasses.replace(study.MNIST, out=tmp_path), [0]) is None
+
+
+def dm_rows(confods: dict, be: dict, gaussian: dict, seeds=(0, 1, 2)) -> dict:
+    def row(values):
+        return {**{k: (v, 0.01) for k, v in values.items()}, "seeds": list(seeds)}
+
+    return {"be + confods": row(confods), "be": row(be), "be + gaussian": row(gaussian)}
+
+
+BASE = {"cnll": 0.30, "ood_mi_ratio": 0.5, "mi_spearman_ood": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("confods", "verdict"),
+    [
+        ({"cnll": 0.25, "ood_mi_ratio": 0.8, "mi_spearman_ood": 0.6}, "reproduced"),
+        ({"cnll": 0.305, "ood_mi_ratio": 0.505, "mi_spearman_ood": 0.495}, "not reproduced"),
+        ({"cnll": 0.25, "ood_mi_ratio": 0.5, "mi_spearman_ood": 0.5}, "partly"),
+        # an MI ratio further from 1 on the other side is no win: 2.5 is worse than 0.5
+        ({"cnll": 0.35, "ood_mi_ratio": 2.5, "mi_spearman_ood": 0.4}, "not reproduced"),
+    ],
+)
+def test_the_diversity_matters_verdict_needs_wins_beyond_the_std(confods, verdict):
+    result = study.dm_verdict(dm_rows(confods, BASE, BASE), [0, 1, 2])
+    assert result["verdict"] == verdict
+    assert result["gaps"]["cnll vs be"]["gap"] == pytest.approx(confods["cnll"] - 0.30)
+
+
+def test_no_verdict_until_every_seed_has_the_three_students():
+    rows = dm_rows(BASE, BASE, BASE)
+    rows["be + gaussian"]["seeds"] = [0, 1]
+    assert study.dm_verdict(rows, [0, 1, 2]) is None
+    assert study.dm_lines(None) == []
