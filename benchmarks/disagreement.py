@@ -206,6 +206,28 @@ def with_scaled(outputs: dict[str, dict], kinds: dict[str, str]) -> dict[str, fl
     return scales
 
 
+# Inputs whose pool build also back-propagates through one teacher member (an ODS-type step).
+GRADIENT_INPUTS = ("ods", "confods")
+
+
+def training_flops(
+    study: Study, data_dir: str | None, seed: int, name: str, flops: int, teacher_flops: int
+) -> float:
+    """Student ``name``'s training FLOPs per training example (≈, matmuls and convolutions):
+    forward and backward, about 3 forward passes, per epoch; plus the teachers' outputs on
+    its distillation inputs, computed once: one pass over the clean inputs, or K over a pool
+    of K copies, with one member's forward and backward (3 of its passes) per copy for an
+    ODS-type step."""
+    method, overrides = study.students[name]
+    config = study.config_for(data_dir, seed, method, overrides)
+    kind = method.partition("+")[2]
+    copies = config.perturbation.pool if kind else 1
+    teacher = copies * teacher_flops
+    if kind in GRADIENT_INPUTS:
+        teacher += copies * 3 * teacher_flops / config.members
+    return 3 * flops * config.student_epochs() + teacher
+
+
 def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
     """Every model's accuracy, calibration and fidelity to the ensemble's disagreement on one
     seed, its validation scores (what the choice reads) and its cost relative to a member."""
@@ -234,6 +256,13 @@ def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
         row["params_x"] = info["params"] / member["params"]
         row["flops_x"] = info["flops"] / member["flops"]
         row["train_seconds"] = info.get("train_seconds")
+        base = name.removesuffix(SCALED)
+        row["train_flops"] = (
+            training_flops(study, data_dir, seed, base, info["flops"], infos["ensemble"]["flops"])
+            * len(setup.data.train)
+            if base in study.students
+            else None
+        )
         row["scale"] = scales.get(name.removesuffix(SCALED)) if name.endswith(SCALED) else None
         row["ood_mi_ratio"] = float(pred["ood"].mi.mean() / ensemble["ood"].mi.mean())
         val = pred["val"]
@@ -276,7 +305,17 @@ def ensemble_agreement(study: Study, seeds: list[int]) -> dict | None:
     }
 
 
-KEYS = ("params_x", "flops_x", "train_seconds", "acc", "cnll", "dee", "cece", "ood_auroc")
+KEYS = (
+    "params_x",
+    "flops_x",
+    "train_flops",
+    "train_seconds",
+    "acc",
+    "cnll",
+    "dee",
+    "cece",
+    "ood_auroc",
+)
 KEYS += ("ood_auroc_mi", "mi_spearman_test", "mi_spearman_ood", "ood_mi_ratio", "scale")
 KEYS += ("val_cnll", "val_noise_rho", "val_tiles_rho", "val_shift_rho")
 
@@ -472,6 +511,11 @@ def dm_lines(verdict: dict | None) -> list[str]:
     return [*lines, "", f"**Verdict: {verdict['verdict']}.**"]
 
 
+def tflops(value: tuple[float, float] | None) -> str:
+    """Training FLOPs in TFLOPs (the same in every seed: no spread), or n/a."""
+    return "n/a" if value is None else f"{value[0] / 1e12:.1f}"
+
+
 def agreement_lines(agreement: dict | None, c) -> list[str]:
     """The page's reference row in words: how alike two ensembles of the recipe disagree."""
     if agreement is None:
@@ -517,12 +561,15 @@ def markdown(study: Study, record: dict) -> str:
         f"`{SCALED.strip()}` = the same student "
         "with its disagreement temperature s fitted on the clean validation inputs to the "
         "ensemble's mean MI there. Costs relative to one member (forward FLOPs per example, "
-        "FlopCounterMode); *train s*: wall seconds, two studies sharing two cores with other "
-        "work (rough; read FLOPs).",
+        "FlopCounterMode); *train TFLOPs*: forward and backward (3 forward passes) per "
+        "example and epoch, plus the teachers' outputs on the distillation inputs (once per "
+        "pooled copy, with one member's backward pass for ODS-type steps); *train s*: wall "
+        "seconds, several studies sharing two cores with other work (rough; read FLOPs).",
         "",
         "| model | params × | FLOPs × | ACC | cNLL | DEE | cECE | OOD AUROC entropy / MI | "
-        "MI ρ test | MI ρ OOD | OOD MI ratio | s | val cNLL | val ρ noise / tiles | train s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "MI ρ test | MI ρ OOD | OOD MI ratio | s | val cNLL | val ρ noise / tiles | train TFLOPs | "
+        "train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in summary["rows"].items():
         mark = " **(chosen)**" if name == summary["chosen"] else ""
@@ -536,7 +583,8 @@ def markdown(study: Study, record: dict) -> str:
             f"{c(row['mi_spearman_test'], '.3f')} | {c(row['mi_spearman_ood'], '.3f')} | "
             f"{c(row['ood_mi_ratio'], '.3f')} | {c(row['scale'], '.2f')} | "
             f"{c(row['val_cnll'])} | {c(row['val_noise_rho'], '.3f')} / "
-            f"{c(row['val_tiles_rho'], '.3f')} | {c(row['train_seconds'], '.0f')} |"
+            f"{c(row['val_tiles_rho'], '.3f')} | {tflops(row.get('train_flops'))} | "
+            f"{c(row['train_seconds'], '.0f')} |"
         )
     if summary["missing"] or summary["partial"]:
         lines += [

@@ -174,3 +174,19 @@ def test_no_verdict_until_every_seed_has_the_three_students():
     rows["be + gaussian"]["seeds"] = [0, 1]
     assert study.dm_verdict(rows, [0, 1, 2]) is None
     assert study.dm_lines(None) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "epochs", "teacher_passes"),
+    [
+        ("kd", 32, 1),  # 4 x 8 epochs; the clean inputs' outputs once
+        ("hydra joint + mixture + MI, 6x", 48, 3),  # 3 pooled copies
+        ("hydra joint + ods", 32, 3 + 3 * 3 / 10),  # + one member's backward per copy
+    ],
+)
+def test_training_flops_count_the_student_epochs_and_the_teachers_passes(
+    name, epochs, teacher_passes
+):
+    flops, teacher = 1000, 10_000  # per example: the student's and the 10 members' forward
+    got = study.training_flops(study.MNIST, None, 0, name, flops, teacher)
+    assert got == pytest.approx(3 * flops * epochs + teacher_passes * teacher)
