@@ -204,9 +204,11 @@ def test_a_head_that_is_no_linear_layer_is_refused_naming_the_candidates(teacher
         distill(teacher, train_data=tabular(), body=whole_network(), epochs=1, **kwargs)
 
 
-def test_head_without_body_is_refused(teacher):
+def test_head_without_body_or_with_feature_dim_is_refused(teacher):
     with pytest.raises(ConfigError, match=r"head='fc' names a layer of body=.*pass body="):
         distill(teacher, train_data=tabular(), head="fc", epochs=1)
+    with pytest.raises(ConfigError, match="leave feature_dim= out"):
+        distill(teacher, train_data=tabular(), body=whole_network(), head="head.out", feature_dim=8)
 
 
 @pytest.mark.parametrize(

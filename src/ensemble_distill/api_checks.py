@@ -64,6 +64,8 @@ def body_of(
         return body, feature_dim
     if body is None:
         raise ConfigError(f"head={head!r} names a layer of body=, your whole network; pass body=")
+    if feature_dim is not None:
+        raise ConfigError("head= gives the feature size (its in_features); leave feature_dim= out")
     split = split_network(body, head, setting="head")
     return split.body, split.feature_dim
 
