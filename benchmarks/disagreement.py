@@ -22,7 +22,6 @@ ranked against theirs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import itertools
@@ -44,7 +43,16 @@ from hydra_tradeoff import (
     read_outputs,
     run_seed,
 )
-from seeds import DEE_FOOTNOTE, curve_text, dee_marks, mean_std, tie_text, ties, write_page
+from seeds import (
+    DEE_FOOTNOTE,
+    curve_text,
+    dee_marks,
+    mean_std,
+    study_parser,
+    tie_text,
+    ties,
+    write_page,
+)
 
 from ensemble_distill import metrics
 from ensemble_distill.engine import prepare
@@ -638,14 +646,7 @@ def markdown(study: Study, record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
-    parser.add_argument("--dataset", choices=sorted(STUDIES), default="mnist")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", help="train only these students (names)")
-    parser.add_argument("--tabulate-only", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="the study on digits: a test")
-    args = parser.parse_args()
+    args = study_parser(__doc__.splitlines()[0], STUDIES).parse_args()
     study = STUDIES[args.dataset]
     if args.quick:  # never into the study's folders or pages
         out = ROOT / "runs" / "disagreement_quick"

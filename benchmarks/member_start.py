@@ -22,7 +22,6 @@ perturbed copy of the validation inputs, Gaussian σ = 0.2, where the members di
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 from disagreement import FASHION, LINEAR, MNIST, QUICK, perturbed_validation
 from hydra_tradeoff import ROOT, Study, read_outputs, run_seed
-from seeds import DEE_FOOTNOTE, cell, curve_text, dee_marks, mean_std, write_page
+from seeds import DEE_FOOTNOTE, cell, curve_text, dee_marks, mean_std, study_parser, write_page
 
 from ensemble_distill import metrics
 from ensemble_distill.engine import prepare
@@ -266,14 +265,7 @@ def markdown(study: Study, record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
-    parser.add_argument("--dataset", choices=sorted(STUDIES), default="mnist")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", help="train only these students (names)")
-    parser.add_argument("--tabulate-only", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="the study on digits: a test")
-    args = parser.parse_args()
+    args = study_parser(__doc__.splitlines()[0], STUDIES).parse_args()
     study = STUDIES[args.dataset]
     origin = (MNIST if args.dataset == "mnist" else FASHION).out
     if args.quick:  # never into the study's folders or pages

@@ -4,6 +4,7 @@ predictions (validation cNLL, the DE-k curve)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -16,6 +17,20 @@ from safetensors import safe_open
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import predictive
 from ensemble_distill.pipeline import run
+
+
+def study_parser(description: str, datasets: Sequence[str]) -> argparse.ArgumentParser:
+    """The command line of a resumable study of students per seed (disagreement, member
+    start): the data folder, the data set, the seeds, a subset of the students, rewriting the
+    page from what is saved, and a smoke run on digits."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", help="folder holding mnist/ and fashion-mnist/")
+    parser.add_argument("--dataset", choices=sorted(datasets), default="mnist")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", help="train only these students (names)")
+    parser.add_argument("--tabulate-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="the study on digits: a test")
+    return parser
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
