@@ -79,6 +79,7 @@ BAD: dict[str, list] = {
     "teacher.vectorize": ["teacher.vectorize=maybe"],
     "teacher.members": ["teacher.members=[]", "teacher.members=3"],
     "teacher.members_sha256": ["teacher.members_sha256=[abc]"],
+    "teacher.augment_shift": ["teacher.augment_shift=-1", "teacher.augment_shift=two"],
     "student.model": ["student.model=nope", "student.model=5"],
     "student.model_args": [
         ("student.model_args={nope: 1}", "{'nope': 1}"),

@@ -100,8 +100,13 @@ class TeacherConfig(Section):
     # Written by the run: each file's SHA-256, recorded in config.yaml and checked when the
     # files are loaded again (a changed file is refused). Leave null to take the files as is.
     members_sha256: list[str] | None = None
+    # Training augmentation of image inputs: each example shifted by up to this many pixels
+    # (zero fill: a random crop of the image padded by it) and, for 3-channel images, flipped
+    # left-right with probability 1/2; 4 is the CIFAR ResNets' (He et al. 2016). 0: none.
+    augment_shift: int = 0
 
     def check(self) -> None:
+        at_least(self, 0, "augment_shift")
         if isinstance(self.members, list):
             require(bool(self.members), "members", "must list at least one weight file", [])
         if self.members_sha256 is None:

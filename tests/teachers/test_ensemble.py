@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ensemble_distill.config import OptimConfig
+from ensemble_distill.data import ArrayDataset, DataSplits
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble, load_teacher, save_teacher, train_deep_ensemble
@@ -90,3 +91,58 @@ def test_auto_vectorisation_stacks_mlps_and_small_convolutional_ensembles():
     assert should_vectorize("auto", [create_model(cnn)] * 10)  # 2 M weights
     assert not should_vectorize("auto", [create_model(cnn)] * 50)  # 10 M weights
     assert not should_vectorize("false", [create_model(SPEC)] * 3)
+
+
+AUGMENTED = dict(members=2, seed=1, epochs=2, batch_size=16, optim=OptimConfig(lr=1e-2))
+
+
+def test_augmented_training_is_the_same_stacked_or_looped_and_not_the_plain_one(splits):
+    kwargs = dict(AUGMENTED, augment_shift=1, quiet=True)
+    vectorised, _ = train_deep_ensemble(SPEC, splits, vectorize="true", **kwargs)
+    looped, _ = train_deep_ensemble(SPEC, splits, vectorize="false", **kwargs)
+    plain, _ = train_deep_ensemble(SPEC, splits, vectorize="true", **AUGMENTED, quiet=True)
+    for name, value in vectorised.state_dict().items():
+        torch.testing.assert_close(value, looped.state_dict()[name], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(vectorised.state_dict()[name], plain.state_dict()[name])
+
+
+class Interrupted(Exception):
+    """Stands in for a kill, raised from inside a training step."""
+
+
+@pytest.mark.parametrize("vectorize", ["true", "false"])
+def test_an_interrupted_augmented_teacher_resumes_to_the_same_weights(
+    splits, tmp_path, monkeypatch, vectorize
+):
+    """The augmentation streams are saved with the progress and restored on resume."""
+    import ensemble_distill.teachers.train as train_module
+
+    kwargs = dict(AUGMENTED, augment_shift=1, vectorize=vectorize, quiet=True)
+    reference, _ = train_deep_ensemble(SPEC, splits, **kwargs)
+    real, calls = train_module.shift_and_flip, []
+
+    def killed_at_the_sixth_batch(*args, **kw):
+        if len(calls) == 5:
+            raise Interrupted
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train_module, "shift_and_flip", killed_at_the_sixth_batch)
+    with pytest.raises(Interrupted):  # 4 batches an epoch: the kill falls in the second
+        train_deep_ensemble(SPEC, splits, progress_dir=tmp_path, **kwargs)
+    monkeypatch.undo()
+    resumed, _ = train_deep_ensemble(SPEC, splits, progress_dir=tmp_path, **kwargs)
+    for name, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, reference.state_dict()[name], rtol=0, atol=0)
+
+
+def test_augmenting_inputs_that_are_not_images_is_refused(splits):
+    flat = DataSplits(
+        "flat",
+        *(ArrayDataset(s.x.flatten(1), s.y) for s in (splits.train, splits.val, splits.test)),
+        splits.num_classes,
+        {},
+    )
+    spec = ModelSpec("mlp", (16,), 3, {"widths": [8]})
+    with pytest.raises(ConfigError, match=r"augment_shift=2 shifts images.*set teacher"):
+        train_deep_ensemble(spec, flat, augment_shift=2, **AUGMENTED, quiet=True)

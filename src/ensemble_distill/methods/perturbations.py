@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ensemble_distill.data.augment import shift_and_flip
 from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.options import Section, at_least, positive, require
@@ -169,20 +170,9 @@ def chain(perturbations: list[Perturbation]) -> Perturbation:
 @PERTURBATIONS.register("augment")
 def augment(x: Tensor, state: PerturbationState) -> Tensor:
     """Random shifts of up to ``state.max_shift`` pixels (zero fill); left-right flips of
-    3-channel images with probability ½. Each example draws its own."""
-    batch, _, height, width = x.shape
-    shift = state.max_shift
-    padded = F.pad(x, (shift, shift, shift, shift))
-    offsets = torch.randint(0, 2 * shift + 1, (2, batch), generator=state.generator)
-    rows = (offsets[0].view(-1, 1) + torch.arange(height)).to(x.device)  # (batch, height)
-    cols = (offsets[1].view(-1, 1) + torch.arange(width)).to(x.device)  # (batch, width)
-    index = torch.arange(batch, device=x.device).view(-1, 1, 1)
-    views = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]]
-    views = views.permute(0, 3, 1, 2)  # (batch, channels, height, width)
-    if x.shape[1] == 3:
-        flip = (torch.rand(batch, generator=state.generator) < 0.5).to(x.device)
-        views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
-    return in_layout_of(x, views)
+    3-channel images with probability ½. Each example draws its own
+    (:func:`~ensemble_distill.data.augment.shift_and_flip`)."""
+    return shift_and_flip(x, state.max_shift, state.generator)
 
 
 @PERTURBATIONS.register("clean")

@@ -17,6 +17,7 @@ from ensemble_distill.checkpoint import (
     save_checkpoint,
 )
 from ensemble_distill.data import DataSplits
+from ensemble_distill.data.augment import shift_and_flip
 from ensemble_distill.data.image_files import planner
 from ensemble_distill.errors import CheckpointError, ConfigError
 from ensemble_distill.evaluation import epoch_validator
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 # and MNIST, M = 4..50). Convolutions (grouped) and vmapped architectures win only while the
 # ensemble is small: the 50-member small CNN (10 M weights) trains 1.7x faster in a loop.
 VECTORIZE_MAX_WEIGHTS = 5_000_000
+# Offset of a member's augmentation stream from its initialisation seed (teacher.augment_shift).
+AUGMENT_STREAM = 7_919
 
 
 def member_seed(seed: int, member: int) -> int:
@@ -82,6 +85,7 @@ def train_deep_ensemble(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     compile: bool = False,
+    augment_shift: int = 0,
     quiet: bool = False,
     progress_dir: Path | None = None,
     progress_settings: dict[str, Any] | None = None,
@@ -89,7 +93,10 @@ def train_deep_ensemble(
     """Train M members by :func:`supervised_loss` (cross-entropy, or Gaussian NLL for
     regression); vectorised (stacked weights, see :class:`DeepEnsemble`) or one by one, in
     ``precision`` (``fp32``, ``bf16`` autocast or ``auto``), compiled with ``compile`` (see
-    :func:`~ensemble_distill.training.fit`).
+    :func:`~ensemble_distill.training.fit`). With ``augment_shift`` s > 0 every training batch
+    of images is shifted by up to s pixels and flipped (3 channels) first
+    (:func:`~ensemble_distill.data.augment.shift_and_flip`), each member from a random stream
+    of its own, so stacked, looped and per-rank training augment a member alike.
 
     Returns:
         The ensemble (on ``device``) and its per-epoch history; in vectorised mode a row's
@@ -113,6 +120,11 @@ def train_deep_ensemble(
     # with fewer members than ranks every rank trains all of them on its share of each batch.
     split = size > 1 and members >= size
     x = data.train.x.to(device)  # a view that decodes onto ``device`` when streamed from files
+    if augment_shift and len(data.input_shape) != 3:
+        raise ConfigError(
+            f"teacher.augment_shift={augment_shift} shifts images (channels, height, width); "
+            f"these inputs have shape {tuple(data.input_shape)}: set teacher.augment_shift=0"
+        )
     job = _Job(
         data=data,
         x=x,
@@ -121,6 +133,7 @@ def train_deep_ensemble(
         members=members,
         device=device,
         split=split,
+        augment_shift=augment_shift,
         progress_dir=progress_dir,
         progress_settings=progress_settings,
         fit_args=dict(
@@ -167,6 +180,7 @@ def train_from_config(
         vectorize=config.teacher.vectorize,
         precision=config.precision,
         compile=config.compile,
+        augment_shift=config.teacher.augment_shift,
         device=device,
         **kwargs,
     )
@@ -184,12 +198,36 @@ class _Job:
     members: int
     device: torch.device | str
     split: bool
+    augment_shift: int
     progress_dir: Path | None
     progress_settings: dict[str, Any] | None
     fit_args: dict[str, Any]
 
-    def progress(self, name: str, module: nn.Module) -> Progress | None:
-        return _progress(self.progress_dir, name, module, self.progress_settings)
+    def progress(
+        self, name: str, module: nn.Module, streams: list[torch.Generator]
+    ) -> Progress | None:
+        """Where phase ``name`` saves ``module`` and the augmentation ``streams``, or None."""
+        if self.progress_dir is None:
+            return None
+        path = self.progress_dir / f"{name}.safetensors"
+        return Progress(path, module, streams, settings=self.progress_settings or {})
+
+    def streams(self, ids: list[int]) -> list[torch.Generator]:
+        """Members ``ids``' augmentation streams, each seeded by the member's own seed; none
+        without augmentation."""
+        if not self.augment_shift:
+            return []
+        seeds = [member_seed(self.seed, m) + AUGMENT_STREAM for m in ids]
+        return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def inputs(self, index: torch.Tensor, streams: list[torch.Generator]) -> torch.Tensor:
+        """The training inputs of ``index`` (members, batch): (members, batch, ...), each
+        member's augmented from its own stream when ``streams`` are given."""
+        inputs = self.x[index]
+        if not streams:
+            return inputs
+        pairs = zip(inputs, streams, strict=True)
+        return torch.stack([shift_and_flip(batch, self.augment_shift, s) for batch, s in pairs])
 
 
 def _train_stacked(
@@ -202,11 +240,11 @@ def _train_stacked(
     """
     count = len(ids)
     ensemble = DeepEnsemble(modules).to(job.device)
-    x, y = job.x, job.y
+    y, streams = job.y, job.streams(ids)
 
     def loss_fn(index: torch.Tensor) -> torch.Tensor:  # index: (members, batch)
         ensemble.train()
-        outputs = ensemble.forward_members(x[index])  # (members, batch, classes)
+        outputs = ensemble.forward_members(job.inputs(index, streams))  # (members, batch, C)
         # Sum of per-member means: each member gets exactly its own gradient.
         return supervised_loss(outputs, y[index]) * count
 
@@ -220,7 +258,7 @@ def _train_stacked(
         seeds=[member_seed(job.seed, m) for m in ids],
         desc=desc,
         on_epoch=None if job.split else epoch_validator(ensemble, job.data.val, job.device),
-        progress=job.progress(name, ensemble),
+        progress=job.progress(name, ensemble, streams),
         module=None if job.split else ensemble,
         summed_over=count,
         **job.fit_args,
@@ -235,14 +273,14 @@ def _train_looped(
 ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
     """Members ``ids`` (``modules``) trained one after another, in place; their rows tagged
     with ``member``."""
-    x, y = job.x, job.y
     history = []
     for m, module in zip(ids, modules, strict=True):
         module.to(job.device)
+        streams = job.streams([m])
 
-        def loss_fn(index: torch.Tensor, module=module) -> torch.Tensor:  # index: (1, batch)
-            module.train()
-            return supervised_loss(module(x[index[0]]), y[index[0]])
+        def loss_fn(index: torch.Tensor, module=module, streams=streams) -> torch.Tensor:
+            module.train()  # index: (1, batch)
+            return supervised_loss(module(job.inputs(index, streams)[0]), job.y[index[0]])
 
         rows = fit(
             module.parameters(),
@@ -250,7 +288,7 @@ def _train_looped(
             seeds=[member_seed(job.seed, m)],
             desc=f"teacher member {m + 1}/{job.members}",
             on_epoch=epoch_validator(module, job.data.val, job.device),
-            progress=job.progress(f"member{m}", module),
+            progress=job.progress(f"member{m}", module, streams),
             module=None if job.split else module,
             **job.fit_args,
         )
@@ -283,14 +321,6 @@ def _exchange(modules: list[nn.Module], device: torch.device | str) -> DeepEnsem
     for m, module in enumerate(modules):
         distributed.broadcast_module(module.to(device).eval(), src=m % size)
     return DeepEnsemble(modules).to(device)
-
-
-def _progress(
-    directory: Path | None, name: str, module: torch.nn.Module, settings: dict[str, Any] | None
-) -> Progress | None:
-    if directory is None:
-        return None
-    return Progress(directory / f"{name}.safetensors", module, settings=settings or {})
 
 
 def save_teacher(
