@@ -190,3 +190,24 @@ def test_training_flops_count_the_student_epochs_and_the_teachers_passes(
     flops, teacher = 1000, 10_000  # per example: the student's and the 10 members' forward
     got = study.training_flops(study.MNIST, None, 0, name, flops, teacher)
     assert got == pytest.approx(3 * flops * epochs + teacher_passes * teacher)
+
+
+@pytest.mark.parametrize(
+    ("miss", "std", "start"),
+    [(-0.01, 0.02, "- met"), (0.003, 0.02, "- **not met, a tie**"), (0.05, 0.02, "- **not met**:")],
+)
+def test_a_floor_missed_by_less_than_the_seeds_std_is_called_a_tie(miss, std, start):
+    assert study.floor_line("ρ 0.847 >= 0.85", miss, std).startswith(start)
+
+
+def test_the_floors_measure_each_miss_against_its_floor():
+    def row(**values):
+        base = {"params_x": (1.3, 0.0), "flops_x": (1.3, 0.0)}
+        return base | {k: (v, 0.01) for k, v in values.items()}
+
+    rows = {
+        "ensemble": row(ood_auroc_mi=0.95),
+        "s": row(ood_mi_ratio=0.4, mi_spearman_ood=0.84, ood_auroc_mi=0.96, cnll=0.049),
+    }
+    misses = [miss for _, miss, _ in study.floors(rows, "s", [(0.05, 0.0), (0.0486, 0.0)], 0.85)]
+    assert misses == pytest.approx([0.0, 0.1, 0.01, -0.02, 0.0004])
