@@ -116,13 +116,18 @@ def epochs(folder: Path, model: str, variant: str, timed_epochs: int, peak: floa
     member = epoch_seconds(history) / images
     flops = train_flops_per_example(setup)
     four = dataclasses.replace(setup, config=dataclasses.replace(setup.config, members=4))
-    teacher, _ = train_from_config(
-        four.teacher_spec,
-        four.data,
-        dataclasses.replace(four.config, epochs=1),
-        four.device,
-        quiet=True,
-    )
+    teacher, stacked = None, {}
+    # M = 4 members stacked (one vmapped computation) against one after another, in memory
+    for mode in ("true", "false") if variant == "auto" else ("auto",):
+        config = dataclasses.replace(
+            four.config,
+            epochs=2 if variant == "auto" else 1,
+            teacher=dataclasses.replace(four.config.teacher, vectorize=mode),
+        )
+        teacher, history = train_from_config(
+            four.teacher_spec, four.data, config, four.device, quiet=True
+        )
+        stacked[mode] = epoch_seconds(history) / images
     return {
         "model": model,
         "variant": variant,
@@ -131,6 +136,8 @@ def epochs(folder: Path, model: str, variant: str, timed_epochs: int, peak: floa
         "member_s_per_image": member,
         "kd_s_per_image": distill_epoch(four, teacher, "kd", live=False)[0] / images,
         "be_s_per_image": distill_epoch(four, teacher, "be", live=False)[0] / images,
+        "teacher_stacked_s_per_image": stacked.get("true"),
+        "teacher_looped_s_per_image": stacked.get("false"),
         "train_flops_per_image": flops,
         "gflops": flops / member / 1e9,
         "fraction_of_peak": flops / member / 1e9 / peak,
@@ -190,6 +197,24 @@ def markdown(record: dict) -> str:
             f"{row['gflops']:.0f} | {row['fraction_of_peak']:.0%} | "
             f"{row['kd_s_per_image'] * TRAIN_IMAGES:.1f} | "
             f"{row['be_s_per_image'] * TRAIN_IMAGES:.1f} |"
+        )
+    lines += [
+        "",
+        "## The teacher's M = 4 members: stacked or one after another (`auto` setting)",
+        "",
+        "Stacked: `teacher.vectorize=true`, one computation for all members (grouped layers for "
+        "the `cnn`, `torch.func.vmap` for the ResNets); one by one: `teacher.vectorize=false`.",
+        "",
+        "| model | stacked, s / epoch | one by one, s / epoch | stacked / looped |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in record["rows"]:
+        if row["teacher_stacked_s_per_image"] is None:
+            continue
+        stacked, looped = row["teacher_stacked_s_per_image"], row["teacher_looped_s_per_image"]
+        lines.append(
+            f"| {row['model']} | {stacked * TRAIN_IMAGES:.1f} | {looped * TRAIN_IMAGES:.1f} | "
+            f"{stacked / looped:.2f}x |"
         )
     lines += [
         "",

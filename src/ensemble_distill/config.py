@@ -90,8 +90,9 @@ class TeacherConfig(Section):
     """How the deep ensemble's members are trained, or which files hold them."""
 
     # Train all members as one computation over stacked weights (true), one after
-    # another (false), or auto: stacked for fully connected members, else while
-    # M x parameters <= 5e6 and vmap can run them (teachers.train.should_vectorize).
+    # another (false), or auto: stacked for fully connected members, for convolutional layer
+    # stacks while M x parameters <= 5e6, for other networks (vmapped) only off the CPU,
+    # under the same bound, where vmap can run them (teachers.train.should_vectorize).
     vectorize: Literal["auto", "true", "false"] = "auto"
     # Members you trained: a list of weight files (.safetensors, or .pt / .pth state dicts) or
     # one folder of them (sorted by name), each loaded into `model` + `model_args` instead of

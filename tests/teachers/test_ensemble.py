@@ -93,6 +93,13 @@ def test_auto_vectorisation_stacks_mlps_and_small_convolutional_ensembles():
     assert not should_vectorize("false", [create_model(SPEC)] * 3)
 
 
+def test_auto_vectorisation_loops_vmapped_networks_on_the_cpu_only():
+    resnets = [create_model(ModelSpec("resnet20", (3, 32, 32), 10, {}))] * 4  # 1.1 M weights
+    assert not should_vectorize("auto", resnets)
+    assert should_vectorize("auto", resnets, device="cuda")  # no probe: vmap not tried
+    assert should_vectorize("true", resnets)
+
+
 AUGMENTED = dict(members=2, seed=1, epochs=2, batch_size=16, optim=OptimConfig(lr=1e-2))
 
 

@@ -54,11 +54,16 @@ def build_members(spec: ModelSpec, data: DataSplits, members: int, seed: int) ->
 
 
 def should_vectorize(
-    choice: str, members: list[torch.nn.Module], probe: torch.Tensor | None = None
+    choice: str,
+    members: list[torch.nn.Module],
+    probe: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
 ) -> bool:
     """``teacher.vectorize``: ``true``, ``false``, or ``auto``: stacked when the members are a
-    fully connected layer stack, else while M x weights <= ``VECTORIZE_MAX_WEIGHTS`` and vmap
-    can run them on the inputs ``probe`` (a user's network may not be; None: not tried)."""
+    fully connected layer stack; a convolutional layer stack (grouped layers) while M x weights
+    <= ``VECTORIZE_MAX_WEIGHTS``; any other network (stacked by ``torch.func.vmap``) only off
+    the CPU, under the same bound and where vmap can run it on the inputs ``probe`` (a user's
+    network may not be; None: not tried)."""
     if choice not in ("auto", "true", "false"):
         raise ConfigError(f"teacher.vectorize must be auto, true or false; got {choice!r}")
     if choice != "auto":
@@ -68,6 +73,10 @@ def should_vectorize(
         return True
     weights = sum(p.numel() for p in members[0].parameters()) * len(members)
     if weights > VECTORIZE_MAX_WEIGHTS:
+        return False
+    if leaves is None and torch.device(device).type == "cpu":
+        # vmap on CPU runs some ops (the ResNets' pooling: as_strided_) by a per-member
+        # fallback: 4 ResNet-20s train faster one after another (docs/results/cifar10_sizing.md).
         return False
     return probe is None or can_stack(members, probe)
 
@@ -149,7 +158,7 @@ def train_deep_ensemble(
     )
     ids = list(range(rank, members, size)) if split else list(range(members))
     # Decided on all M members, so that every rank (and a single process) decides alike.
-    vectorized = should_vectorize(vectorize, modules, data.train.x[:2])
+    vectorized = should_vectorize(vectorize, modules, data.train.x[:2], device)
     train = _train_stacked if vectorized else _train_looped
     trained, history = train([modules[m] for m in ids], ids, job)
     if not split:
