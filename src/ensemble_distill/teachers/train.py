@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 # Stacked members of a plain fully connected stack (grouped layers, no convolution) beat a loop
 # at every size measured (benchmarks/performance.py, teacher table: 1.1-2.8x for MLPs on digits
-# and MNIST, M = 4..50). Convolutions (grouped) and vmapped architectures win only while the
-# ensemble is small: the 50-member small CNN (10 M weights) trains 1.7x faster in a loop.
+# and MNIST, M = 4..50). Grouped convolutions win only while the ensemble is small: the
+# 50-member small CNN (10 M weights) trains 1.7x faster in a loop. vmapped networks lose on the
+# CPU even when small (benchmarks/cifar10_sizing.py: ResNets, M = 4).
 VECTORIZE_MAX_WEIGHTS = 5_000_000
 # Offset of a member's augmentation stream from its initialisation seed (teacher.augment_shift).
 AUGMENT_STREAM = 7_919
