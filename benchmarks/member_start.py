@@ -207,7 +207,7 @@ def markdown(study: Study, record: dict) -> str:
         f"# Students that start from a member, {study.title}",
         "",
         f"Command: `{record['command']}`  ",
-        f"Machine: {record['machine_line']}; {record['machine']['date']}. Seeds: {seeds} "
+        f"Machine: {record['machine_line']}. Seeds: {seeds} "
         f"(mean ± sample std). Teacher: {study.teacher_text}, the disagreement study's "
         f"(benchmarks/disagreement.py). Students: `kd`, `hydra` (linear heads, the default), "
         f"`be`, at 1x, 2x and 4x the teacher's epochs, from random weights or from the members "
