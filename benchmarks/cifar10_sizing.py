@@ -186,6 +186,9 @@ def markdown(record: dict) -> str:
         "",
         "## One epoch",
         "",
+        "GFLOP/s: one member's training FLOPs per second; *of peak*: of the fp32 GEMM peak "
+        "(bf16 steps can pass it).",
+        "",
         "| model | setting | one member, s / epoch | GFLOP/s | of peak | KD student, s / "
         "epoch | BE student (M = 4), s / epoch |",
         "|---|---|---:|---:|---:|---:|---:|",
