@@ -35,7 +35,6 @@ from ensemble_distill import engine
 from ensemble_distill.api_checks import (
     MANIFEST_ATTRIBUTE,
     as_teacher,
-    body_of,
     check_fits,
     check_labels,
     check_outputs,
@@ -45,6 +44,7 @@ from ensemble_distill.api_checks import (
     ood_outputs,
     run_device,
     saved_manifest,
+    student_arguments,
     teacher_outputs_on,
     write_student,
 )
@@ -56,7 +56,6 @@ from ensemble_distill.data.adapters import (
     in_memory_splits,
     train_val,
 )
-from ensemble_distill.errors import ConfigError
 from ensemble_distill.evaluation import (
     classification_row,
     output_kind,
@@ -184,8 +183,8 @@ def distill(
         feature_dim: F; default: inferred from one forward pass of ``body`` on 2 training
             examples.
         head: with ``body=`` a whole network (inputs to logits, e.g. a torchvision ResNet),
-            the attribute path of its final ``nn.Linear`` (``"fc"``, ``"classifier.1"``): the
-            network before that layer is the body, as ``student.head`` on the command line.
+            the attribute path of its final ``nn.Linear`` (``"fc"``): cut there, as
+            ``student.head`` is on the command line.
         model: without ``body``, a registered architecture name (default ``mlp``; arguments
             ``model_args=``, defaults as in :func:`train_teacher`), built as the command line
             builds students: normalising its inputs with the training data's mean and std.
@@ -210,21 +209,14 @@ def distill(
             that does not fit the data.
         DataError: data that cannot be read as (inputs, labels).
     """
-    body, feature_dim = body_of(body, head, feature_dim)
+    body, feature_dim, model_keys = student_arguments(body, head, feature_dim, model, options)
     teacher = as_teacher(teacher, body)
-    section = resolve_method(method)[0].section
-    if body is not None and (model is not None or "model_args" in options):
-        raise ConfigError("pass either body= (your module) or model= / model_args=, not both")
     config = config_from_options(
         {"methods": [method], "members": teacher.num_members, "epochs": epochs}
         | {"student": {"epochs": epochs}, "batch_size": batch_size, "seed": seed}
-        | (
-            {"model": model, **model_args_of(model, options.pop("model_args", None))}
-            if model
-            else {}
-        ),
+        | model_keys,
         options,
-        section=section,
+        section=resolve_method(method)[0].section,
     )
     train, val = train_val(train_data, val_data, config.val_fraction, config.split_seed)
     device = torch.device(config.device)

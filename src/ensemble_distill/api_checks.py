@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ensemble_distill import engine
 from ensemble_distill.checkpoint import MANIFEST, WEIGHTS, read_manifest
+from ensemble_distill.config import model_args_of
 from ensemble_distill.data import ArrayDataset
 from ensemble_distill.data.adapters import DataLike, as_inputs
 from ensemble_distill.errors import CheckpointError, ConfigError, DataError, EnsembleDistillError
@@ -54,20 +55,31 @@ def as_teacher(teacher: DeepEnsemble | Sequence[nn.Module], body: nn.Module | No
     return teacher
 
 
-def body_of(
-    body: nn.Module | None, head: str | None, feature_dim: int | None
-) -> tuple[nn.Module | None, int | None]:
-    """``distill``'s ``body=`` and ``feature_dim=``: as given, or, with ``head=``, the whole
-    network ``body`` cut at its classifier (models/split.py, as ``student.head`` on the command
-    line): a copy with that layer replaced by identity, and the layer's ``in_features``."""
+def student_arguments(
+    body: nn.Module | None,
+    head: str | None,
+    feature_dim: int | None,
+    model: str | None,
+    options: dict[str, Any],
+) -> tuple[nn.Module | None, int | None, dict[str, Any]]:
+    """``distill``'s student architecture: ``body=`` and ``feature_dim=`` as given, or, with
+    ``head=``, the whole network ``body`` cut at its classifier (models/split.py, as
+    ``student.head`` on the command line: a copy with that layer replaced by identity, and the
+    layer's ``in_features``); else ``model=`` / ``model_args=`` (taken from ``options``) as
+    config keys. A body and a model at once are refused."""
+    if body is not None and (model is not None or "model_args" in options):
+        raise ConfigError("pass either body= (your module) or model= / model_args=, not both")
+    keys = {}
+    if model:
+        keys = {"model": model, **model_args_of(model, options.pop("model_args", None))}
     if head is None:
-        return body, feature_dim
+        return body, feature_dim, keys
     if body is None:
         raise ConfigError(f"head={head!r} names a layer of body=, your whole network; pass body=")
     if feature_dim is not None:
         raise ConfigError("head= gives the feature size (its in_features); leave feature_dim= out")
     split = split_network(body, head, setting="head")
-    return split.body, split.feature_dim
+    return split.body, split.feature_dim, keys
 
 
 def teacher_outputs_on(teacher: DeepEnsemble, train: ArrayDataset) -> int:
