@@ -1,7 +1,8 @@
 """Random shifts and flips of image batches: the standard CIFAR augmentation (He et al. 2016,
 §4.2: pad 4 pixels, crop 32 × 32 at random, flip left-right with probability ½), used by
 teachers while they train (``teacher.augment_shift``) and by the ``augment`` distillation
-input (methods/perturbations.py).
+input (methods/perturbations.py); and :func:`in_layout_of`, which keeps every perturbed batch
+in its input's memory layout.
 
 Shapes: (batch, channels, height, width) in, the same out, in the input's memory layout.
 """
@@ -11,6 +12,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def in_layout_of(x: Tensor, value: Tensor) -> Tensor:
+    """``value``, detached, with exactly ``x``'s strides. Element-wise ops on a one-channel
+    channels-last batch return NCHW strides (both layouts are "contiguous" there), and the
+    convolutions on it would leave oneDNN's channels-last kernels (models.base.channels_last):
+    the teachers' and the student's forward on perturbed inputs would be the slower ones."""
+    if value.stride() == x.stride():
+        return value.detach()
+    return torch.empty_like(x, requires_grad=False).copy_(value.detach())
 
 
 def shift_and_flip(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
@@ -28,5 +39,4 @@ def shift_and_flip(x: Tensor, max_shift: int, generator: torch.Generator) -> Ten
     if x.shape[1] == 3:
         flip = (torch.rand(batch, generator=generator) < 0.5).to(x.device)
         views = torch.where(flip.view(-1, 1, 1, 1), views.flip(-1), views)
-    # The input's layout: channels-last batches stay so (oneDNN's faster kernels).
-    return torch.empty_like(x, requires_grad=False).copy_(views.detach())
+    return in_layout_of(x, views)

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ensemble_distill.data.augment import shift_and_flip
+from ensemble_distill.data.augment import in_layout_of, shift_and_flip
 from ensemble_distill.data.image_files import ImageFiles, batches_of
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.options import Section, at_least, positive, require
@@ -130,16 +130,6 @@ def expand_mixture(inputs: list[str], config: PerturbationConfig) -> list[str]:
     method's distillation inputs can be, for the checks of what each input needs."""
     parts = [name for name, weight in config.mixture.items() if weight > 0]
     return [part for name in inputs for part in (parts if name == "mixture" else [name])]
-
-
-def in_layout_of(x: Tensor, value: Tensor) -> Tensor:
-    """``value``, detached, with exactly ``x``'s strides. Element-wise ops on a one-channel
-    channels-last batch return NCHW strides (both layouts are "contiguous" there), and the
-    convolutions on it would leave oneDNN's channels-last kernels (models.base.channels_last):
-    the teachers' and the student's forward on perturbed inputs would be the slower ones."""
-    if value.stride() == x.stride():
-        return value.detach()
-    return torch.empty_like(x, requires_grad=False).copy_(value.detach())
 
 
 def apply_step(x: Tensor, delta: Tensor, clip: bool = True) -> Tensor:
