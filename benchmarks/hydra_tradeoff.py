@@ -55,7 +55,10 @@ from ensemble_distill.evaluation import (
     predict_outputs,
     predictive,
 )
+from ensemble_distill.methods import resolve_method
+from ensemble_distill.out_folder import remove_progress
 from ensemble_distill.report.machine import machine_info, machine_line
+from ensemble_distill.settings import student_settings
 from ensemble_distill.teachers.train import load_teacher, save_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,16 +220,30 @@ def run_seed(
         if path.is_file() or (only and name not in only):
             continue
         student_setup = prepare(study.config_for(data_dir, seed, method, overrides), setup.data)
+        # Per-epoch progress, as a run keeps it: a student killed mid-training resumes there.
+        progress = folder / "progress" / name
+        resumed = progress.is_dir()
+        kind, perturbation = resolve_method(method)
+        settings = student_settings(student_setup.config, kind.section, perturbation is not None)
         start = time.perf_counter()
-        student, _ = distill_student(student_setup, teacher, method, train_outputs)
+        student, _ = distill_student(
+            student_setup,
+            teacher,
+            method,
+            train_outputs,
+            progress_dir=progress,
+            progress_settings=settings,
+        )
         seconds = time.perf_counter() - start
         info = {
             "params": sum(p.numel() for p in student.parameters()),
             "flops": metrics.forward_flops(student.eval(), setup.data.train.x[:64]),
-            "train_seconds": seconds,
+            # a resumed student's seconds miss the part before the interruption: unknown
+            "train_seconds": None if resumed else seconds,
         }
         save_outputs(path, student, student_setup, info, inputs)
-        print(f"seed {seed}: {name} ({seconds:.0f} s)", flush=True)
+        remove_progress(progress)
+        print(f"seed {seed}: {name} ({seconds:.0f} s{', resumed' if resumed else ''})", flush=True)
 
 
 def read_outputs(path: Path) -> tuple[dict[str, torch.Tensor], str, dict]:

@@ -10,6 +10,8 @@ import pytest
 import torch
 from scipy.special import rel_entr
 
+from ensemble_distill.methods import DistillContext
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import hydra_tradeoff as study  # noqa: E402
@@ -157,3 +159,47 @@ def test_diversity_per_bin_is_the_members_pairwise_kl(scored):
         assert (value is None) == (not inside.any())
         if inside.any():
             assert value == pytest.approx(kl[inside].mean(), rel=1e-6)
+
+
+class Interrupted(Exception):
+    """Stands in for a kill during a student's training."""
+
+
+def test_a_student_killed_mid_training_resumes_to_the_same_outputs(tmp_path, monkeypatch):
+    kd_only = dataclasses.replace(quick(tmp_path), students={"kd": STUDENTS["kd"]})
+    fit, steps = DistillContext.fit, []
+
+    def counted_fit(self, student, params, loss_fn, stop_at=None, **kwargs):
+        def step(index):
+            steps.append(1)
+            if stop_at is not None and len(steps) > stop_at:
+                raise Interrupted
+            return loss_fn(index)
+
+        return fit(self, student, params, step, **kwargs)
+
+    monkeypatch.setattr(DistillContext, "fit", counted_fit)
+    study.run_seed(dataclasses.replace(kd_only, out=tmp_path / "whole"), None, 0)
+    whole_steps = len(steps)
+    steps.clear()
+    # Killed in the middle of the second of its epochs (progress is saved as each one ends).
+    epochs = kd_only.config_for(None, 0, "kd", []).student_epochs()
+    stop_at = whole_steps * 3 // (2 * epochs)
+
+    def stopped_fit(self, student, params, loss_fn, **kwargs):  # a method: binds ``self``
+        return counted_fit(self, student, params, loss_fn, stop_at=stop_at, **kwargs)
+
+    monkeypatch.setattr(DistillContext, "fit", stopped_fit)
+    with pytest.raises(Interrupted):
+        study.run_seed(kd_only, None, 0)
+    assert any((tmp_path / "seed0" / "progress" / "kd").iterdir())
+    steps.clear()
+    monkeypatch.setattr(DistillContext, "fit", counted_fit)
+    study.run_seed(kd_only, None, 0)
+    assert 0 < len(steps) < whole_steps  # it went on from the saved epoch
+    resumed, _, info = study.read_outputs(tmp_path / "seed0" / "kd.safetensors")
+    expected, _, _ = study.read_outputs(tmp_path / "whole" / "seed0" / "kd.safetensors")
+    for split, values in expected.items():
+        torch.testing.assert_close(resumed[split], values, rtol=0, atol=0)
+    assert info["train_seconds"] is None  # the seconds before the kill are unknown
+    assert not (tmp_path / "seed0" / "progress" / "kd").exists()
