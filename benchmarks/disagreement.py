@@ -55,7 +55,7 @@ from seeds import (
 )
 
 from ensemble_distill import metrics
-from ensemble_distill.engine import prepare
+from ensemble_distill.engine import Setup, prepare
 from ensemble_distill.evaluation import (
     classification_scores,
     has_members,
@@ -236,20 +236,38 @@ def training_flops(
     return 3 * flops * config.student_epochs() + teacher
 
 
-def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
-    """Every model's accuracy, calibration and fidelity to the ensemble's disagreement on one
-    seed, its validation scores (what the choice reads) and its cost relative to a member."""
+def read_seed(study: Study, data_dir: str | None, seed: int) -> tuple[Setup, dict, dict, dict]:
+    """One seed's setup (its data) and saved outputs by name, with their kinds and infos: the
+    ensemble, the study's students trained so far (by name), and member 0 alone (one member's
+    cost, the DE-1 end of the curve)."""
     setup = prepare(study.config_for(data_dir, seed, "kd", []))
     folder = study.out / f"seed{seed}"
     outputs, kinds, infos = {}, {}, {}
-    for path in [folder / "ensemble.safetensors", *sorted(folder.glob("*.safetensors"))]:
-        name = path.stem
-        if name in outputs or (name != "ensemble" and name not in study.students):
-            continue
-        outputs[name], kinds[name], infos[name] = read_outputs(path)
-    member = {k: v // setup.config.members for k, v in infos["ensemble"].items()}
+    for name in ["ensemble", *sorted(study.students)]:
+        if (folder / f"{name}.safetensors").is_file():
+            outputs[name], kinds[name], infos[name] = read_outputs(folder / f"{name}.safetensors")
     outputs["member"] = {split: v[:, 0] for split, v in outputs["ensemble"].items()}
-    kinds["member"], infos["member"] = "logits", member
+    kinds["member"] = "logits"
+    infos["member"] = {k: v // setup.config.members for k, v in infos["ensemble"].items()}
+    return setup, outputs, kinds, infos
+
+
+def fidelity(pred: dict, ensemble: dict, y_val: torch.Tensor) -> dict[str, float]:
+    """A model's OOD MI ratio (its mean MI on the OOD set over the ensemble's) and its
+    validation cNLL (temperature fitted and scored on validation), from each split's
+    :func:`predictive`."""
+    val = pred["val"]
+    return {
+        "ood_mi_ratio": float(pred["ood"].mi.mean() / ensemble["ood"].mi.mean()),
+        "val_cnll": metrics.calibrated_metrics(val.probs, y_val, val.probs, y_val)["cnll"],
+    }
+
+
+def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
+    """Every model's accuracy, calibration and fidelity to the ensemble's disagreement on one
+    seed, its validation scores (what the choice reads) and its cost relative to a member."""
+    setup, outputs, kinds, infos = read_seed(study, data_dir, seed)
+    member = infos["member"]
     scales = with_scaled(outputs, kinds)
     rows, curve = classification_scores(outputs, kinds, setup.data)
     ensemble = {k: predictive(v, kinds["ensemble"]) for k, v in outputs["ensemble"].items()}
@@ -272,9 +290,7 @@ def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
             else None
         )
         row["scale"] = scales.get(name.removesuffix(SCALED)) if name.endswith(SCALED) else None
-        row["ood_mi_ratio"] = float(pred["ood"].mi.mean() / ensemble["ood"].mi.mean())
-        val = pred["val"]
-        row["val_cnll"] = metrics.calibrated_metrics(val.probs, y_val, val.probs, y_val)["cnll"]
+        row |= fidelity(pred, ensemble, y_val)
         for split in VAL_SHIFTS:
             row[f"{split}_rho"] = metrics.rank_correlation(pred[split].mi, ensemble[split].mi)
         shifts = [row[f"{split}_rho"] for split in VAL_SHIFTS]

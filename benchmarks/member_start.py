@@ -28,12 +28,19 @@ import shutil
 from pathlib import Path
 
 import torch
-from disagreement import FASHION, LINEAR, MNIST, QUICK, perturbed_validation
-from hydra_tradeoff import ROOT, Study, read_outputs, run_seed
+from disagreement import (
+    FASHION,
+    LINEAR,
+    MNIST,
+    QUICK,
+    fidelity,
+    perturbed_validation,
+    read_seed,
+)
+from hydra_tradeoff import ROOT, Study, run_seed
 from seeds import DEE_FOOTNOTE, cell, curve_text, dee_marks, mean_std, study_parser, write_page
 
 from ensemble_distill import metrics
-from ensemble_distill.engine import prepare
 from ensemble_distill.evaluation import classification_scores, predictive
 from ensemble_distill.report.machine import machine_info, machine_line
 
@@ -97,14 +104,7 @@ def copy_reused(study: Study, origin: Path, seed: int) -> None:
 
 def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
     """Every saved student's test scores, validation scores and training cost on one seed."""
-    setup = prepare(study.config_for(data_dir, seed, "kd", []))
-    folder = study.out / f"seed{seed}"
-    outputs, kinds, infos = {}, {}, {}
-    for name in ["ensemble", *study.students]:
-        if (folder / f"{name}.safetensors").is_file():
-            outputs[name], kinds[name], infos[name] = read_outputs(folder / f"{name}.safetensors")
-    outputs["member"] = {split: v[:, 0] for split, v in outputs["ensemble"].items()}
-    kinds["member"] = "logits"
+    setup, outputs, kinds, infos = read_seed(study, data_dir, seed)
     rows, curve = classification_scores(outputs, kinds, setup.data)
     ensemble = {k: predictive(v, kinds["ensemble"]) for k, v in outputs["ensemble"].items()}
     y_val, examples = setup.data.val.y, len(setup.data.train)
@@ -117,10 +117,7 @@ def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
         # Forward and backward: about 3x a forward pass per example and epoch.
         row["train_flops"] = 3 * info["flops"] * examples * budget * setup.config.epochs
         row["train_seconds"] = info.get("train_seconds")
-        row["ood_mi_ratio"] = float(pred["ood"].mi.mean() / ensemble["ood"].mi.mean())
-        row["val_cnll"] = metrics.calibrated_metrics(
-            pred["val"].probs, y_val, pred["val"].probs, y_val
-        )["cnll"]
+        row |= fidelity(pred, ensemble, y_val)
         row["val_noise_rho"] = metrics.rank_correlation(
             pred["val_noise"].mi, ensemble["val_noise"].mi
         )

@@ -9,11 +9,13 @@ import pytest
 import scipy.stats
 import torch
 
+from ensemble_distill.engine import prepare
 from ensemble_distill.metrics import mutual_information
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import member_start as study  # noqa: E402
+from hydra_tradeoff import read_outputs  # noqa: E402
 
 
 def rows_of(values: dict[str, dict[str, tuple[float, float]]], seeds=(0, 1, 2)) -> dict:
@@ -90,13 +92,13 @@ def test_a_run_on_digits_scores_every_student_and_its_training_flops(tmp_path):
     study.run_seed(quick, None, 0, inputs=study.inputs)
     rows = study.score_seed(quick, None, 0)["rows"]
     assert set(rows) == {"ensemble", "member", *names}
-    setup = study.prepare(quick.config_for(None, 0, "kd", []))
-    _, _, info = study.read_outputs(tmp_path / "seed0" / "kd member 1x.safetensors")
+    setup = prepare(quick.config_for(None, 0, "kd", []))
+    _, _, info = read_outputs(tmp_path / "seed0" / "kd member 1x.safetensors")
     epochs = setup.config.epochs  # 1x the teacher's
     assert rows["kd member 1x"]["train_flops"] == 3 * info["flops"] * len(setup.data.train) * epochs
     # Oracle: scipy's Spearman ρ of the saved outputs' MI on the noisy validation copy.
-    hydra, _, _ = study.read_outputs(tmp_path / "seed0" / "hydra random 1x.safetensors")
-    ensemble, _, _ = study.read_outputs(tmp_path / "seed0" / "ensemble.safetensors")
+    hydra, _, _ = read_outputs(tmp_path / "seed0" / "hydra random 1x.safetensors")
+    ensemble, _, _ = read_outputs(tmp_path / "seed0" / "ensemble.safetensors")
     mi = [mutual_information(torch.softmax(o["val_noise"].double(), -1)) for o in (hydra, ensemble)]
     expected = scipy.stats.spearmanr(mi[0].numpy(), mi[1].numpy()).statistic
     assert rows["hydra random 1x"]["val_noise_rho"] == pytest.approx(expected, abs=1e-6)
