@@ -48,6 +48,7 @@ from seeds import (
     curve_text,
     dee_marks,
     mean_std,
+    read_record,
     study_parser,
     tie_text,
     ties,
@@ -409,6 +410,46 @@ def choose(rows: dict[str, dict], val_de2: tuple[float, float]) -> tuple[str, li
     return chosen, [name for name in tied if name != chosen], bool(bound)
 
 
+def default_hydra(summaries: dict[str, dict]) -> dict:
+    """The one rule across the data sets (``summaries``: each study's title → its summary)
+    that sets the default Hydra: the Hydra student every data set's choice picks; where they
+    pick different ones, the Hydra students that are the choice or tie with it (ρ within the
+    seeds' std) on every data set, the cheapest of them (fewest parameters, mean over the data
+    sets). None where no Hydra student is the choice or a tie on all of them."""
+    picked = [{s["chosen"], *s["tie"]} for s in summaries.values()]
+    common = [
+        name for name in set.intersection(*picked) if STUDENTS[name][0].split("+")[0] == "hydra"
+    ]
+    chosen = {s["chosen"] for s in summaries.values()}
+    if len(chosen) == 1 and chosen <= set(common):
+        return {"default": chosen.pop(), "common": common, "by": "the choice on every data set"}
+    if not common:
+        return {"default": None, "common": [], "by": "no Hydra student ties on every data set"}
+    cost = {
+        name: sum(s["rows"][name]["params_x"][0] for s in summaries.values()) for name in common
+    }
+    return {
+        "default": min(sorted(common), key=cost.get),
+        "common": sorted(common),
+        "by": "the cheapest of the students tied on every data set",
+    }
+
+
+def default_lines(default: dict | None) -> list[str]:
+    """The page's words for :func:`default_hydra`."""
+    if default is None:
+        return []
+    if default["default"] is None:
+        return ["", f"**The default Hydra, both data sets:** none ({default['by']})."]
+    tied = ", ".join(f"`{name}`" for name in default["common"])
+    return [
+        "",
+        f"**The default Hydra, both data sets** (the choice on each; where they differ, the "
+        f"cheapest student that is the choice or ties with it on both): `{default['default']}`, "
+        f"by {default['by']} (chosen or tied on both: {tied}).",
+    ]
+
+
 def floors(
     rows: dict[str, dict], chosen: str, curve: list, rho_floor: float
 ) -> list[tuple[str, float, float | None]]:
@@ -588,7 +629,10 @@ def markdown(study: Study, record: dict) -> str:
         + (" (mean ± sample std)" if spread else " (one seed so far: no spread)")
         + f". Teacher: {study.teacher_text}; every student trains 4x the teacher's epochs "
         "(function matching, one cycle). "
-        f"OOD: {study.ood_text}, never read by a choice. `joint` = body and heads trained "
+        f"OOD: {study.ood_text}, never read by a choice. `hydra default` = Hydra's defaults on "
+        "clean inputs (two phases, linear heads, no adapters), the default Hydra before this "
+        "study; `hydra joint + mixture + adapters` is what `hydra+mixture` (the default Hydra on "
+        "images since) trains at its `auto` values. `joint` = body and heads trained "
         "together from the first step (`hydra.phase1_fraction=0`); `mixup` / `mixture` / `ods` "
         "/ `gaussian` / `confods` = 3 pooled copies of the training inputs "
         "(`perturbation.pool=3`), the mixture a quarter clean, half mixup, a quarter 7 x 7 patch "
@@ -646,6 +690,7 @@ def markdown(study: Study, record: dict) -> str:
         f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`"
         + ("" if summary["within_bound"] else " (no compact student is within the bound)")
         + (f"; {tie_text(tie, 'the lower validation cNLL')}." if tie else "."),
+        *default_lines(summary.get("default_hydra")),
         "",
         "## Floors (issue 28; test split and the OOD set, mean over the seeds)",
         "",
@@ -690,6 +735,14 @@ def main() -> None:
     per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
     summary = tabulate(study, per_seed)
     summary["ensemble_agreement"] = ensemble_agreement(study, args.seeds)
+    # The default Hydra reads both studies' choices: the other's from its page's JSON.
+    others = {
+        other.title: read_record(other.doc)[0]["summary"]
+        for other in STUDIES.values()
+        if other is not study and other.doc.with_suffix(".json").is_file() and not args.quick
+    }
+    if others:
+        summary["default_hydra"] = default_hydra({study.title: summary, **others})
     plot(summary, study.plot, RHO_FLOOR[study.title])
     shown = {"ensemble", summary["chosen"], "hydra default", "be"}
     chosen_only = {

@@ -35,6 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from seeds import (
+    BEFORE_AUTO,
     DEE_FOOTNOTE,
     curve_text,
     dee_marks,
@@ -129,7 +130,7 @@ class Study:
     plot: Path
 
     def config_for(self, data_dir: str | None, seed: int, method: str, overrides: list[str]):
-        items = [*self.base, f"seed={seed}", f"methods=[{method}]", *overrides]
+        items = [*BEFORE_AUTO, *self.base, f"seed={seed}", f"methods=[{method}]", *overrides]
         items += [f"data_dir={data_dir}"] if data_dir else []
         return load_config(ROOT / "configs" / self.config, items)
 

@@ -126,8 +126,16 @@ class Bench:
 def setup_for(bench: Bench, workload: str, members: int, **overrides: Any) -> Setup:
     """The pipeline's :class:`Setup` of ``workload`` with ``members``, its training split cut
     to the workload's timed examples and its validation split to 256 (validation is untimed)."""
+    workload_config = WORKLOADS[workload]["config"]
+    # Hydra's phases and the pools as every timing before issue 28's ``auto`` values had them
+    # (live inputs; the pooled rows set their pool below).
+    pinned = {
+        "hydra": {**workload_config.get("hydra", {}), "phase1_fraction": 0.5, "adapter_rank": 0},
+        "perturbation": {"pool": 0},
+    }
     config = build_config(
-        WORKLOADS[workload]["config"]
+        workload_config
+        | pinned
         | {"data_dir": bench.data_dir, "members": members, "device": bench.device}
         # Students as many epochs as the teacher: a time is per epoch, more add nothing.
         | {"precision": bench.precision, "epochs": bench.epochs}

@@ -42,6 +42,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from seeds import (
+    BEFORE_AUTO,
     DEE_FOOTNOTE,
     curve_text,
     dee_marks,
@@ -194,7 +195,8 @@ class Study:
     def config_for(self, data_dir: str, seed: int, overrides: list[str], methods: list[str]):
         methods_arg = f"methods=[{','.join(methods)}]"
         overrides = [item.replace("<runs>", str(self.runs)) for item in overrides]
-        items = [*self.base, f"data_dir={data_dir}", f"seed={seed}", methods_arg, *overrides]
+        items = [*BEFORE_AUTO, *self.base, f"data_dir={data_dir}", f"seed={seed}"]
+        items += [methods_arg, *overrides]
         return load_config(self.config and ROOT / "configs" / self.config, items)
 
 

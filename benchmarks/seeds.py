@@ -18,6 +18,10 @@ from ensemble_distill import metrics
 from ensemble_distill.evaluation import predictive
 from ensemble_distill.pipeline import run
 
+# What every input did before Hydra's ``auto`` phases and adapters and ``perturbation.pool:
+# auto`` (issue 28): the studies written before pin it, so their rows keep their meaning.
+BEFORE_AUTO = ("hydra.phase1_fraction=0.5", "hydra.adapter_rank=0", "perturbation.pool=0")
+
 
 def study_parser(description: str, datasets: Sequence[str]) -> argparse.ArgumentParser:
     """The command line of a resumable study of students per seed (disagreement, member

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -156,7 +157,8 @@ def test_what_cannot_work_is_refused_in_one_line_before_anything_is_written(
 
 
 def test_the_defaults_add_hydra_once_the_head_is_named():
+    images = SimpleNamespace(task="classification", input_shape=(3, 8, 8))
     config = build_config({"model": RESNET, "model_args": {}})
-    assert engine.default_methods(config, "classification") == ["kd", "endd"]
+    assert engine.default_methods(config, images) == ["kd", "endd"]
     named = build_config({"model": RESNET, "model_args": {}, "student": {"head": "fc"}})
-    assert engine.default_methods(named, "classification") == ["kd", "hydra", "endd"]
+    assert engine.default_methods(named, images) == ["kd", "hydra+mixture", "endd"]

@@ -234,7 +234,8 @@ def test_every_method_trains_one_epoch_on_a_body(teacher, method, shape):
         assert output_kind(student) == "proxy_dirichlet"  # the default target
 
 
-def test_model_path_builds_the_same_student_as_the_pipeline(splits, tmp_path):
+@pytest.mark.parametrize("method", ["hydra", "hydra+mixture"])  # auto phases, adapters, pool
+def test_model_path_builds_the_same_student_as_the_pipeline(splits, tmp_path, method):
     """distill(model=...) trains exactly what `ensemble-distill distill` trains."""
     config = build_config(
         {
@@ -242,7 +243,8 @@ def test_model_path_builds_the_same_student_as_the_pipeline(splits, tmp_path):
             "epochs": 2,
             "batch_size": 32,
             "model_args": {"widths": [8]},
-            "methods": ["hydra"],
+            "methods": [method],
+            "precision": "fp32",  # what prepare() resolves; this Setup is built by hand
             "hydra": {"head_widths": [6]},
             "student": {"epochs": 2},  # distill(epochs=2) sets the student's epochs
         }
@@ -253,10 +255,10 @@ def test_model_path_builds_the_same_student_as_the_pipeline(splits, tmp_path):
     )
     setup = Setup(config, splits, spec, spec, torch.device("cpu"))
     distill_all(setup, ensemble, tmp_path, quiet=True)
-    expected = load_student(tmp_path / "students" / "hydra")
+    expected = load_student(tmp_path / "students" / method)
     student = distill(
         ensemble,
-        method="hydra",
+        method=method,
         train_data=splits.train,
         val_data=splits.val,
         model="mlp",
@@ -264,6 +266,7 @@ def test_model_path_builds_the_same_student_as_the_pipeline(splits, tmp_path):
         head_widths=[6],
         epochs=2,
         batch_size=32,
+        precision="fp32",
     )
     assert same_weights(student, expected)
 

@@ -31,6 +31,7 @@ from ensemble_distill import cli, engine, pipeline
 from ensemble_distill.config import build_config, dump_config, load_config
 from ensemble_distill.data import create_dataset
 from ensemble_distill.errors import ConfigError
+from ensemble_distill.options import is_number
 
 CASES = {"bad": 600, "junk": 400, "cli": 30}
 
@@ -71,6 +72,15 @@ def bad_for(kind: Any) -> st.SearchStrategy:
         if options == [str, int]:  # an attribute path, or an nn.Sequential index (student.head)
             blank = st.one_of(BLANK, st.integers(max_value=-1), st.floats(), st.booleans())
             return st.one_of(blank, CONTAINERS)
+        if len(options) == 2 and typing.get_origin(options[1]) is typing.Literal:
+            # a number or a choice (pool: auto): neither a valid number nor the choice's text
+            number, choice = options
+            choices = {str(c).lower() for c in typing.get_args(choice)}
+            text = st.text(max_size=8).filter(lambda t: t.lower() not in choices)
+            return st.one_of(
+                bad_for(number).filter(lambda v: v is not None),
+                text.filter(lambda t: not is_number(t)),
+            )
         assert len(options) == 1, f"extend bad_for for the union {kind}"
         return bad_for(options[0]).filter(lambda value: value is not None)
     if origin is typing.Literal:

@@ -211,3 +211,41 @@ def test_the_floors_measure_each_miss_against_its_floor():
     }
     misses = [miss for _, miss, _ in study.floors(rows, "s", [(0.05, 0.0), (0.0486, 0.0)], 0.85)]
     assert misses == pytest.approx([0.0, 0.1, 0.01, -0.02, 0.0004])
+
+
+def summary_of(chosen: str, tie: list[str], params: dict[str, float]) -> dict:
+    rows = {name: {"params_x": (value, 0.0)} for name, value in params.items()}
+    return {"chosen": chosen, "tie": tie, "rows": rows}
+
+
+PARAMS = {"hydra joint + mixture": 1.08, "hydra joint + mixture + adapters": 1.34, "endd": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("mnist", "fashion", "default"),
+    [
+        # the same choice on both data sets
+        (
+            ("hydra joint + mixture + adapters", []),
+            ("hydra joint + mixture + adapters", []),
+            "hydra joint + mixture + adapters",
+        ),
+        # different choices that tie with each other on both: the cheaper
+        (
+            ("hydra joint + mixture + adapters", ["hydra joint + mixture"]),
+            ("hydra joint + mixture", ["hydra joint + mixture + adapters"]),
+            "hydra joint + mixture",
+        ),
+        # different choices, tied on one data set only: no single default
+        (("hydra joint + mixture + adapters", []), ("hydra joint + mixture", []), None),
+        # a choice that is no Hydra (EnD²) sets no Hydra default on its own
+        (
+            ("endd", ["hydra joint + mixture"]),
+            ("hydra joint + mixture", []),
+            "hydra joint + mixture",
+        ),
+    ],
+)
+def test_the_default_hydra_reads_both_choices_and_breaks_a_tie_by_cost(mnist, fashion, default):
+    summaries = {"m": summary_of(*mnist, PARAMS), "f": summary_of(*fashion, PARAMS)}
+    assert study.default_hydra(summaries)["default"] == default

@@ -1,10 +1,12 @@
 """The engine under both faces: the CLI and the Python API train the same weights."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from ensemble_distill import cli, distill, train_teacher
+from ensemble_distill import cli, distill, engine, train_teacher
 from ensemble_distill.config import build_config
 from ensemble_distill.data import create_dataset
 from ensemble_distill.engine import load_student, prepare, seeded
@@ -94,7 +96,27 @@ def test_prepare_refuses_bad_model_args_before_training(digits):
 
 
 def test_prepare_fills_the_tasks_default_methods(digits):
-    assert prepare(build_config({}), digits).config.methods == ["kd", "hydra", "endd"]
+    # Images: the default Hydra distils on the pooled mixture (issue 28's chosen student).
+    assert prepare(build_config({}), digits).config.methods == ["kd", "hydra+mixture", "endd"]
+    config = build_config({})
+    table = SimpleNamespace(task="classification", input_shape=(16,))
+    assert engine.default_methods(config, table) == ["kd", "hydra", "endd"]  # no patches
+    regression = SimpleNamespace(task="regression", input_shape=(16,))
+    assert engine.default_methods(config, regression) == ["kd", "hydra"]
+
+
+def test_each_method_trains_with_its_auto_values_decided(digits):
+    setup = prepare(build_config({"methods": ["hydra", "hydra+mixture", "latentbe"]}), digits)
+    decided = {name: engine.method_config(setup, name) for name in setup.config.methods}
+    hydra, mixture = decided["hydra"], decided["hydra+mixture"]
+    assert (hydra.hydra.phase1_fraction, hydra.hydra.adapter_rank) == (0.5, 0)
+    assert hydra.perturbation.pool == 0  # clean inputs: nothing to pool
+    assert (mixture.hydra.phase1_fraction, mixture.hydra.adapter_rank) == (0.0, 16)
+    assert mixture.perturbation.pool == 3
+    assert decided["latentbe"].perturbation.pool == 0  # +diverse probes the student: live
+    assert setup.config.hydra.adapter_rank == "auto"  # the run's config keeps what was asked
+    manifest = engine.student_manifest(setup, "hydra+mixture")["options"]
+    assert (manifest["adapter_rank"], manifest["perturbation"]["pool"]) == (16, 3)
 
 
 def test_prepare_stores_images_channels_last_for_a_cnn_only(digits):

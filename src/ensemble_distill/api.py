@@ -168,7 +168,9 @@ def distill(
             it is moved to ``device`` and put in eval mode.
         method: a registered method — ``kd``, ``hydra``, ``endd``, ``be``, ``latentbe`` —
             optionally with an input perturbation: ``hydra+confods``, ``be+ods``,
-            ``kd+gaussian``. Regression supports ``kd``, ``hydra`` and ``+gaussian``.
+            ``kd+gaussian``; ``hydra+mixture`` keeps the members' disagreement off the
+            training data (the command line's default Hydra on images; docs/methods.md).
+            Regression supports ``kd``, ``hydra`` and ``+gaussian``.
         train_data: the distillation data (see the module docstring); the teacher's outputs
             on it are computed once.
         val_data: validation data, used for the per-epoch validation metrics; default:

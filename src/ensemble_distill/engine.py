@@ -50,6 +50,7 @@ from ensemble_distill.methods.perturbations import (
     PROBABILITY_FREE,
     check_pool,
     expand_mixture,
+    pool_copies,
 )
 from ensemble_distill.methods.student_init import (
     MEMBER,
@@ -82,6 +83,10 @@ if TYPE_CHECKING:
     from ensemble_distill.config import RunConfig
 
 DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
+# On images the default Hydra distils on pooled clean, mixup and patch-shuffled inputs (one
+# joint phase, adapters: Hydra.resolve), the student that keeps the ensemble's disagreement off
+# the training data (docs/results/disagreement.md); patch shuffles need images.
+IMAGE_HYDRA = "hydra+mixture"
 # The methods whose student puts its own heads on a body: on a network from an import path
 # (``module:factory``) they need its body/head split (``student.head``, models/split.py). The
 # others take the whole network (kd, endd) or convert all its layers (be, latentbe).
@@ -131,7 +136,7 @@ def prepare(
     ood_identity = data.ood_source.identity if data.ood_source is not None else None
     config = dataclasses.replace(config, data_identity=data.identity, ood_identity=ood_identity)
     if config.methods is None:
-        config = dataclasses.replace(config, methods=default_methods(config, data.task))
+        config = dataclasses.replace(config, methods=default_methods(config, data))
     # The user's members: files listed and hashed, then (when hashed now) checked below.
     new_files = config.teacher.members is not None and config.teacher.members_sha256 is None
     if config.teacher.members is not None:
@@ -262,19 +267,22 @@ def as_channels_last(x: Tensor | ImageFiles) -> Tensor | ImageFiles:
     return x.mapped(channels_last) if isinstance(x, ImageFiles) else channels_last(x)
 
 
-def default_methods(config: RunConfig, task: str) -> list[str]:
-    """The task's default methods; for a student from an import path without ``student.head``,
-    those that need no body/head split (not :data:`SPLIT_METHODS`)."""
-    methods = DEFAULT_METHODS[task]
+def default_methods(config: RunConfig, data: DataSplits) -> list[str]:
+    """The task's default methods, Hydra as :data:`IMAGE_HYDRA` on image classification; for
+    a student from an import path without ``student.head``, those that need no body/head split
+    (not :data:`SPLIT_METHODS`)."""
+    methods = DEFAULT_METHODS[data.task]
+    if data.task == "classification" and len(data.input_shape) == 3:
+        methods = [IMAGE_HYDRA if name == "hydra" else name for name in methods]
     if is_factory(config.student.model or config.model) and config.student.head is None:
-        methods = [name for name in methods if name not in SPLIT_METHODS]
+        methods = split_methods(methods, keep=False)
     return methods
 
 
-def split_methods(names: Collection[str]) -> list[str]:
+def split_methods(names: Collection[str], keep: bool = True) -> list[str]:
     """The methods among ``names`` whose student needs a body/head split
-    (:data:`SPLIT_METHODS`)."""
-    return [name for name in names if resolve_method(name)[0].section in SPLIT_METHODS]
+    (:data:`SPLIT_METHODS`); ``keep=False``: the others."""
+    return [name for name in names if (resolve_method(name)[0].section in SPLIT_METHODS) == keep]
 
 
 def resolve_hardware(
@@ -487,11 +495,12 @@ def check_student_buildable(
     ``hydra.split`` beyond its layers) are refused before training; when ``distilling``, so is
     a ``student.init`` file that does not fit it."""
     method, _ = resolve_method(name)
-    method.check_architectures(method.options(config), teacher_spec, spec)
+    options = method_options(config, name)
+    method.check_architectures(options, teacher_spec, spec)
     fix = f"fix the {method.section}.* options or student.model_args"
 
     def build() -> nn.Module:
-        return method.build(spec, config.members, method.options(config))
+        return method.build(spec, config.members, options)
 
     student = _build_on_meta(build, f"the student of method {name!r}", fix)
     if distilling and is_weights_file(config.student.init):
@@ -599,7 +608,7 @@ def distill_student(
     Returns:
         The trained student (on the setup's device) and its per-epoch history.
     """
-    config, data = setup.config, setup.data
+    config, data = method_config(setup, name), setup.data
     method, perturbation = resolve_method(name)
     options = method.options(config)
     with seeded(config.seed, setup.device):
@@ -654,12 +663,37 @@ def base_from_body(body: nn.Module, setup: Setup, feature_dim: int | None) -> Cl
     return Classifier(body, head, feature_dim)
 
 
+def method_options(config: RunConfig, name: str) -> Any:
+    """Method ``name``'s section of ``config`` with its ``auto`` values decided for its inputs
+    (:meth:`~ensemble_distill.methods.base.DistillMethod.resolve`)."""
+    method, _ = resolve_method(name)
+    return method.resolve(method.options(config), perturbed=bool(input_names(name)))
+
+
+def method_config(setup: Setup, name: str) -> RunConfig:
+    """``setup.config`` as method ``name`` trains with it: its section's ``auto`` values and
+    ``perturbation.pool`` decided (:func:`method_options`,
+    :func:`~ensemble_distill.methods.perturbations.pool_copies`)."""
+    config, data = setup.config, setup.data
+    method, _ = resolve_method(name)
+    examples = len(data.train) if setup.distill_inputs is None else len(setup.distill_inputs)
+    outputs = (config.members, setup.student_spec.num_classes)
+    pool = pool_copies(config.perturbation, input_names(name), examples, data.input_shape, outputs)
+    return dataclasses.replace(
+        config,
+        perturbation=dataclasses.replace(config.perturbation, pool=pool),
+        **{method.section: method_options(config, name)},
+    )
+
+
 def student_manifest(setup: Setup, name: str) -> dict[str, Any]:
-    """What :func:`load_student` needs to rebuild the student of method ``name``."""
+    """What :func:`load_student` needs to rebuild the student of method ``name``: the options
+    it trained with (``auto`` values decided, :func:`method_config`)."""
     method, perturbation = resolve_method(name)
-    options = dataclasses.asdict(method.options(setup.config))
+    config = method_config(setup, name)
+    options = dataclasses.asdict(method.options(config))
     if perturbation is not None:
-        options["perturbation"] = dataclasses.asdict(setup.config.perturbation)
+        options["perturbation"] = dataclasses.asdict(config.perturbation)
     manifest = {
         "kind": "student",
         "method": name,

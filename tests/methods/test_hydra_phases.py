@@ -10,8 +10,8 @@ import torch
 from ensemble_distill.cli import main
 from ensemble_distill.config import build_config
 from ensemble_distill.evaluation import predict_outputs
-from ensemble_distill.methods import METHODS, DistillContext
-from ensemble_distill.methods.hydra import HydraConfig, phase1_epochs
+from ensemble_distill.methods import METHODS, DistillContext, resolve_method
+from ensemble_distill.methods.hydra import AUTO_ADAPTER_RANK, HydraConfig, phase1_epochs
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble
 
@@ -85,3 +85,35 @@ def test_the_warning_reaches_run_log(tmp_path):
     assert main(["run", "--out", str(out), "--quiet", *args]) == 0
     log = (out / "run.log").read_text()
     assert f"WARNING ensemble_distill.methods.hydra: hydra.phase1_fraction=0.5: {WARNING}" in log
+
+
+@pytest.mark.parametrize(
+    ("perturbed", "split", "phase1", "rank"),
+    [
+        (False, None, 0.5, 0),  # clean inputs: the paper's two phases, no adapters
+        (True, None, 0.0, AUTO_ADAPTER_RANK),  # perturbed: one joint phase, adapters
+        (True, 1, 0.0, 0),  # split heads take no adapters
+        (False, 1, 0.5, 0),
+    ],
+)
+def test_auto_phases_and_adapters_follow_the_inputs(perturbed, split, phase1, rank):
+    options = HYDRA.resolve(HydraConfig(split=split), perturbed)
+    assert (options.phase1_fraction, options.adapter_rank) == (phase1, rank)
+
+
+@pytest.mark.parametrize("perturbed", [False, True])
+def test_explicit_phases_and_adapters_are_kept(perturbed):
+    options = HYDRA.resolve(HydraConfig(phase1_fraction=0.3, adapter_rank=4), perturbed)
+    assert (options.phase1_fraction, options.adapter_rank) == (0.3, 4)
+
+
+@pytest.mark.parametrize(("name", "phases"), [("hydra", [1, 2]), ("hydra+mixup", [2, 2])])
+def test_undecided_auto_phases_follow_the_contexts_inputs(splits, name, phases):
+    trained = context(splits, 2, "auto")
+    trained.perturbation = resolve_method(name)[1]
+    options = HydraConfig(head_widths=[8])
+    torch.manual_seed(0)
+    student = HYDRA.build(TINY, 3, options)
+    assert student.adapters is None  # built undecided: as on clean inputs
+    history = HYDRA.train(student, trained, options)
+    assert [row["phase"] for row in history] == phases

@@ -7,7 +7,12 @@ from ensemble_distill import cli
 from ensemble_distill.config import build_config
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.methods import METHODS, DistillContext, resolve_method
-from ensemble_distill.methods.perturbations import PerturbationConfig, PerturbationState, check_pool
+from ensemble_distill.methods.perturbations import (
+    PerturbationConfig,
+    PerturbationState,
+    check_pool,
+    pool_copies,
+)
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.settings import student_settings
 from ensemble_distill.teachers import DeepEnsemble
@@ -171,3 +176,28 @@ def test_the_pool_is_part_of_a_perturbed_students_fingerprint():
     live, pooled = (build_config({"perturbation": {"pool": k}}) for k in (0, 2))
     assert student_settings(pooled, "kd", True) != student_settings(live, "kd", True)
     assert student_settings(pooled, "kd", False) == student_settings(live, "kd", False)
+
+
+@pytest.mark.parametrize(
+    ("pool", "inputs", "examples", "copies"),
+    [
+        ("auto", ["mixup"], 10, 3),  # AUTO_POOL copies of what can be pooled
+        ("auto", ["mixture"], 10, 3),
+        ("auto", ["diverse"], 10, 0),  # probes the student: live
+        ("auto", ["mixup"], 5000, 0),  # 3 copies of 5,000 big images pass 8 GiB: live
+        ("auto", [], 10, 0),  # clean inputs: nothing to pool
+        (2, ["mixup"], 10, 2),  # a count is taken as given
+        (0, ["mixup"], 10, 0),
+    ],
+)
+def test_pool_copies_decides_auto_per_method(pool, inputs, examples, copies):
+    big = (3, 224, 224)  # 3 copies of 5,000 hold 9.0 GB with their outputs: above the limit
+    shape = big if examples == 5000 else (1, 4, 4)
+    assert pool_copies(PerturbationConfig(pool=pool), inputs, examples, shape, (5, 10)) == copies
+
+
+def test_auto_pools_a_perturbed_method_and_runs_a_student_probe_live(splits):
+    assert PerturbationConfig().pool == "auto"
+    check_pool(PerturbationConfig(), {"latentbe": ["diverse"]}, 10, (1, 4, 4), (2, 3))  # no refusal
+    # A context given ``auto`` undecided (not through the engine) runs live, as pool 0 does.
+    assert make_context(splits, pool="auto").pool is None

@@ -132,7 +132,9 @@ class DistillContext:
         # saved with the progress, so a resumed run draws what an uninterrupted one would.
         seed = distributed.perturbation_seed(self.config.seed) + 1
         self._draws = torch.Generator().manual_seed(seed)
-        pooled = self.perturbation is not None and self.config.perturbation.pool > 0
+        # The engine decides ``auto`` per method (engine.method_config); undecided, it is live.
+        pool = self.config.perturbation.pool
+        pooled = self.perturbation is not None and pool != "auto" and pool > 0
         self._pool = self._build_pool() if pooled else None
 
     def _build_pool(self) -> InputPool:
@@ -359,6 +361,12 @@ class DistillMethod(abc.ABC):
     def options(self, config: RunConfig) -> Any:
         """The method's section of ``config``."""
         return getattr(config, self.section)
+
+    def resolve(self, options: Any, perturbed: bool) -> Any:
+        """``options`` with their ``auto`` values decided for a student distilled on
+        ``perturbed`` inputs or on the clean ones (Hydra's phases and adapters); a method
+        without such values returns them as they are."""
+        return options
 
     def build(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
 # head_widths means, as it did when they were the default.
 PAPER_HEAD_WIDTHS = (100, 100)
 HeadInit = Literal["copy", "independent", "perturbed", "members"]
+# ``adapter_rank: auto`` on perturbed inputs: the rank the disagreement study measured
+AUTO_ADAPTER_RANK = 16
 
 
 @dataclass
@@ -81,7 +84,11 @@ class HydraConfig(DistillOptions):
     ``disagreement_weight`` λ > 0 adds λ·(MI_student − MI_teacher)² per example
     (:func:`~ensemble_distill.methods.losses.disagreement_loss`) to phase 2's loss.
     ``phase1_fraction: 0`` with ``head_init: independent`` trains body and heads jointly from
-    the first step (one phase).
+    the first step (one phase). Left ``auto``, both follow the inputs (:meth:`Hydra.resolve`):
+    on clean inputs the paper's two phases and no adapters, as above; on perturbed inputs
+    (``hydra+mixture``, the default Hydra on images) one joint phase with rank-16 adapters,
+    the student the disagreement study chose on validation on both MNIST and Fashion-MNIST
+    (docs/results/disagreement.md).
 
     ``head_init`` says what the heads start phase 2 from:
 
@@ -106,14 +113,16 @@ class HydraConfig(DistillOptions):
     head_widths: list[int] | None = field(default_factory=list)
     temperature: float = 1.0
     alpha: float = 1.0  # 1: distillation only; < 1 adds (1−α)·CE of the heads' mean on labels
-    phase1_fraction: float = 0.5
+    # auto: 0.5 (the paper's two phases) on clean inputs, 0 (one joint phase) on perturbed ones
+    phase1_fraction: float | Literal["auto"] = "auto"
     head_init: HeadInit = "independent"  # copy: the paper's
     head_init_std: float = 0.1  # ``perturbed``: noise sd relative to each tensor's sd
     # The member architecture's last weight layers (Linear / Conv2d) each head takes over;
     # null: heads of head_widths on the body's features.
     split: int | None = None
-    # > 0: each head gets a rank-r residual adapter on the body's features (LowRankAdapters)
-    adapter_rank: int = 0
+    # > 0: each head gets a rank-r residual adapter on the body's features (LowRankAdapters);
+    # auto: 16 (AUTO_ADAPTER_RANK) on perturbed inputs without split, else 0
+    adapter_rank: int | Literal["auto"] = "auto"
     # λ of the per-example disagreement term λ·(MI_student − MI_teacher)² (disagreement_loss)
     disagreement_weight: float = 0.0
     # true: after training, scale the heads' logits to z̄ + s·(z_m − z̄) with s fitted so that
@@ -122,14 +131,16 @@ class HydraConfig(DistillOptions):
 
     def check(self) -> None:
         super().check()
-        unit_interval(self, "phase1_fraction")
+        if self.phase1_fraction != "auto":
+            unit_interval(self, "phase1_fraction")
         for index, width in enumerate(self.head_widths or []):
             require(width >= 1, f"head_widths[{index}]", "must be >= 1", width)
         positive(self, "head_init_std")
-        at_least(self, 0, "adapter_rank")
+        if self.adapter_rank != "auto":
+            at_least(self, 0, "adapter_rank")
         at_least(self, 0.0, "disagreement_weight")
         require(
-            self.adapter_rank == 0 or self.split is None,
+            self.adapter_rank in (0, "auto") or self.split is None,
             "adapter_rank",
             "adapts the body's feature vector, which split heads do not take: set "
             "hydra.split=null, or hydra.adapter_rank=0",
@@ -233,6 +244,21 @@ class Hydra(DistillMethod):
         donors = [split_donor(spec, options.split, mean, std) for _ in range(members)]
         return split_student(donors, options.split)
 
+    def resolve(self, options: HydraConfig, perturbed: bool) -> HydraConfig:
+        """``auto`` phases and adapters decided: on clean inputs the paper's two phases without
+        adapters (the RQ3 study's default); on perturbed inputs one joint phase and, for heads
+        on the body's features, rank-:data:`AUTO_ADAPTER_RANK` adapters — the Hydra the
+        disagreement study chose on validation on MNIST and Fashion-MNIST (issue 28). The
+        engine resolves them per method name (``engine.method_options``); a caller that does
+        not gets no adapters and the phases of its context's inputs."""
+        phase1 = options.phase1_fraction
+        rank = options.adapter_rank
+        if phase1 == "auto":
+            phase1 = 0.0 if perturbed else 0.5
+        if rank == "auto":
+            rank = AUTO_ADAPTER_RANK if perturbed and options.split is None else 0
+        return dataclasses.replace(options, phase1_fraction=phase1, adapter_rank=rank)
+
     def check_architectures(
         self, options: HydraConfig, teacher_spec: ModelSpec, student_spec: ModelSpec
     ) -> None:
@@ -275,7 +301,10 @@ class Hydra(DistillMethod):
     def student(self, base: Classifier, members: int, options: HydraConfig) -> HydraStudent:
         """The body of ``base`` with M MLP heads (``base``'s linear head is dropped), or with
         ``split`` the body's first layers with M copies of its last layers and head; heads
-        1..M−1 are then re-drawn by each layer's own ``reset_parameters``."""
+        1..M−1 are then re-drawn by each layer's own ``reset_parameters``. Adapters left
+        ``auto`` here (options the engine did not :meth:`resolve`) are none, as on clean
+        inputs."""
+        options = self.resolve(options, perturbed=False)
         if options.split is None:
             outputs = base.head.out_features
             heads = StackedMLPHeads(base.feature_dim, options.mlp_widths, outputs, members)
@@ -289,6 +318,7 @@ class Hydra(DistillMethod):
     def train(
         self, student: HydraStudent, context: DistillContext, options: HydraConfig
     ) -> list[dict[str, Any]]:
+        options = self.resolve(options, perturbed=context.perturbation is not None)
         phase1 = phase1_epochs(context.epochs, options.phase1_fraction)
         first_head = FirstHead(student)
 

@@ -47,14 +47,17 @@ A pool (``perturbation.pool`` = K ≥ 1, :class:`InputPool`) perturbs K copies o
 distillation inputs once, before training, with the teachers' outputs on them; each batch then
 draws one copy per example, and no teacher runs during training. It trades K × the inputs'
 memory for the teachers' forward passes (and ODS's backward pass) of every step; ``diverse``
-probes the student being trained, so it always runs live.
+probes the student being trained, so it always runs live. ``auto`` (the default) pools
+:data:`AUTO_POOL` copies for every method whose inputs can be pooled and whose pool fits
+:data:`MAX_POOL_BYTES`, and runs the others live (:func:`pool_copies`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -82,12 +85,14 @@ class PerturbationConfig(Section):
     # mixture: each example takes one of these inputs at random, in proportion to its weight
     mixture: dict = field(default_factory=lambda: {"clean": 1, "mixup": 2, "patchshuffle": 1})
     # 0: perturb every batch live. K >= 1: perturb K copies of the distillation inputs once,
-    # with the teachers' outputs on them, and draw one copy per example (no teacher in training)
-    pool: int = 0
+    # with the teachers' outputs on them, and draw one copy per example (no teacher in training).
+    # auto: 3 copies (AUTO_POOL) where the method's inputs can be pooled and fit, else live.
+    pool: int | Literal["auto"] = "auto"
 
     def check(self) -> None:
         at_least(self, 0.0, "eta", "max_shift")
-        at_least(self, 0, "pool")
+        if self.pool != "auto":
+            at_least(self, 0, "pool")
         positive(self, "temperature", "mixup_alpha", "patch")
         for name, weight in self.mixture.items():
             known = [n for n in PERTURBATIONS.names() if n not in MIXTURE_EXCLUDED]
@@ -283,6 +288,10 @@ def diverse(x: Tensor, state: PerturbationState) -> Tensor:
 
 # The most memory a pool (``perturbation.pool``: inputs and teacher outputs) may take.
 MAX_POOL_BYTES = 8 * 2**30
+# The copies ``perturbation.pool=auto`` pools: those every perturbed student of the disagreement
+# study trained on (docs/results/disagreement.md), where a pool's perturbed epoch costs what a
+# cached clean one does (docs/methods.md).
+AUTO_POOL = 3
 
 
 @dataclass
@@ -349,6 +358,34 @@ def _pool_storage(batch: Tensor, size: int) -> Tensor:
     return torch.empty(shape, dtype=batch.dtype, device=batch.device, memory_format=layout)
 
 
+def pool_bytes(
+    copies: int, examples: int, input_shape: Sequence[int], output_shape: Sequence[int]
+) -> int:
+    """The float32 bytes of ``copies`` pooled copies of ``examples`` inputs and their teacher
+    outputs."""
+    return 4 * copies * examples * (math.prod(input_shape) + math.prod(output_shape))
+
+
+def pool_copies(
+    config: PerturbationConfig,
+    inputs: Sequence[str],
+    examples: int,
+    input_shape: Sequence[int],
+    output_shape: Sequence[int],
+) -> int:
+    """The pooled copies a method with distillation ``inputs`` trains on (0: live): none
+    without inputs; ``perturbation.pool`` when it is a count (:func:`check_pool` refused what
+    it cannot pool); for ``auto``, :data:`AUTO_POOL` unless an input probes the student or the
+    pool would pass :data:`MAX_POOL_BYTES`."""
+    if not inputs:
+        return 0
+    if config.pool != "auto":
+        return config.pool
+    live = set(inputs) & set(NEEDS_STUDENT_MEMBERS)
+    fits = pool_bytes(AUTO_POOL, examples, input_shape, output_shape) <= MAX_POOL_BYTES
+    return AUTO_POOL if fits and not live else 0
+
+
 def check_pool(
     config: PerturbationConfig,
     inputs_of: dict[str, list[str]],
@@ -356,11 +393,12 @@ def check_pool(
     input_shape: tuple[int, ...],
     output_shape: tuple[int, ...],
 ) -> None:
-    """Refuse ``perturbation.pool`` before anything trains: for a method whose inputs probe
-    the student (``inputs_of``: each method name's input names), or when K copies of
-    ``examples`` inputs and their teacher outputs would exceed :data:`MAX_POOL_BYTES`."""
+    """Refuse a count in ``perturbation.pool`` before anything trains: for a method whose
+    inputs probe the student (``inputs_of``: each method name's input names), or when K copies
+    of ``examples`` inputs and their teacher outputs would exceed :data:`MAX_POOL_BYTES`
+    (``auto`` runs those live instead)."""
     pooled = {name: inputs for name, inputs in inputs_of.items() if inputs}
-    if config.pool == 0 or not pooled:
+    if config.pool in (0, "auto") or not pooled:
         return
     for name, inputs in pooled.items():
         live = [i for i in inputs if i in NEEDS_STUDENT_MEMBERS]
@@ -370,7 +408,7 @@ def check_pool(
                 "input probes the student being trained, so it must run live; set "
                 "perturbation.pool=0 or give the method another input"
             )
-    size = 4 * config.pool * examples * (math.prod(input_shape) + math.prod(output_shape))
+    size = pool_bytes(config.pool, examples, input_shape, output_shape)
     if size > MAX_POOL_BYTES:
         raise ConfigError(
             f"perturbation.pool={config.pool} would hold {byte_text(size)} ({config.pool} "
