@@ -206,7 +206,7 @@ def markdown(study: Study, record: dict) -> str:
         f"Command: `{record['command']}`  ",
         f"Machine: {record['machine_line']}. Seeds: {seeds} "
         f"(mean ± sample std). Teacher: {study.teacher_text}, the disagreement study's "
-        f"(benchmarks/disagreement.py). Students: `kd`, `hydra` (linear heads, the default), "
+        f"(benchmarks/disagreement.py). Students: `kd`, `hydra` (linear heads on clean inputs), "
         f"`be`, at 1x, 2x and 4x the teacher's epochs, from random weights or from the members "
         f"(`student.init=member`: the body and head of member 0; Hydra's head m and BE's shared "
         f"weights as docs/methods.md says). OOD: {study.ood_text}. *train GFLOPs*: 3 x the "
