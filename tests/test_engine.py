@@ -11,6 +11,8 @@ from ensemble_distill.config import build_config
 from ensemble_distill.data import create_dataset
 from ensemble_distill.engine import load_student, prepare, seeded
 from ensemble_distill.errors import ConfigError
+from ensemble_distill.models import create_model
+from ensemble_distill.teachers import DeepEnsemble
 
 # A small digits run: every key the API call below passes as an argument or option.
 WIDTHS = [24]
@@ -157,3 +159,20 @@ def test_prepare_refuses_heads_from_members_of_another_architecture(digits):
     other = options | {"student": {"model_args": {"widths": [64, 64]}}}
     with pytest.raises(ConfigError, match=r"hydra\.head_init=members"):
         prepare(build_config(other), digits)
+
+
+@pytest.mark.parametrize(
+    ("method", "said"),
+    [
+        ("kd+mixup", "kd+mixup: perturbation.pool=auto: 3 copies"),
+        ("latentbe", "latentbe: perturbation.pool=auto: live (its inputs probe the student"),
+    ],
+)
+def test_the_log_says_what_auto_pooled_and_what_ran_live(digits, caplog, method, said):
+    config = {"members": 2, "student": {"epochs": 1}, "model_args": {"widths": [8]}}
+    setup = prepare(build_config(config | {"methods": [method]}), digits)
+    torch.manual_seed(0)
+    teacher = DeepEnsemble([create_model(setup.teacher_spec) for _ in range(2)]).eval()
+    with caplog.at_level("INFO", logger="ensemble_distill.engine"):
+        engine.distill_student(setup, teacher, method, engine.teacher_train_outputs(setup, teacher))
+    assert said in caplog.text

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ from ensemble_distill.training import native_bf16, resolve_precision
 
 if TYPE_CHECKING:
     from ensemble_distill.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_METHODS = {"classification": ["kd", "hydra", "endd"], "regression": ["kd", "hydra"]}
 # On images the default Hydra distils on pooled clean, mixup and patch-shuffled inputs (one
@@ -611,6 +614,10 @@ def distill_student(
     config, data = method_config(setup, name), setup.data
     method, perturbation = resolve_method(name)
     options = method.options(config)
+    if perturbation is not None and setup.config.perturbation.pool == "auto":
+        live = "live (its inputs probe the student, or 3 copies would pass the pool limit)"
+        copies = config.perturbation.pool
+        log.info("%s: perturbation.pool=auto: %s", name, f"{copies} copies" if copies else live)
     with seeded(config.seed, setup.device):
         if body is None:
             student = method.build(setup.student_spec, config.members, options, data.mean, data.std)
