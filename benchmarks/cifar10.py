@@ -29,9 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from cifar10_sizing import ARCHIVE, extract_subset
 from seeds import (
-    DEE_FOOTNOTE,
     cell,
-    curve_text,
+    curve_lines,
     dee_marks,
     distil_from_teacher,
     ensemble_curve,
@@ -239,11 +238,7 @@ def markdown(record: dict) -> str:
         )
     missing = [name for name in STUDENTS if name not in summary["rows"]]
     lines += [
-        "",
-        DEE_FOOTNOTE,
-        "",
-        f"DE-k test cNLL: {curve_text(summary['curve'])}.",
-        "",
+        *curve_lines(summary["curve"]),
         "Not trained yet (the command resumes and adds them): "
         + (", ".join(f"`{name}`" for name in missing) if missing else "none")
         + ".",

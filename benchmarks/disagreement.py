@@ -44,8 +44,7 @@ from hydra_tradeoff import (
     run_seed,
 )
 from seeds import (
-    DEE_FOOTNOTE,
-    curve_text,
+    curve_lines,
     dee_marks,
     mean_std,
     read_record,
@@ -680,11 +679,7 @@ def markdown(study: Study, record: dict) -> str:
         ]
     tie = summary["tie"]
     lines += [
-        "",
-        DEE_FOOTNOTE,
-        "",
-        f"DE-k test cNLL: {curve_text(summary['curve'])}.",
-        "",
+        *curve_lines(summary["curve"]),
         f"Validation DE-2 cNLL: {c(summary['val_de2'])}.",
         "",
         f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`"

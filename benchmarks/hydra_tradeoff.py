@@ -36,8 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from seeds import (
     BEFORE_AUTO,
-    DEE_FOOTNOTE,
-    curve_text,
+    curve_lines,
     dee_marks,
     mean_std,
     read_record,
@@ -548,11 +547,7 @@ def markdown(study: Study, record: dict) -> str:
         ]
     tie = summary.get("tie")
     lines += [
-        "",
-        DEE_FOOTNOTE,
-        "",
-        f"DE-k test cNLL: {curve_text(summary['curve'])}.",
-        "",
+        *curve_lines(summary["curve"]),
         f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`"
         + (f"; {tie_text(tie, 'fewer parameters')}." if tie else "."),
         "",

@@ -38,7 +38,14 @@ from disagreement import (
     read_seed,
 )
 from hydra_tradeoff import ROOT, Study, run_seed
-from seeds import DEE_FOOTNOTE, cell, curve_text, dee_marks, mean_std, study_parser, write_page
+from seeds import (
+    cell,
+    curve_lines,
+    dee_marks,
+    mean_std,
+    study_parser,
+    write_page,
+)
 
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import classification_scores, predictive
@@ -234,7 +241,7 @@ def markdown(study: Study, record: dict) -> str:
     missing = [n for n in study.students if n not in rows]
     if missing:
         lines += ["", "Not trained yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
-    lines += ["", DEE_FOOTNOTE, "", f"DE-k test cNLL: {curve_text(summary['curve'])}.", ""]
+    lines += curve_lines(summary["curve"])
     lines += [
         "## Member start against random start (validation only)",
         "",

@@ -138,6 +138,11 @@ DEE_FOOTNOTE = (
 )
 
 
+def curve_lines(curve: Sequence[tuple[float, float]]) -> list[str]:
+    """The lines a study page prints below its table: the DEE footnote and the DE-k curve."""
+    return ["", DEE_FOOTNOTE, "", f"DE-k test cNLL: {curve_text(curve)}.", ""]
+
+
 def dee_marks(row: dict) -> str:
     """† where some seed's DEE was extrapolated below DE-1, (≥) where capped at M."""
     marks = {"extrapolated": "†", "capped": " (≥)"}

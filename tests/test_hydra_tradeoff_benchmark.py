@@ -15,6 +15,7 @@ from ensemble_distill.methods import DistillContext
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import hydra_tradeoff as study  # noqa: E402
+from seeds import DEE_FOOTNOTE  # noqa: E402
 
 pytestmark = pytest.mark.slow  # benchmark smoke run: `make test-all` only
 
@@ -111,7 +112,7 @@ def test_the_page_is_rewritten_from_its_json_alone(tmp_path, monkeypatch):
     assert rewritten["command"] == "the run's"
     assert rewritten["summary"]["rows"]["hydra"]["dee_notes"] == ["extrapolated"]
     page = doc.with_suffix(".md").read_text()
-    assert "| 0.80 ± 0.00† |" in page and study.DEE_FOOTNOTE in page
+    assert "| 0.80 ± 0.00† |" in page and DEE_FOOTNOTE in page
 
 
 def test_the_page_marks_the_choice_and_the_old_default(scored):
