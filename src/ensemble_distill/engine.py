@@ -45,6 +45,7 @@ from ensemble_distill.methods import (
 )
 from ensemble_distill.methods.base import require_members_architecture
 from ensemble_distill.methods.perturbations import (
+    AUTO_POOL,
     NEEDS_IMAGES,
     NEEDS_STUDENT_MEMBERS,
     PERTURBATIONS,
@@ -615,7 +616,8 @@ def distill_student(
     method, perturbation = resolve_method(name)
     options = method.options(config)
     if perturbation is not None and setup.config.perturbation.pool == "auto":
-        live = "live (its inputs probe the student, or 3 copies would pass the pool limit)"
+        limit = f"{AUTO_POOL} copies would pass the pool limit"
+        live = f"live (its inputs probe the student, or {limit})"
         copies = config.perturbation.pool
         log.info("%s: perturbation.pool=auto: %s", name, f"{copies} copies" if copies else live)
     with seeded(config.seed, setup.device):
