@@ -416,9 +416,10 @@ def default_hydra(summaries: dict[str, dict]) -> dict:
     seeds' std) on every data set, the cheapest of them (fewest parameters, mean over the data
     sets). None where no Hydra student is the choice or a tie on all of them."""
     picked = [{s["chosen"], *s["tie"]} for s in summaries.values()]
-    common = [
+    # sorted: a set's order changes with the process's hash seed, the page's text must not
+    common = sorted(
         name for name in set.intersection(*picked) if STUDENTS[name][0].split("+")[0] == "hydra"
-    ]
+    )
     chosen = {s["chosen"] for s in summaries.values()}
     if len(chosen) == 1 and chosen <= set(common):
         return {"default": chosen.pop(), "common": common, "by": "the choice on every data set"}
@@ -428,8 +429,8 @@ def default_hydra(summaries: dict[str, dict]) -> dict:
         name: sum(s["rows"][name]["params_x"][0] for s in summaries.values()) for name in common
     }
     return {
-        "default": min(sorted(common), key=cost.get),
-        "common": sorted(common),
+        "default": min(common, key=cost.get),
+        "common": common,
         "by": "the cheapest of the students tied on every data set",
     }
 
