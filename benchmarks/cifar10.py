@@ -31,10 +31,12 @@ from cifar10_sizing import ARCHIVE, extract_subset
 from seeds import (
     cell,
     curve_lines,
+    curve_over_seeds,
     dee_marks,
     distil_from_teacher,
     ensemble_curve,
     mean_std,
+    rows_over_seeds,
     write_page,
 )
 
@@ -143,14 +145,10 @@ def collect(runs: Path, seed: int) -> dict | None:
 
 def tabulate(per_seed: dict[int, dict]) -> dict:
     """Mean ± std over the seeds that hold each row, per metric and per severity."""
-    seeds = sorted(s for s, record in per_seed.items() if record is not None)
-    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["rows"]))
-    rows, shift = {}, {}
-    for name in names:
-        have = [s for s in seeds if name in per_seed[s]["rows"]]
-        rows[name] = {k: mean_std([per_seed[s]["rows"][name][k] for s in have]) for k in COLUMNS}
-        notes = {per_seed[s]["rows"][name]["dee_note"] for s in have}
-        rows[name] |= {"seeds": have, "dee_notes": sorted(note for note in notes if note)}
+    per_seed = {seed: record for seed, record in per_seed.items() if record is not None}
+    rows, shift = rows_over_seeds(per_seed, COLUMNS), {}
+    for name, row in rows.items():
+        have = row["seeds"]
         severities = per_seed[have[0]]["shift"][name]
         shift[name] = {
             severity: {
@@ -159,9 +157,12 @@ def tabulate(per_seed: dict[int, dict]) -> dict:
             }
             for severity in severities
         }
-    length = min(len(per_seed[s]["curve"]) for s in seeds)
-    curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(length)]
-    return {"seeds": seeds, "rows": rows, "shift": shift, "curve": curve}
+    return {
+        "seeds": sorted(per_seed),
+        "rows": rows,
+        "shift": shift,
+        "curve": curve_over_seeds(per_seed),
+    }
 
 
 def plot_shift(summary: dict, path: Path) -> None:

@@ -45,9 +45,11 @@ from hydra_tradeoff import (
 )
 from seeds import (
     curve_lines,
+    curve_over_seeds,
     dee_marks,
     mean_std,
     read_record,
+    rows_over_seeds,
     study_parser,
     tie_text,
     ties,
@@ -345,18 +347,11 @@ KEYS += ("val_cnll", "val_noise_rho", "val_tiles_rho", "val_shift_rho")
 
 
 def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
-    seeds = sorted(per_seed)
-    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["rows"]))
-    rows = {}
-    for name in names:  # a row over the seeds that have it (a study may still be running)
-        have = [s for s in seeds if name in per_seed[s]["rows"]]
-        rows[name] = {
-            key: mean_std([per_seed[s]["rows"][name].get(key) for s in have]) for key in KEYS
-        }
-        notes = {per_seed[s]["rows"][name].get("dee_note") for s in have}
-        rows[name] |= {"seeds": have, "dee_notes": sorted(note for note in notes if note)}
-    first = per_seed[seeds[0]]["curve"]
-    curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first))]
+    seeds, rows, curve = (
+        sorted(per_seed),
+        rows_over_seeds(per_seed, KEYS),
+        curve_over_seeds(per_seed),
+    )
     val_de2 = mean_std([per_seed[s]["val_curve"][1] for s in seeds])
     every_seed = {name: row for name, row in rows.items() if row["seeds"] == seeds}
     chosen, tie, within = choose(every_seed, val_de2)

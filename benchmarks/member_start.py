@@ -41,8 +41,9 @@ from hydra_tradeoff import ROOT, Study, run_seed
 from seeds import (
     cell,
     curve_lines,
+    curve_over_seeds,
     dee_marks,
-    mean_std,
+    rows_over_seeds,
     study_parser,
     write_page,
 )
@@ -137,16 +138,8 @@ KEYS += ("train_flops", "train_seconds", "val_cnll", "val_noise_rho")
 
 def tabulate(per_seed: dict[int, dict]) -> dict:
     """Mean ± std over the seeds that have each row (a study may still be running)."""
-    seeds = sorted(per_seed)
-    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["rows"]))
-    rows = {}
-    for name in names:
-        have = [s for s in seeds if name in per_seed[s]["rows"]]
-        rows[name] = {k: mean_std([per_seed[s]["rows"][name].get(k) for s in have]) for k in KEYS}
-        notes = {per_seed[s]["rows"][name].get("dee_note") for s in have}
-        rows[name] |= {"seeds": have, "dee_notes": sorted(note for note in notes if note)}
-    first = per_seed[seeds[0]]["curve"]
-    curve = [mean_std([per_seed[s]["curve"][k] for s in seeds]) for k in range(len(first))]
+    seeds, rows = sorted(per_seed), rows_over_seeds(per_seed, KEYS)
+    curve = curve_over_seeds(per_seed)
     return {"seeds": seeds, "rows": rows, "curve": curve, "verdicts": verdicts(rows, seeds)}
 
 

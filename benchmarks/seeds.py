@@ -55,6 +55,29 @@ def aggregate(
     }
 
 
+def rows_over_seeds(per_seed: dict[int, dict], keys: Sequence[str]) -> dict[str, dict]:
+    """Each row of ``per_seed[seed]["rows"]`` as (mean, std) per key over the seeds that have
+    it (a study may still be running), with those seeds and the DEE notes any of them has."""
+    seeds = sorted(per_seed)
+    names = list(dict.fromkeys(n for s in seeds for n in per_seed[s]["rows"]))
+    rows = {}
+    for name in names:
+        have = [s for s in seeds if name in per_seed[s]["rows"]]
+        rows[name] = {k: mean_std([per_seed[s]["rows"][name].get(k) for s in have]) for k in keys}
+        notes = {per_seed[s]["rows"][name].get("dee_note") for s in have}
+        rows[name] |= {"seeds": have, "dee_notes": sorted(note for note in notes if note)}
+    return rows
+
+
+def curve_over_seeds(per_seed: dict[int, dict]) -> list[tuple[float, float] | None]:
+    """The DE-1 … DE-M test cNLL of ``per_seed[seed]["curve"]``, (mean, std) over the seeds."""
+    seeds = sorted(per_seed)
+    return [
+        mean_std([per_seed[s]["curve"][k] for s in seeds])
+        for k in range(len(per_seed[seeds[0]]["curve"]))
+    ]
+
+
 def cell(value: tuple[float, float] | None, fmt: str = ".4f") -> str:
     """``mean ± std`` in ``fmt``, or ``n/a``."""
     if value is None:
