@@ -175,6 +175,7 @@ def test_a_changed_csv_table_is_noticed(tmp_path, capsys):
     assert "changed: data_identity (as many files (1 file) and bytes (" in err, err
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-all` only
 def test_a_changed_distill_data_file_retrains_the_students_only(tmp_path, capsys):
     inputs = tmp_path / "aux.npy"
     np.save(inputs, np.random.default_rng(0).integers(0, 256, (40, 8, 8), dtype=np.uint8))

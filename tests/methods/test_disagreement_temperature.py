@@ -289,6 +289,7 @@ RUN = [
 ]
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-all` only
 def test_a_run_fits_records_and_reports_the_scale(tmp_path, caplog):
     out = tmp_path / "run"
     methods = "methods=[hydra, be+gaussian, kd]"

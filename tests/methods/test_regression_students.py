@@ -59,6 +59,7 @@ def test_kd_and_hydra_approach_their_targets_on_training_inputs():
         assert {"val_rmse", "val_nll"} <= set(history[-1])
 
 
+@pytest.mark.slow  # an end-to-end run: `make test-all` only
 def test_hydra_keeps_epistemic_variance_where_kd_has_none():
     context = make_context(hydra={"head_widths": [16], "head_init": "independent"})
     gap = context.data.ood["gap"].x
