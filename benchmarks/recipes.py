@@ -224,14 +224,15 @@ def run_seed(study: Study, data_dir: str, seed: int) -> None:
 def training_flops(run_dir: Path, name: str, config, setup, teacher_fwd: int) -> float:
     """Training FLOPs of a student: 3 × its forward FLOPs (forward + backward) per example and
     epoch, plus the teachers' forward where its inputs are not the cached clean ones: live every
-    epoch, or once per pooled copy (``perturbation.pool``); auxiliary inputs (``distill_data``)
-    once, when their outputs are cached."""
+    epoch, or once per pooled copy (the ``perturbation.pool`` its manifest records, ``auto``
+    decided); auxiliary inputs (``distill_data``) once, when their outputs are cached."""
     student = load_student(run_dir / "students" / name)
     x = setup.data.train.x[:64]
     epochs = config.student_epochs()
     per_example = 3 * metrics.forward_flops(student, x) * epochs
     if input_names(name):
-        per_example += teacher_fwd * (config.perturbation.pool or epochs)
+        options = read_manifest(run_dir / "students" / name)["options"]
+        per_example += teacher_fwd * (options["perturbation"]["pool"] or epochs)
     total = per_example * len(setup.data.train)
     if config.distill_data is not None and not input_names(name):
         total += teacher_fwd * len(distill_inputs_of(config, setup.data))

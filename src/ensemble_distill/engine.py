@@ -499,7 +499,7 @@ def check_student_buildable(
     ``hydra.split`` beyond its layers) are refused before training; when ``distilling``, so is
     a ``student.init`` file that does not fit it."""
     method, _ = resolve_method(name)
-    options = method_options(config, name)
+    options = method_options(config, name, spec)
     method.check_architectures(options, teacher_spec, spec)
     fix = f"fix the {method.section}.* options or student.model_args"
 
@@ -672,11 +672,13 @@ def base_from_body(body: nn.Module, setup: Setup, feature_dim: int | None) -> Cl
     return Classifier(body, head, feature_dim)
 
 
-def method_options(config: RunConfig, name: str) -> Any:
+def method_options(config: RunConfig, name: str, spec: ModelSpec) -> Any:
     """Method ``name``'s section of ``config`` with its ``auto`` values decided for its inputs
+    and its student of ``spec``
     (:meth:`~ensemble_distill.methods.base.DistillMethod.resolve`)."""
     method, _ = resolve_method(name)
-    return method.resolve(method.options(config), perturbed=bool(input_names(name)))
+    perturbed = bool(input_names(name))
+    return method.resolve(method.options(config), perturbed, spec, config.members)
 
 
 def method_config(setup: Setup, name: str) -> RunConfig:
@@ -691,7 +693,7 @@ def method_config(setup: Setup, name: str) -> RunConfig:
     return dataclasses.replace(
         config,
         perturbation=dataclasses.replace(config.perturbation, pool=pool),
-        **{method.section: method_options(config, name)},
+        **{method.section: method_options(config, name, setup.student_spec)},
     )
 
 

@@ -30,6 +30,7 @@ def make_context(splits, name="kd", aux=None, pool=0):
             "members": 2,
             "epochs": 2,
             "batch_size": 16,
+            "precision": "fp32",  # pooled teacher outputs in the precision of the checks below
             "student": {"epochs_multiple": 1, "schedule": None},
             "perturbation": {"pool": pool},
             "hydra": {"head_widths": [8]},

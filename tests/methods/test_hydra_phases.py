@@ -12,6 +12,7 @@ from ensemble_distill.config import build_config
 from ensemble_distill.evaluation import predict_outputs
 from ensemble_distill.methods import METHODS, DistillContext, resolve_method
 from ensemble_distill.methods.hydra import AUTO_ADAPTER_RANK, HydraConfig, phase1_epochs
+from ensemble_distill.metrics.cost import count_parameters
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.teachers import DeepEnsemble
 
@@ -99,6 +100,34 @@ def test_the_warning_reaches_run_log(tmp_path):
 def test_auto_phases_and_adapters_follow_the_inputs(perturbed, split, phase1, rank):
     options = HYDRA.resolve(HydraConfig(split=split), perturbed)
     assert (options.phase1_fraction, options.adapter_rank) == (phase1, rank)
+
+
+@pytest.mark.parametrize(
+    ("spec", "members"),
+    [
+        (ModelSpec("mlp", (64,), 10, {"widths": [256, 256]}), 5),  # digits' default: lowered
+        (ModelSpec("cnn", (1, 28, 28), 10, {}), 4),  # the default cnn: lowered
+        (ModelSpec("mlp", (784,), 10, {"widths": [400, 400]}), 10),  # the MNIST study's: 16
+        (ModelSpec("mlp", (16,), 3, {"widths": [8]}), 5),  # no room at all: none
+    ],
+)
+def test_auto_adapters_keep_the_student_compact(spec, members):
+    """The decided rank r is the largest ≤ 16 at which the built student has at most 1.5x one
+    network's parameters (counted on real modules): r + 1 would exceed it, unless r = 16; 0
+    where even rank 1 would (the heads alone may exceed it: adapters cannot help that)."""
+
+    def ratio(rank: int) -> float:
+        options = HydraConfig(adapter_rank=rank)
+        student = HYDRA.build(spec, members, options)
+        return count_parameters(student) / count_parameters(create_model(spec))
+
+    rank = HYDRA.resolve(HydraConfig(), True, spec, members).adapter_rank
+    assert 0 <= rank <= AUTO_ADAPTER_RANK
+    if rank:
+        assert ratio(rank) <= 1.5
+    if rank < AUTO_ADAPTER_RANK:
+        assert ratio(rank + 1) > 1.5
+    assert HYDRA.resolve(HydraConfig(), False, spec, members).adapter_rank == 0
 
 
 @pytest.mark.parametrize("perturbed", [False, True])

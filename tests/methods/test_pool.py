@@ -16,6 +16,7 @@ from ensemble_distill.methods.perturbations import (
 from ensemble_distill.models import ModelSpec, create_model
 from ensemble_distill.settings import student_settings
 from ensemble_distill.teachers import DeepEnsemble
+from ensemble_distill.training import resolve_precision
 
 SPEC = ModelSpec("mlp", (1, 4, 4), 3, {"widths": [8]})
 CHAIN = "kd+mixup+gaussian"  # two inputs composed: both random, one per-batch pairing
@@ -95,8 +96,16 @@ def test_pool_holds_the_chains_outputs_on_each_copy(splits):
     assert not torch.equal(context.pool.inputs[: len(x)], context.pool.inputs[len(x) :][: len(x)])
 
 
+def test_the_pool_computes_the_teachers_outputs_in_the_resolved_precision(splits):
+    """``precision: auto`` builds the pool as ``fit`` runs a live step: in what it resolves to
+    (bf16 on a CPU with native bf16, where fp32 outputs would differ from a live run's)."""
+    resolved = resolve_precision("auto", "cpu")
+    auto = make_context(splits, pool=2, precision="auto").pool.outputs
+    torch.testing.assert_close(auto, make_context(splits, pool=2, precision=resolved).pool.outputs)
+
+
 def test_a_pooled_batch_is_one_copy_of_each_example_with_the_teachers_outputs(splits):
-    context = make_context(splits, pool=4)
+    context = make_context(splits, pool=4, precision="fp32")
     index = torch.arange(16).unsqueeze(0)
     batch = context.batch(index)
     copies = context.pool.inputs.view(4, len(splits.train), 1, 4, 4)[:, :16]  # (K, 16, ...)

@@ -362,10 +362,13 @@ class DistillMethod(abc.ABC):
         """The method's section of ``config``."""
         return getattr(config, self.section)
 
-    def resolve(self, options: Any, perturbed: bool) -> Any:
+    def resolve(
+        self, options: Any, perturbed: bool, spec: ModelSpec | None = None, members: int = 1
+    ) -> Any:
         """``options`` with their ``auto`` values decided for a student distilled on
-        ``perturbed`` inputs or on the clean ones (Hydra's phases and adapters); a method
-        without such values returns them as they are."""
+        ``perturbed`` inputs or on the clean ones, with ``members`` members on ``spec`` where
+        known (Hydra's phases and adapters); a method without such values returns them as
+        they are."""
         return options
 
     def build(

@@ -23,6 +23,7 @@ from ensemble_distill.methods.base import (
 from ensemble_distill.methods.disagreement_fit import with_disagreement_temperature
 from ensemble_distill.methods.losses import disagreement_loss
 from ensemble_distill.methods.student_init import MEMBER_FIX, load_member_
+from ensemble_distill.metrics.cost import count_parameters
 from ensemble_distill.models import (
     Classifier,
     ModelSpec,
@@ -55,6 +56,9 @@ PAPER_HEAD_WIDTHS = (100, 100)
 HeadInit = Literal["copy", "independent", "perturbed", "members"]
 # ``adapter_rank: auto`` on perturbed inputs: the rank the disagreement study measured
 AUTO_ADAPTER_RANK = 16
+# A compact student (issue 28) has at most this many times one network's parameters: the set
+# the disagreement study chose its Hydra from, so ``auto`` adapters never leave it.
+COMPACT_PARAMETERS = 1.5
 
 
 @dataclass
@@ -86,8 +90,9 @@ class HydraConfig(DistillOptions):
     ``phase1_fraction: 0`` with ``head_init: independent`` trains body and heads jointly from
     the first step (one phase). Left ``auto``, both follow the inputs (:meth:`Hydra.resolve`):
     on clean inputs the paper's two phases and no adapters, as above; on perturbed inputs
-    (``hydra+mixture``, the default Hydra on images) one joint phase with rank-16 adapters,
-    the student the disagreement study chose on validation on both MNIST and Fashion-MNIST
+    (``hydra+mixture``, the default Hydra on images) one joint phase with rank-16 adapters
+    (lower where 16 would take the student past 1.5x one network's parameters), the student
+    the disagreement study chose on validation on both MNIST and Fashion-MNIST
     (docs/results/disagreement.md).
 
     ``head_init`` says what the heads start phase 2 from:
@@ -121,7 +126,8 @@ class HydraConfig(DistillOptions):
     # null: heads of head_widths on the body's features.
     split: int | None = None
     # > 0: each head gets a rank-r residual adapter on the body's features (LowRankAdapters);
-    # auto: 16 (AUTO_ADAPTER_RANK) on perturbed inputs without split, else 0
+    # auto: 16 (AUTO_ADAPTER_RANK) on perturbed inputs without split, capped to keep the
+    # student within 1.5x one network's parameters (Hydra.compact_adapter_rank); else 0
     adapter_rank: int | Literal["auto"] = "auto"
     # λ of the per-example disagreement term λ·(MI_student − MI_teacher)² (disagreement_loss)
     disagreement_weight: float = 0.0
@@ -244,20 +250,44 @@ class Hydra(DistillMethod):
         donors = [split_donor(spec, options.split, mean, std) for _ in range(members)]
         return split_student(donors, options.split)
 
-    def resolve(self, options: HydraConfig, perturbed: bool) -> HydraConfig:
+    def resolve(
+        self,
+        options: HydraConfig,
+        perturbed: bool,
+        spec: ModelSpec | None = None,
+        members: int = 1,
+    ) -> HydraConfig:
         """``auto`` phases and adapters decided: on clean inputs the paper's two phases without
         adapters (the RQ3 study's default); on perturbed inputs one joint phase and, for heads
         on the body's features, rank-:data:`AUTO_ADAPTER_RANK` adapters — the Hydra the
-        disagreement study chose on validation on MNIST and Fashion-MNIST (issue 28). The
-        engine resolves them per method name (``engine.method_options``); a caller that does
-        not gets no adapters and the phases of its context's inputs."""
+        disagreement study chose on validation on MNIST and Fashion-MNIST (issue 28) — lowered
+        on a small network of ``spec`` to the rank that keeps the student compact
+        (:meth:`compact_adapter_rank`). The engine resolves them per method name
+        (``engine.method_options``); a caller that does not gets no adapters and the phases of
+        its context's inputs."""
         phase1 = options.phase1_fraction
         rank = options.adapter_rank
         if phase1 == "auto":
             phase1 = 0.0 if perturbed else 0.5
         if rank == "auto":
             rank = AUTO_ADAPTER_RANK if perturbed and options.split is None else 0
+            if rank and spec is not None:
+                rank = min(rank, self.compact_adapter_rank(spec, members, options))
         return dataclasses.replace(options, phase1_fraction=phase1, adapter_rank=rank)
+
+    def compact_adapter_rank(self, spec: ModelSpec, members: int, options: HydraConfig) -> int:
+        """The largest adapter rank r at which the student of ``spec`` with ``members`` heads
+        keeps at most :data:`COMPACT_PARAMETERS` times the parameters of one network of
+        ``spec``: r = ⌊(1.5·P_network − P_hydra(r = 0)) / (2·F·M)⌋, clipped at 0 (each rank
+        adds 2·F weights per head, :class:`~ensemble_distill.models.heads.LowRankAdapters`).
+        Counted on the meta device, so nothing is allocated."""
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            network = create_classifier(spec)
+            single = count_parameters(network)
+            per_rank = 2 * network.feature_dim * members
+            without = self.student(network, members, dataclasses.replace(options, adapter_rank=0))
+            budget = COMPACT_PARAMETERS * single - count_parameters(without)
+        return max(0, int(budget // per_rank))
 
     def check_architectures(
         self, options: HydraConfig, teacher_spec: ModelSpec, student_spec: ModelSpec

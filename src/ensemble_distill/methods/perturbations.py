@@ -71,6 +71,7 @@ from ensemble_distill.options import Section, at_least, positive, require
 from ensemble_distill.registry import Registry
 from ensemble_distill.resources import byte_text
 from ensemble_distill.teachers import DeepEnsemble
+from ensemble_distill.training import resolve_precision
 
 
 @dataclass
@@ -331,11 +332,13 @@ def build_pool(
     """``copies`` passes of ``perturbation`` over ``x`` in batches of ``batch_size``, with
     ``state`` (its generator: the same stream a live run starts from), and the teachers'
     outputs on each batch as one stacked call, without gradients, under bf16 autocast when
-    ``precision`` is bf16 (as a live step computes them)."""
+    ``precision`` is or resolves to bf16 (as a live step computes them: ``fit`` resolves
+    ``auto`` the same way)."""
     teacher = state.teacher.eval()
     count = len(x)
     inputs, outputs = None, []
-    bf16 = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    enabled = resolve_precision(precision, x.device) == "bf16"
+    bf16 = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=enabled)
     for copy in range(copies):
         # In order, batch by batch: slices of a tensor, or streamed images decoded ahead.
         for start, batch in zip(
