@@ -97,6 +97,31 @@ def test_be_conv_equals_a_plain_conv_per_member():
         torch.testing.assert_close(out, expected)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_be_conv_values_and_gradients_match_scaling_the_activations(bias):
+    """Reference: BatchEnsemble's own form, s_j ∘ (conv(r_j ∘ x, W) + b_j), one conv on all
+    members' rows; the layer folds r and s into member weights instead (same function, same
+    gradients for W, r, s, b and the input, float64)."""
+    torch.manual_seed(0)
+    layer = randomize_(BEConv2d(3, 4, 3, padding=1, bias=bias, members=MEMBERS)).double()
+    x = torch.randn(MEMBERS * 2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    weight_of_out = torch.randn(MEMBERS * 2, 4, 6, 6, dtype=torch.float64)
+
+    def reference() -> torch.Tensor:
+        rows = x.view(MEMBERS, 2, 3, 6, 6) * layer.r.view(MEMBERS, 1, 3, 1, 1)
+        out = F.conv2d(rows.flatten(0, 1), layer.weight, padding=1).view(MEMBERS, 2, 4, 6, 6)
+        if layer.bias is not None:
+            out = out + layer.bias.view(MEMBERS, 1, 4, 1, 1)
+        return (out * layer.s.view(MEMBERS, 1, 4, 1, 1)).flatten(0, 1)
+
+    tensors = [x, *layer.parameters()]
+    got = torch.autograd.grad((layer(x) * weight_of_out).sum(), tensors)
+    expected = torch.autograd.grad((reference() * weight_of_out).sum(), tensors)
+    torch.testing.assert_close(layer(x), reference())
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
 @pytest.mark.parametrize("name", MODELS.names())
 def test_unit_factors_reproduce_the_original_model(
     name: str, small_spec: Callable[..., ModelSpec]

@@ -71,23 +71,18 @@ class BatchEnsembleLayer(nn.Module):
         if self.bias is not None and layer.bias is not None:
             self.bias.copy_(layer.bias.expand_as(self.bias))
 
-    def _member_view(self, values: Tensor) -> Tensor:
-        """(members, C) → a shape that broadcasts against (members, B, C, ...) activations."""
-        return values.view(*values.shape, *(1,) * (self.weight.dim() - 2)).unsqueeze(1)
-
-    def _scale_and_shift(self, out: Tensor) -> Tensor:
-        """out (members, B, out, ...) = W (r_j ∘ x) → s_j ∘ (out + b_j)."""
-        if self.bias is not None:
-            out = out + self._member_view(self.bias)
-        return out * self._member_view(self.s)
+    def scaled_weight(self, s: Tensor, r: Tensor) -> Tensor:
+        """W ∘ (s rᵀ) for s (..., out) and r (..., in) with the same leading dims:
+        (..., out, in, *kernel), [..., o, i, ...] = W[o, i, ...]·s[..., o]·r[..., i]."""
+        kernel = (1,) * (self.weight.dim() - 2)
+        s_view = s.reshape(*s.shape, 1, *kernel)
+        r_view = r.reshape(*r.shape[:-1], 1, r.shape[-1], *kernel)
+        return self.weight * s_view * r_view
 
     def folded_weight(self) -> Tensor:
         """LatentBE weight W̄ = W ∘ (s̄ r̄ᵀ), with r̄, s̄ the member means of the factors
         (W̄[o, i, ...] = W[o, i, ...]·s̄[o]·r̄[i])."""
-        trailing = (1,) * (self.weight.dim() - 2)
-        s_mean = self.s.mean(0).view(-1, 1, *trailing)
-        r_mean = self.r.mean(0).view(1, -1, *trailing)
-        return self.weight * s_mean * r_mean
+        return self.scaled_weight(self.s.mean(0), self.r.mean(0))
 
     def folded_bias(self) -> Tensor | None:
         """LatentBE bias b̄ = s̄ ∘ mean_j(b_j), or None without a bias."""
@@ -110,7 +105,10 @@ class BELinear(BatchEnsembleLayer):
 
     W (out, in) is initialised like ``nn.Linear``, b like its bias (the same for every
     member), r (members, in) and s (members, out) by :func:`init_factors_`.
-    Maps (members·B, ..., in) member-major → (members·B, ..., out).
+    Maps (members·B, ..., in) member-major → (members·B, ..., out) with one matmul by the
+    shared W between the scalings by r and s: a fully connected layer's activations are small
+    beside its weight, so this beats M matmuls by member weights W ∘ (s_j r_jᵀ), which
+    :class:`BEConv2d` uses (docs/results/be_layers.md).
     """
 
     def __init__(
@@ -138,8 +136,10 @@ class BELinear(BatchEnsembleLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         xs = split_members(x, self.members).reshape(self.members, -1, x.shape[-1])
-        out = F.linear(xs * self._member_view(self.r), self.weight)
-        return self._scale_and_shift(out).reshape(*x.shape[:-1], -1)
+        out = F.linear(xs * self.r.unsqueeze(1), self.weight)  # (members, rows, out)
+        if self.bias is not None:
+            out = out + self.bias.unsqueeze(1)
+        return (out * self.s.unsqueeze(1)).reshape(*x.shape[:-1], -1)
 
     def fold(self) -> nn.Linear:
         out_features, in_features = self.weight.shape
@@ -155,7 +155,11 @@ class BELinear(BatchEnsembleLayer):
 
 class BEConv2d(BatchEnsembleLayer):
     """BatchEnsemble ``nn.Conv2d``: y_j = s_j ∘ (conv(r_j ∘ x, W) + b_j), r over input and
-    s over output channels; one conv call for all members.
+    s over output channels, computed as conv(x_j, W ∘ (s_j r_jᵀ)) + s_j ∘ b_j: one conv
+    call per member on its rows with its own weight. Forming the M weights is weight-sized
+    work; scaling the activations by r and s instead, as :class:`BELinear` does, costs three
+    passes over a feature map and more in the backward pass: a training step of the
+    project's convolutional BatchEnsembles took 1.9-2.7x as long (docs/results/be_layers.md).
 
     W (out, in, kh, kw) is initialised like ``nn.Conv2d``, b like its bias (the same for every
     member), r and s by :func:`init_factors_`. Only ungrouped, zero-padded convs.
@@ -209,11 +213,15 @@ class BEConv2d(BatchEnsembleLayer):
         return be
 
     def forward(self, x: Tensor) -> Tensor:
-        xs = split_members(x, self.members) * self._member_view(self.r)
-        out = F.conv2d(
-            xs.flatten(0, 1), self.weight, None, self.stride, self.padding, self.dilation
+        weights = self.scaled_weight(self.s, self.r)  # (members, out, in, kh, kw)
+        biases = [None] * self.members if self.bias is None else self.bias * self.s
+        rows = split_members(x, self.members)
+        return torch.cat(
+            [
+                F.conv2d(rows[j], weights[j], biases[j], self.stride, self.padding, self.dilation)
+                for j in range(self.members)
+            ]
         )
-        return self._scale_and_shift(split_members(out, self.members)).flatten(0, 1)
 
     def fold(self) -> nn.Conv2d:
         out_channels, in_channels, *kernel_size = self.weight.shape
