@@ -91,8 +91,9 @@ class TeacherConfig(Section):
 
     # Train all members as one computation over stacked weights (true), one after
     # another (false), or auto: stacked for fully connected members, for convolutional layer
-    # stacks while M x parameters <= 5e6, for other networks (vmapped) only off the CPU,
-    # under the same bound, where vmap can run them (teachers.train.should_vectorize).
+    # stacks while M x parameters <= 5e6 (on the CPU only while their convolutions have at
+    # most 16 channels), for other networks (vmapped) only off the CPU, under the same bound,
+    # where vmap can run them (teachers.train.should_vectorize).
     vectorize: Literal["auto", "true", "false"] = "auto"
     # Members you trained: a list of weight files (.safetensors, or .pt / .pth state dicts) or
     # one folder of them (sorted by name), each loaded into `model` + `model_args` instead of

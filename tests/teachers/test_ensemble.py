@@ -93,6 +93,14 @@ def test_auto_vectorisation_stacks_mlps_and_small_convolutional_ensembles():
     assert not should_vectorize("false", [create_model(SPEC)] * 3)
 
 
+def test_auto_vectorisation_loops_wide_convolutions_on_the_cpu_only():
+    wide = [create_model(ModelSpec("cnn", (3, 32, 32), 10, {}))] * 4  # 32 and 64 channels
+    assert not should_vectorize("auto", wide)
+    assert should_vectorize("auto", wide, device="cuda")
+    narrow = [create_model(ModelSpec("cnn", (3, 32, 32), 10, {"channels": [16, 16]}))] * 4
+    assert should_vectorize("auto", narrow)
+
+
 def test_auto_vectorisation_loops_vmapped_networks_on_the_cpu_only():
     resnets = [create_model(ModelSpec("resnet20", (3, 32, 32), 10, {}))] * 4  # 1.1 M weights
     assert not should_vectorize("auto", resnets)

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 # 50-member small CNN (10 M weights) trains 1.7x faster in a loop. vmapped networks lose on the
 # CPU even when small (benchmarks/cifar10_sizing.py: ResNets, M = 4).
 VECTORIZE_MAX_WEIGHTS = 5_000_000
+# On the CPU grouped convolutions pay only while they are narrow: members with convolutions of
+# 8 and 16 channels train 1.04-1.9x faster stacked, the default cnn's 32 and 64 channels 1.3-2x
+# slower (M = 4, fp32 and bf16; docs/results/teacher_stacking.md).
+STACKED_CONV_MAX_CHANNELS = 16
 # Offset of a member's augmentation stream from its initialisation seed (teacher.augment_shift).
 AUGMENT_STREAM = 7_919
 
@@ -62,23 +66,28 @@ def should_vectorize(
 ) -> bool:
     """``teacher.vectorize``: ``true``, ``false``, or ``auto``: stacked when the members are a
     fully connected layer stack; a convolutional layer stack (grouped layers) while M x weights
-    <= ``VECTORIZE_MAX_WEIGHTS``; any other network (stacked by ``torch.func.vmap``) only off
-    the CPU, under the same bound and where vmap can run it on the inputs ``probe`` (a user's
-    network may not be; None: not tried)."""
+    <= ``VECTORIZE_MAX_WEIGHTS`` and, on the CPU, its convolutions have at most
+    ``STACKED_CONV_MAX_CHANNELS`` output channels; any other network (stacked by
+    ``torch.func.vmap``) only off the CPU, under the same bound and where vmap can run it on
+    the inputs ``probe`` (a user's network may not be; None: not tried)."""
     if choice not in ("auto", "true", "false"):
         raise ConfigError(f"teacher.vectorize must be auto, true or false; got {choice!r}")
     if choice != "auto":
         return choice == "true"
     leaves = grouped_leaves(members[0])
-    if leaves is not None and not any(isinstance(leaf, nn.Conv2d) for leaf in leaves):
+    convs = [leaf for leaf in leaves or [] if isinstance(leaf, nn.Conv2d)]
+    if leaves is not None and not convs:
         return True
     weights = sum(p.numel() for p in members[0].parameters()) * len(members)
     if weights > VECTORIZE_MAX_WEIGHTS:
         return False
-    if leaves is None and torch.device(device).type == "cpu":
-        # vmap on CPU runs some ops (the ResNets' pooling: as_strided_) by a per-member
-        # fallback: 4 ResNet-20s train 2.6x faster one after another (results/cifar10_sizing.md).
-        return False
+    if torch.device(device).type == "cpu":
+        if leaves is None:
+            # vmap on CPU runs some ops (the ResNets' pooling: as_strided_) by a per-member
+            # fallback: 4 ResNet-20s train 2.6x faster one after another (cifar10_sizing.md).
+            return False
+        if max(conv.out_channels for conv in convs) > STACKED_CONV_MAX_CHANNELS:
+            return False
     return probe is None or can_stack(members, probe)
 
 

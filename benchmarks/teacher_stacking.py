@@ -1,0 +1,165 @@
+"""When training a convolutional ensemble's members stacked pays on the CPU (issue 32: teacher
+members on real convolutions; ``teacher.vectorize=auto``). Stacked, the M members of a plain
+layer stack train as one computation: their convolutions as one grouped convolution over
+M·C channels (models/stacked.py); looped, one member after another. One training step of M = 4
+members (forward, backward and an Adam step), in fp32 on NCHW images and in bf16 on
+channels-last ones (what ``precision=auto`` / ``memory_format=auto`` choose on a CPU with
+native bf16), for the ``cnn`` at the widths users train: the default (32, 64 channels) on
+CIFAR-sized and MNIST-sized images, and the narrow one of configs/diversity_fashion.yaml and
+of the digits benchmarks (8, 16). Round-robin, fastest of the rounds. Writes
+docs/results/teacher_stacking.{json,md}:
+
+    python benchmarks/teacher_stacking.py --doc docs/results/teacher_stacking
+
+``--quick``: one tiny model and two rounds, for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from seeds import write_page
+from torch import Tensor
+
+from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.report.machine import machine_info, machine_line
+from ensemble_distill.teachers import DeepEnsemble
+from ensemble_distill.teachers.train import should_vectorize
+from ensemble_distill.training import resolve_precision
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 128
+MEMBERS = 4
+NARROW = {"channels": [8, 16], "hidden": 256, "pool_size": 7}
+WORKLOADS = {
+    "cnn 32-64, 3 x 32 x 32": ModelSpec("cnn", (3, 32, 32), 10, {}),
+    "cnn 32-64, 1 x 28 x 28": ModelSpec("cnn", (1, 28, 28), 10, {}),
+    "cnn 8-16, 1 x 28 x 28": ModelSpec("cnn", (1, 28, 28), 10, NARROW),
+    "cnn 8-16, 1 x 8 x 8": ModelSpec("cnn", (1, 8, 8), 10, {"channels": [8, 16]}),
+}
+QUICK = {"cnn 4, 1 x 8 x 8": ModelSpec("cnn", (1, 8, 8), 10, {"channels": [4]})}
+SETTINGS = ("fp32", "auto")
+
+
+def steps(spec: ModelSpec, precision: str) -> dict[str, Callable[[], None]]:
+    """One training step of the M members, stacked and looped, under ``precision``."""
+    bf16 = precision == "bf16"
+    layout = torch.channels_last if bf16 else torch.contiguous_format
+    torch.manual_seed(0)
+    members = [create_model(spec).to(memory_format=layout) for _ in range(MEMBERS)]
+    x = torch.randn(BATCH, *spec.input_shape).contiguous(memory_format=layout)
+    y = torch.randint(spec.num_classes, (BATCH,))
+
+    def loss(logits: Tensor) -> Tensor:
+        return torch.nn.functional.cross_entropy(logits.float(), y)
+
+    ensemble = DeepEnsemble(members)  # stacks copies of the members' weights
+    stacked_optimizer = torch.optim.Adam(ensemble.parameters())
+    looped_optimizers = [torch.optim.Adam(member.parameters()) for member in members]
+
+    def stacked() -> None:
+        stacked_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = ensemble.forward_members(x.expand(MEMBERS, *x.shape))
+        sum(loss(out) for out in outputs).backward()
+        stacked_optimizer.step()
+
+    def looped() -> None:
+        for member, optimizer in zip(members, looped_optimizers, strict=True):
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = member(x)
+            loss(logits).backward()
+            optimizer.step()
+
+    return {"stacked": stacked, "looped": looped}
+
+
+def timed(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Milliseconds of each contender, fastest of ``rounds`` round-robin rounds after a warm-up."""
+    best = dict.fromkeys(contenders, float("inf"))
+    for step in contenders.values():
+        step()
+    for _ in range(rounds):
+        for name, step in contenders.items():
+            start = time.perf_counter()
+            step()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 1e3 * seconds for name, seconds in best.items()}
+
+
+def run(quick: bool, rounds: int) -> dict:
+    rows = {}
+    for name, spec in (QUICK if quick else WORKLOADS).items():
+        members = [create_model(spec) for _ in range(MEMBERS)]
+        auto = "stacked" if should_vectorize("auto", members) else "looped"
+        for setting in SETTINGS:
+            precision = resolve_precision(setting, "cpu")
+            rows[f"{name}, {setting}"] = {
+                "workload": name,
+                "setting": setting,
+                "precision": precision,
+                "auto": auto,
+                "ms": timed(steps(spec, precision), rounds),
+            }
+    return {
+        "command": "python benchmarks/teacher_stacking.py --doc docs/results/teacher_stacking",
+        "machine": machine_info(),
+        "machine_line": machine_line(machine_info()),
+        "members": MEMBERS,
+        "batch": BATCH,
+        "rounds": rounds,
+        "rows": rows,
+    }
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        "# Convolutional teachers: members stacked or one after another",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Machine: {record['machine_line']}. M = {record['members']} members, batch "
+        f"{record['batch']}; one training step of all members (forward, backward, Adam), the "
+        f"fastest of {record['rounds']} round-robin rounds. *fp32*: NCHW images; *auto*: what "
+        "`precision=auto` / `memory_format=auto` choose here (bf16 on channels-last images "
+        "where the CPU computes bf16 natively). *stacked*: one computation, the convolutions "
+        "grouped over the members; *looped*: one member after another; *auto picks*: what "
+        "`teacher.vectorize=auto` chooses for these members on the CPU.",
+        "",
+        "| workload | setting | stacked ms | looped ms | stacked / looped | auto picks |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in record["rows"].values():
+        ms = row["ms"]
+        lines.append(
+            f"| {row['workload']} | {row['setting']} ({row['precision']}) | "
+            f"{ms['stacked']:.1f} | {ms['looped']:.1f} | {ms['stacked'] / ms['looped']:.2f} | "
+            f"{row['auto']} |"
+        )
+    lines += [
+        "",
+        "A stacked / looped ratio above 1: stacking is slower. `teacher.vectorize=auto` stacks "
+        "a convolutional layer stack on the CPU only while its convolutions are narrow "
+        "(teachers/train.py: `STACKED_CONV_MAX_CHANNELS`); any number is taken as measured here, "
+        "on this machine.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "teacher_stacking")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one tiny model, for the tests")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    write_page(args.doc, run(args.quick, rounds), markdown)
+
+
+if __name__ == "__main__":
+    main()
