@@ -12,7 +12,7 @@ folder, evaluated on the test split, the OOD set and the corrupted test copies
 student goes on from its last epoch, a finished one is kept. ``--tabulate-only`` rewrites the
 page from the finished runs; a row lists the seeds it holds. Sizing (docs/results/
 cifar10_sizing.md): on two CPU cores one seed of every student costs days, BatchEnsemble most
-(8.7x a KD epoch on ResNet-20); a GPU runs it in hours. ``--quick``: a few images, a tiny CNN,
+(5.3x a KD epoch on ResNet-20); a GPU runs it in hours. ``--quick``: a few images, a tiny CNN,
 one corruption (a test).
 """
 

@@ -79,6 +79,10 @@ def steps(spec: ModelSpec, precision: str) -> dict[str, Callable[[], None]]:
     return {"stacked": stacked, "looped": looped}
 
 
+def convolutions(network: torch.nn.Module) -> list[torch.nn.Conv2d]:
+    return [module for module in network.modules() if isinstance(module, torch.nn.Conv2d)]
+
+
 def timed(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
     """Milliseconds of each contender, fastest of ``rounds`` round-robin rounds after a warm-up."""
     best = dict.fromkeys(contenders, float("inf"))
@@ -99,12 +103,15 @@ def run(quick: bool, rounds: int) -> dict:
         auto = "stacked" if should_vectorize("auto", members) else "looped"
         for setting in SETTINGS:
             precision = resolve_precision(setting, "cpu")
+            ms = timed(steps(spec, precision), rounds)
             rows[f"{name}, {setting}"] = {
                 "workload": name,
+                "channels": [conv.out_channels for conv in convolutions(members[0])],
                 "setting": setting,
                 "precision": precision,
                 "auto": auto,
-                "ms": timed(steps(spec, precision), rounds),
+                "ms": ms,
+                "stacked_over_looped": ms["stacked"] / ms["looped"],
             }
     return {
         "command": "python benchmarks/teacher_stacking.py --doc docs/results/teacher_stacking",
@@ -137,7 +144,7 @@ def markdown(record: dict) -> str:
         ms = row["ms"]
         lines.append(
             f"| {row['workload']} | {row['setting']} ({row['precision']}) | "
-            f"{ms['stacked']:.1f} | {ms['looped']:.1f} | {ms['stacked'] / ms['looped']:.2f} | "
+            f"{ms['stacked']:.1f} | {ms['looped']:.1f} | {row['stacked_over_looped']:.2f} | "
             f"{row['auto']} |"
         )
     lines += [

@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 # 50-member small CNN (10 M weights) trains 1.7x faster in a loop. vmapped networks lose on the
 # CPU even when small (benchmarks/cifar10_sizing.py: ResNets, M = 4).
 VECTORIZE_MAX_WEIGHTS = 5_000_000
-# On the CPU grouped convolutions pay only while they are narrow: members with convolutions of
-# 8 and 16 channels train 1.04-1.9x faster stacked, the default cnn's 32 and 64 channels 1.3-2x
-# slower (M = 4, fp32 and bf16; docs/results/teacher_stacking.md).
+# On the CPU grouped convolutions pay only while they are narrow: a stacked step of 4 members
+# takes 0.50-0.93x the looped time with convolutions of 8 and 16 channels, 1.31-2.61x with the
+# default cnn's 32 and 64 (fp32 and bf16; docs/results/teacher_stacking.md).
 STACKED_CONV_MAX_CHANNELS = 16
 # Offset of a member's augmentation stream from its initialisation seed (teacher.augment_shift).
 AUGMENT_STREAM = 7_919
