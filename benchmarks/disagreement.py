@@ -48,6 +48,7 @@ from seeds import (
     curve_over_seeds,
     dee_marks,
     mean_std,
+    page_seeds,
     read_record,
     rows_over_seeds,
     study_parser,
@@ -723,9 +724,10 @@ def main() -> None:
     if not args.tabulate_only:
         for seed in args.seeds:
             run_seed(study, args.data_dir, seed, args.only, inputs)
-    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
+    seeds = page_seeds(study.out, args.seeds)
+    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in seeds}
     summary = tabulate(study, per_seed)
-    summary["ensemble_agreement"] = ensemble_agreement(study, args.seeds)
+    summary["ensemble_agreement"] = ensemble_agreement(study, seeds)
     # The default Hydra reads both studies' choices: the other's from its page's JSON.
     others = {
         other.title: read_record(other.doc)[0]["summary"]
@@ -742,10 +744,10 @@ def main() -> None:
     }
     plot_diversity(chosen_only, diversity_plot_path(study.plot))
     data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
-    seeds = " ".join(map(str, args.seeds))
     dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
     record = {
-        "command": f"python benchmarks/disagreement.py{dataset}{data_dir} --seeds {seeds}",
+        "command": f"python benchmarks/disagreement.py{dataset}{data_dir} --seeds "
+        + " ".join(map(str, seeds)),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

@@ -43,6 +43,7 @@ from seeds import (
     curve_lines,
     curve_over_seeds,
     dee_marks,
+    page_seeds,
     rows_over_seeds,
     study_parser,
     write_page,
@@ -275,12 +276,13 @@ def main() -> None:
         for seed in args.seeds:
             copy_reused(study, origin, seed)
             run_seed(study, args.data_dir, seed, args.only, inputs)
-    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in args.seeds}
+    seeds = page_seeds(study.out, args.seeds)
+    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in seeds}
     data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
     dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
     record = {
         "command": f"python benchmarks/member_start.py{dataset}{data_dir} --seeds "
-        + " ".join(map(str, args.seeds)),
+        + " ".join(map(str, seeds)),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

@@ -37,6 +37,19 @@ def study_parser(description: str, datasets: Sequence[str]) -> argparse.Argument
     return parser
 
 
+def page_seeds(out: Path, asked: Sequence[int]) -> list[int]:
+    """The seeds a study's page covers: those asked for and every other seed already trained
+    under ``out`` (``seed<k>/ensemble.safetensors``), so that training one seed's missing
+    rows (``--seeds 1 --only NAME``) never rewrites the page with that seed alone."""
+    trained = {
+        int(folder.name.removeprefix("seed"))
+        for folder in out.glob("seed*/")
+        if folder.name.removeprefix("seed").isdigit()
+        and (folder / "ensemble.safetensors").is_file()
+    }
+    return sorted(trained | set(asked))
+
+
 def mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
     """(mean, sample std) of the values that exist; std 0 for one value; None for none."""
     present = [v for v in values if v is not None]

@@ -13,6 +13,7 @@ from ensemble_distill import metrics
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import disagreement as study  # noqa: E402
+import seeds  # noqa: E402
 
 pytestmark = pytest.mark.slow
 NAMES = ("kd", "hydra default", "hydra joint + mixture + adapters + MI", "be")
@@ -249,3 +250,15 @@ PARAMS = {"hydra joint + mixture": 1.08, "hydra joint + mixture + adapters": 1.3
 def test_the_default_hydra_reads_both_choices_and_breaks_a_tie_by_cost(mnist, fashion, default):
     summaries = {"m": summary_of(*mnist, PARAMS), "f": summary_of(*fashion, PARAMS)}
     assert study.default_hydra(summaries)["default"] == default
+
+
+def test_the_page_keeps_every_trained_seed_when_one_seed_is_rerun(tmp_path):
+    """``--seeds 1 --only NAME`` trains seed 1's missing rows; the page still covers seeds 0
+    and 2, whose ensembles are on disk (a seed folder without one is not a trained seed)."""
+    for seed in (0, 2):
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "ensemble.safetensors").touch()
+    (tmp_path / "seed3" / "teacher").mkdir(parents=True)
+    (tmp_path / "seedling").mkdir()
+    assert seeds.page_seeds(tmp_path, [1]) == [0, 1, 2]
+    assert seeds.page_seeds(tmp_path / "none", [2, 0]) == [0, 2]
