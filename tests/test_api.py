@@ -39,6 +39,7 @@ from ensemble_distill.evaluation import (
     regression_metrics,
 )
 from ensemble_distill.methods import METHODS
+from ensemble_distill.methods.hydra import AUTO_ADAPTER_RANK
 from ensemble_distill.models import ModelSpec
 from ensemble_distill.pipeline import distill_all
 from ensemble_distill.teachers import save_teacher
@@ -144,6 +145,22 @@ def test_dataset_dataloader_and_tuple_give_the_same_student(teacher):
     ]
     for student in students[1:]:
         assert same_weights(students[0], student)
+
+
+@pytest.mark.parametrize(("widths", "rank"), [([8], 0), ([256, 32], AUTO_ADAPTER_RANK)])
+def test_a_users_body_sizes_the_auto_adapters(teacher, widths, rank):
+    """``hydra.adapter_rank: auto`` on perturbed inputs is sized against the user's body: no
+    adapters where the heads alone pass 1.5x one network's parameters (one layer of 8), rank
+    16 where the body's weights leave room for them (256 then 32 features)."""
+    torch.manual_seed(100)
+    layers, width = [], FEATURES
+    for out in widths:
+        layers += [nn.Linear(width, out), nn.ReLU()]
+        width = out
+    student = distill(
+        teacher, method="hydra+gaussian", train_data=tabular(), body=nn.Sequential(*layers)
+    )
+    assert (0 if student.adapters is None else student.adapters.down.shape[-1]) == rank
 
 
 def test_the_users_body_is_not_mutated(teacher):

@@ -115,7 +115,8 @@ def test_each_method_trains_with_its_auto_values_decided(digits):
     assert (hydra.hydra.phase1_fraction, hydra.hydra.adapter_rank) == (0.5, 0)
     assert hydra.perturbation.pool == 0  # clean inputs: nothing to pool
     # rank 16, lowered to keep the digits MLP's Hydra within 1.5x a member's parameters
-    compact = Hydra().compact_adapter_rank(setup.student_spec, setup.config.members, hydra.hydra)
+    network = engine.one_network(setup.student_spec)
+    compact = Hydra().compact_adapter_rank(network, setup.config.members, hydra.hydra)
     assert 0 < compact < AUTO_ADAPTER_RANK
     assert (mixture.hydra.phase1_fraction, mixture.hydra.adapter_rank) == (0.0, compact)
     assert mixture.perturbation.pool == 3

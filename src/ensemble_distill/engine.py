@@ -612,21 +612,21 @@ def distill_student(
     Returns:
         The trained student (on the setup's device) and its per-epoch history.
     """
-    config, data = method_config(setup, name), setup.data
+    data = setup.data
     method, perturbation = resolve_method(name)
-    options = method.options(config)
-    if perturbation is not None and setup.config.perturbation.pool == "auto":
-        limit = f"{AUTO_POOL} copies would pass the pool limit"
-        live = f"live (its inputs probe the student, or {limit})"
-        copies = config.perturbation.pool
-        log.info("%s: perturbation.pool=auto: %s", name, f"{copies} copies" if copies else live)
-    with seeded(config.seed, setup.device):
-        if body is None:
+    with seeded(setup.config.seed, setup.device):
+        base = None if body is None else base_from_body(body, setup, feature_dim)
+        config = method_config(setup, name, base)  # ``auto`` sized against the user's body
+        options = method.options(config)
+        if perturbation is not None and setup.config.perturbation.pool == "auto":
+            limit = f"{AUTO_POOL} copies would pass the pool limit"
+            live = f"live (its inputs probe the student, or {limit})"
+            copies = f"{config.perturbation.pool} copies" if config.perturbation.pool else live
+            log.info("%s: perturbation.pool=auto: %s", name, copies)
+        if base is None:
             student = method.build(setup.student_spec, config.members, options, data.mean, data.std)
         else:
-            student = method.student(
-                base_from_body(body, setup, feature_dim), config.members, options
-            )
+            student = method.student(base, config.members, options)
         student.to(setup.device)
         # Before training, which restores a resumed run's weights over this start.
         start_student(method, student, teacher, setup.student_spec, options, config.student.init)
@@ -672,17 +672,30 @@ def base_from_body(body: nn.Module, setup: Setup, feature_dim: int | None) -> Cl
     return Classifier(body, head, feature_dim)
 
 
-def method_options(config: RunConfig, name: str, spec: ModelSpec) -> Any:
+def one_network(spec: ModelSpec) -> Classifier:
+    """One network of ``spec`` on the meta device (nothing allocated, no random draws): what
+    a method's ``auto`` options are sized against."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        return create_classifier(spec)
+
+
+def method_options(
+    config: RunConfig, name: str, spec: ModelSpec, network: Classifier | None = None
+) -> Any:
     """Method ``name``'s section of ``config`` with its ``auto`` values decided for its inputs
-    and its student of ``spec``
+    and, for a method :attr:`~ensemble_distill.methods.base.DistillMethod.sized_by_network`,
+    sized against ``network`` (by default :func:`one_network` of ``spec``)
     (:meth:`~ensemble_distill.methods.base.DistillMethod.resolve`)."""
     method, _ = resolve_method(name)
+    if method.sized_by_network and network is None:
+        network = one_network(spec)
     perturbed = bool(input_names(name))
-    return method.resolve(method.options(config), perturbed, spec, config.members)
+    return method.resolve(method.options(config), perturbed, network, config.members)
 
 
-def method_config(setup: Setup, name: str) -> RunConfig:
-    """``setup.config`` as method ``name`` trains with it: its section's ``auto`` values and
+def method_config(setup: Setup, name: str, network: Classifier | None = None) -> RunConfig:
+    """``setup.config`` as method ``name`` trains with it: its section's ``auto`` values
+    (sized against ``network``, by default one of ``setup.student_spec``) and
     ``perturbation.pool`` decided (:func:`method_options`,
     :func:`~ensemble_distill.methods.perturbations.pool_copies`)."""
     config, data = setup.config, setup.data
@@ -693,7 +706,7 @@ def method_config(setup: Setup, name: str) -> RunConfig:
     return dataclasses.replace(
         config,
         perturbation=dataclasses.replace(config.perturbation, pool=pool),
-        **{method.section: method_options(config, name, setup.student_spec)},
+        **{method.section: method_options(config, name, setup.student_spec, network)},
     )
 
 

@@ -13,7 +13,7 @@ from ensemble_distill.evaluation import predict_outputs
 from ensemble_distill.methods import METHODS, DistillContext, resolve_method
 from ensemble_distill.methods.hydra import AUTO_ADAPTER_RANK, HydraConfig, phase1_epochs
 from ensemble_distill.metrics.cost import count_parameters
-from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.models import ModelSpec, create_classifier, create_model
 from ensemble_distill.teachers import DeepEnsemble
 
 HYDRA = METHODS.get("hydra")
@@ -121,13 +121,14 @@ def test_auto_adapters_keep_the_student_compact(spec, members):
         student = HYDRA.build(spec, members, options)
         return count_parameters(student) / count_parameters(create_model(spec))
 
-    rank = HYDRA.resolve(HydraConfig(), True, spec, members).adapter_rank
+    network = create_classifier(spec)
+    rank = HYDRA.resolve(HydraConfig(), True, network, members).adapter_rank
     assert 0 <= rank <= AUTO_ADAPTER_RANK
     if rank:
         assert ratio(rank) <= 1.5
     if rank < AUTO_ADAPTER_RANK:
         assert ratio(rank + 1) > 1.5
-    assert HYDRA.resolve(HydraConfig(), False, spec, members).adapter_rank == 0
+    assert HYDRA.resolve(HydraConfig(), False, network, members).adapter_rank == 0
 
 
 @pytest.mark.parametrize("perturbed", [False, True])

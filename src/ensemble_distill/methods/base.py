@@ -349,6 +349,8 @@ class DistillMethod(abc.ABC):
         trains_members: whether the student trains as M members (Hydra's heads, BatchEnsemble):
             what the ``diverse`` perturbation probes.
         default_inputs: the distillation inputs used when the method's name gives none.
+        sized_by_network: whether :meth:`resolve` sizes ``auto`` options against one network
+            of the student's architecture (Hydra's adapters), which the engine then builds.
     """
 
     section: ClassVar[str]
@@ -357,18 +359,19 @@ class DistillMethod(abc.ABC):
     color: ClassVar[str]
     trains_members: ClassVar[bool] = False
     default_inputs: ClassVar[tuple[str, ...]] = ()
+    sized_by_network: ClassVar[bool] = False
 
     def options(self, config: RunConfig) -> Any:
         """The method's section of ``config``."""
         return getattr(config, self.section)
 
     def resolve(
-        self, options: Any, perturbed: bool, spec: ModelSpec | None = None, members: int = 1
+        self, options: Any, perturbed: bool, network: Classifier | None = None, members: int = 1
     ) -> Any:
         """``options`` with their ``auto`` values decided for a student distilled on
-        ``perturbed`` inputs or on the clean ones, with ``members`` members on ``spec`` where
-        known (Hydra's phases and adapters); a method without such values returns them as
-        they are."""
+        ``perturbed`` inputs or on the clean ones, with ``members`` members, sized against
+        ``network`` (one network of its architecture) where given (Hydra's phases and
+        adapters); a method without such values returns them as they are."""
         return options
 
     def build(

@@ -231,6 +231,7 @@ class Hydra(DistillMethod):
     tasks = ("classification", "regression")
     color = "#0072B2"
     trains_members = True
+    sized_by_network = True  # auto adapters keep the student compact
 
     def build(
         self,
@@ -254,40 +255,37 @@ class Hydra(DistillMethod):
         self,
         options: HydraConfig,
         perturbed: bool,
-        spec: ModelSpec | None = None,
+        network: Classifier | None = None,
         members: int = 1,
     ) -> HydraConfig:
         """``auto`` phases and adapters decided: on clean inputs the paper's two phases without
         adapters (the RQ3 study's default); on perturbed inputs one joint phase and, for heads
         on the body's features, rank-:data:`AUTO_ADAPTER_RANK` adapters — the Hydra the
         disagreement study chose on validation on MNIST and Fashion-MNIST (issue 28) — lowered
-        on a small network of ``spec`` to the rank that keeps the student compact
-        (:meth:`compact_adapter_rank`). The engine resolves them per method name
-        (``engine.method_options``); a caller that does not gets no adapters and the phases of
-        its context's inputs."""
+        on a small ``network`` (one network of the student's architecture) to the rank that
+        keeps the student compact (:meth:`compact_adapter_rank`). The engine resolves them per
+        method name (``engine.method_options``); a caller that does not gets no adapters and
+        the phases of its context's inputs."""
         phase1 = options.phase1_fraction
         rank = options.adapter_rank
         if phase1 == "auto":
             phase1 = 0.0 if perturbed else 0.5
         if rank == "auto":
             rank = AUTO_ADAPTER_RANK if perturbed and options.split is None else 0
-            if rank and spec is not None:
-                rank = min(rank, self.compact_adapter_rank(spec, members, options))
+            if rank and network is not None:
+                rank = min(rank, self.compact_adapter_rank(network, members, options))
         return dataclasses.replace(options, phase1_fraction=phase1, adapter_rank=rank)
 
-    def compact_adapter_rank(self, spec: ModelSpec, members: int, options: HydraConfig) -> int:
-        """The largest adapter rank r at which the student of ``spec`` with ``members`` heads
-        keeps at most :data:`COMPACT_PARAMETERS` times the parameters of one network of
-        ``spec``: r = ⌊(1.5·P_network − P_hydra(r = 0)) / (2·F·M)⌋, clipped at 0 (each rank
+    def compact_adapter_rank(self, network: Classifier, members: int, options: HydraConfig) -> int:
+        """The largest adapter rank r at which the student on ``network``'s body with
+        ``members`` heads keeps at most :data:`COMPACT_PARAMETERS` times ``network``'s
+        parameters: r = ⌊(1.5·P_network − P_hydra(r = 0)) / (2·F·M)⌋, clipped at 0 (each rank
         adds 2·F weights per head, :class:`~ensemble_distill.models.heads.LowRankAdapters`).
-        Counted on the meta device, so nothing is allocated."""
+        The heads are counted on the meta device, drawing nothing from the random stream."""
         with torch.device("meta"), torch.random.fork_rng(devices=[]):
-            network = create_classifier(spec)
-            single = count_parameters(network)
-            per_rank = 2 * network.feature_dim * members
             without = self.student(network, members, dataclasses.replace(options, adapter_rank=0))
-            budget = COMPACT_PARAMETERS * single - count_parameters(without)
-        return max(0, int(budget // per_rank))
+        budget = COMPACT_PARAMETERS * count_parameters(network) - count_parameters(without)
+        return max(0, int(budget // (2 * network.feature_dim * members)))
 
     def check_architectures(
         self, options: HydraConfig, teacher_spec: ModelSpec, student_spec: ModelSpec
