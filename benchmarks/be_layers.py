@@ -21,14 +21,12 @@ best), round-robin, fastest of the rounds. Writes docs/results/be_layers.{json,m
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from seeds import write_page
+from timing import fastest_ms, micro_main
 from torch import Tensor, nn
 
 from ensemble_distill.models import ModelSpec, create_model
@@ -64,9 +62,8 @@ def scale_activations(layer: BELinear | BEConv2d, x: Tensor) -> Tensor:
         return BELinear.forward(layer, x)  # the shipped form for fully connected layers
     rows = split_members(x, layer.members)
     factor = (layer.members, 1, -1, 1, 1)  # (members, rows, channels, height, width)
-    out = F.conv2d(
-        (rows * layer.r.view(factor)).flatten(0, 1), layer.weight, None, layer.stride, layer.padding
-    )
+    scaled = (rows * layer.r.view(factor)).flatten(0, 1)
+    out = F.conv2d(scaled, layer.weight, None, layer.stride, layer.padding, layer.dilation)
     out = split_members(out, layer.members)
     if layer.bias is not None:
         out = out + layer.bias.view(factor)
@@ -86,8 +83,9 @@ def member_weights(layer: BELinear | BEConv2d, x: Tensor) -> Tensor:
 def with_form(student: BatchEnsemble, form: Form | None) -> nn.Module:
     """``student`` with every BE layer's forward replaced by ``form`` (in place); None: as
     shipped."""
-    for layer in be_layers(student) if form is not None else []:
-        layer.forward = lambda x, layer=layer: form(layer, x)
+    if form is not None:
+        for layer in be_layers(student):
+            layer.forward = lambda x, layer=layer: form(layer, x)
     return student
 
 
@@ -104,8 +102,7 @@ def train_step(model: nn.Module, x: Tensor, precision: str) -> Callable[[], None
 
 
 def workload_row(spec: ModelSpec, members: int, rounds: int, precision: str) -> dict:
-    """Milliseconds per training step of each contender, fastest of ``rounds`` round-robin
-    rounds after one warm-up step each."""
+    """Milliseconds per training step of each contender (:func:`timing.fastest_ms`)."""
     torch.manual_seed(0)
     images = len(spec.input_shape) == 3
     layout = torch.channels_last if images and precision == "bf16" else torch.contiguous_format
@@ -125,15 +122,7 @@ def workload_row(spec: ModelSpec, members: int, rounds: int, precision: str) -> 
         "member weights": train_step(student(member_weights), inputs(BATCH), precision),
         "as shipped": train_step(student(None), inputs(BATCH), precision),
     }
-    best = dict.fromkeys(steps, float("inf"))
-    for step in steps.values():
-        step()
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: 1e3 * seconds for name, seconds in best.items()}
+    return fastest_ms(steps, rounds)
 
 
 def run(quick: bool, rounds: int) -> dict:
@@ -204,13 +193,8 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "be_layers")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="one tiny model, for the tests")
-    args = parser.parse_args()
-    rounds = 2 if args.quick else args.rounds
-    write_page(args.doc, run(args.quick, rounds), markdown)
+    description = __doc__.split("\n\n")[0]
+    micro_main(description, ROOT / "docs" / "results" / "be_layers", run, markdown)
 
 
 if __name__ == "__main__":

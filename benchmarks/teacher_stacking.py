@@ -16,13 +16,11 @@ docs/results/teacher_stacking.{json,md}:
 
 from __future__ import annotations
 
-import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from seeds import write_page
+from timing import fastest_ms, micro_main
 from torch import Tensor
 
 from ensemble_distill.models import ModelSpec, create_model
@@ -83,19 +81,6 @@ def convolutions(network: torch.nn.Module) -> list[torch.nn.Conv2d]:
     return [module for module in network.modules() if isinstance(module, torch.nn.Conv2d)]
 
 
-def timed(contenders: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Milliseconds of each contender, fastest of ``rounds`` round-robin rounds after a warm-up."""
-    best = dict.fromkeys(contenders, float("inf"))
-    for step in contenders.values():
-        step()
-    for _ in range(rounds):
-        for name, step in contenders.items():
-            start = time.perf_counter()
-            step()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return {name: 1e3 * seconds for name, seconds in best.items()}
-
-
 def run(quick: bool, rounds: int) -> dict:
     rows = {}
     for name, spec in (QUICK if quick else WORKLOADS).items():
@@ -103,7 +88,7 @@ def run(quick: bool, rounds: int) -> dict:
         auto = "stacked" if should_vectorize("auto", members) else "looped"
         for setting in SETTINGS:
             precision = resolve_precision(setting, "cpu")
-            ms = timed(steps(spec, precision), rounds)
+            ms = fastest_ms(steps(spec, precision), rounds)
             rows[f"{name}, {setting}"] = {
                 "workload": name,
                 "channels": [conv.out_channels for conv in convolutions(members[0])],
@@ -159,13 +144,8 @@ def markdown(record: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results" / "teacher_stacking")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="one tiny model, for the tests")
-    args = parser.parse_args()
-    rounds = 2 if args.quick else args.rounds
-    write_page(args.doc, run(args.quick, rounds), markdown)
+    description = __doc__.split("\n\n")[0]
+    micro_main(description, ROOT / "docs" / "results" / "teacher_stacking", run, markdown)
 
 
 if __name__ == "__main__":

@@ -17,20 +17,20 @@ from ensemble_distill.models.batchensemble import BEConv2d, BELinear  # noqa: E4
 
 
 @pytest.mark.parametrize(
-    "layer",
+    "make_layer",
     [
-        BEConv2d(3, 4, 3, padding=1, members=2),
-        BEConv2d(3, 4, 3, stride=2, bias=False, members=2),
-        BELinear(5, 6, 2),
-        BELinear(5, 6, 2, bias=False),
+        lambda: BEConv2d(3, 4, 3, padding=1, members=2),
+        lambda: BEConv2d(3, 4, 3, stride=2, bias=False, members=2),
+        lambda: BELinear(5, 6, 2),
+        lambda: BELinear(5, 6, 2, bias=False),
     ],
     ids=["conv", "conv, no bias", "linear", "linear, no bias"],
 )
 @pytest.mark.parametrize("form", [be_layers.scale_activations, be_layers.member_weights])
-def test_every_form_computes_the_layer(layer, form):
+def test_every_form_computes_the_layer(make_layer, form):
     """The forms differ in cost only: each equals the shipped layer (float64)."""
     torch.manual_seed(0)
-    layer = layer.double()
+    layer = make_layer().double()
     with torch.no_grad():
         for param in (layer.r, layer.s, layer.bias):
             if param is not None:
