@@ -78,6 +78,7 @@ def steps(spec: ModelSpec, precision: str) -> dict[str, Callable[[], None]]:
 
 
 def convolutions(network: torch.nn.Module) -> list[torch.nn.Conv2d]:
+    """The network's convolutions, in order (their widths decide ``auto``)."""
     return [module for module in network.modules() if isinstance(module, torch.nn.Conv2d)]
 
 
