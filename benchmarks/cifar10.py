@@ -36,6 +36,7 @@ from seeds import (
     distil_from_teacher,
     ensemble_curve,
     mean_std,
+    page_seeds,
     rows_over_seeds,
     write_page,
 )
@@ -269,13 +270,14 @@ def main() -> None:
     if not args.tabulate_only:
         for seed in args.seeds:
             run_seed(images, runs, seed, args.only, args.quick)
-    per_seed = {seed: collect(runs, seed) for seed in args.seeds}
+    seeds = page_seeds(runs, args.seeds, marker="teacher")
+    per_seed = {seed: collect(runs, seed) for seed in seeds}
     summary = tabulate(per_seed)
     doc, plot = (runs / "page", runs / "shift.png") if args.quick else (DOC, PLOT)
     plot_shift(summary, plot)
     record = {
         "command": "python benchmarks/cifar10.py --data-dir ../shared/data --seeds "
-        + " ".join(map(str, args.seeds)),
+        + " ".join(map(str, seeds)),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

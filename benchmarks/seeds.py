@@ -37,15 +37,15 @@ def study_parser(description: str, datasets: Sequence[str]) -> argparse.Argument
     return parser
 
 
-def page_seeds(out: Path, asked: Sequence[int]) -> list[int]:
+def page_seeds(out: Path, asked: Sequence[int], marker: str = "ensemble.safetensors") -> list[int]:
     """The seeds a study's page covers: those asked for and every other seed already trained
-    under ``out`` (``seed<k>/ensemble.safetensors``), so that training one seed's missing
-    rows (``--seeds 1 --only NAME``) never rewrites the page with that seed alone."""
+    under ``out`` (``seed<k>/`` holding ``marker``: its teacher's saved outputs, or its
+    teacher folder), so that training one seed's missing rows (``--seeds 1 --only NAME``)
+    never rewrites the page with that seed alone."""
     trained = {
         int(folder.name.removeprefix("seed"))
         for folder in out.glob("seed*/")
-        if folder.name.removeprefix("seed").isdigit()
-        and (folder / "ensemble.safetensors").is_file()
+        if folder.name.removeprefix("seed").isdigit() and (folder / marker).exists()
     }
     return sorted(trained | set(asked))
 

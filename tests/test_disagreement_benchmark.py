@@ -262,3 +262,4 @@ def test_the_page_keeps_every_trained_seed_when_one_seed_is_rerun(tmp_path):
     (tmp_path / "seedling").mkdir()
     assert seeds.page_seeds(tmp_path, [1]) == [0, 1, 2]
     assert seeds.page_seeds(tmp_path / "none", [2, 0]) == [0, 2]
+    assert seeds.page_seeds(tmp_path, [1], marker="teacher") == [1, 3]  # the CIFAR-10 study's
