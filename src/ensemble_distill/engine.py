@@ -673,10 +673,10 @@ def base_from_body(body: nn.Module, setup: Setup, feature_dim: int | None) -> Cl
 
 
 def one_network(spec: ModelSpec) -> Classifier:
-    """One network of ``spec`` on the meta device (nothing allocated, no random draws): what
-    a method's ``auto`` options are sized against."""
-    with torch.device("meta"), torch.random.fork_rng(devices=[]):
-        return create_classifier(spec)
+    """One network of ``spec`` on the meta device (:func:`_build_on_meta`: nothing allocated,
+    no random draws): what a method's ``auto`` options are sized against."""
+    fix = "fix model / student.model_args"
+    return _build_on_meta(lambda: create_classifier(spec), f"a network of {spec.name!r}", fix)
 
 
 def method_options(
