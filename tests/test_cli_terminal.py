@@ -12,8 +12,9 @@ import pytest
 from test_config_validation import config_leaves
 
 from ensemble_distill import training
-from ensemble_distill.cli import field_comments, main
+from ensemble_distill.cli import main
 from ensemble_distill.config import OptimConfig, StudentConfig
+from ensemble_distill.config_listing import field_comments
 from ensemble_distill.data import DATASETS, dataset_args_of
 from ensemble_distill.methods import METHODS
 from ensemble_distill.methods.perturbations import PERTURBATIONS

@@ -70,7 +70,7 @@ def test_ctrl_c_in_a_command_that_does_not_train_says_only_interrupted(monkeypat
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ensemble_distill.cli.config_listing", interrupted)
+    monkeypatch.setattr("ensemble_distill.config_listing.config_listing", interrupted)
     assert main(["config"]) == INTERRUPTED
     assert capsys.readouterr().err.strip() == "ensemble-distill: interrupted"
 

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import codecs
-import dataclasses
-import inspect
-import io
 import json
 import logging
 import os
 import sys
-import textwrap
-import tokenize
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ensemble_distill.errors import ConfigError, EnsembleDistillError
 
@@ -278,155 +272,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def config_listing() -> str:
-    """``ensemble-distill config``: every key as ``key = default  # meaning``, each section
-    headed by its docstring's first line, then the registered names a key may take."""
-    from ensemble_distill.config import Config  # imports torch: after parsing
-    from ensemble_distill.data import DATASETS, dataset_args_of
-    from ensemble_distill.methods import METHODS
-    from ensemble_distill.methods.perturbations import PERTURBATIONS
-    from ensemble_distill.models import MODELS
-
-    lines = ["# Every config key and its default: set it as key=value or in a --config FILE."]
-    lines += section_lines(Config(), "")
-    lines += [
-        "",
-        f"# datasets (dataset=NAME): {', '.join(DATASETS.names())}",
-        *(
-            f"#   {name} takes dataset_args: {', '.join(args)}"
-            for name in DATASETS.names()
-            if (args := dataset_args_of(name))
-        ),
-        f"# models (model=NAME, student.model=NAME): {', '.join(MODELS.names())}",
-        f"# methods (methods=[NAME, ...]): {', '.join(METHODS.names())}",
-        f"# inputs (methods=[METHOD+NAME]): {', '.join(PERTURBATIONS.names())}",
-    ]
-    return "\n".join(lines)
-
-
-def section_lines(section: Any, prefix: str) -> Iterator[str]:
-    """``prefix + key = default  # comment`` for every field of ``section`` (a config
-    dataclass instance), nested sections after a blank line and their docstring's summary."""
-    comments = field_comments(type(section))
-    for item in dataclasses.fields(section):
-        value = getattr(section, item.name)
-        if dataclasses.is_dataclass(value):
-            yield ""
-            summary = section_summary(type(value))
-            yield f"# {prefix}{item.name}: {summary}" if summary else f"# {prefix}{item.name}"
-            yield from section_lines(value, f"{prefix}{item.name}.")
-        else:
-            comment = comments.get(item.name)
-            line = f"{prefix}{item.name} = {yaml_text(value)}"
-            yield f"{line}  # {comment}" if comment else line
-
-
-def yaml_text(value: Any) -> str:
-    """``value`` as it is written after ``key=`` on the command line (YAML flow style)."""
-    import yaml
-
-    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000, sort_keys=False)
-    return text.removesuffix("\n...\n").strip()
-
-
-def section_summary(cls: type) -> str | None:
-    """The first paragraph of a section's own docstring, on one line (None for the signature
-    that dataclasses make up when a section has no docstring)."""
-    doc = inspect.getdoc(cls)
-    if not doc or doc.startswith(f"{cls.__name__}("):
-        return None
-    return " ".join(doc.split("\n\n")[0].split())
-
-
-def field_comments(cls: type) -> dict[str, str]:
-    """The source comments of each field of the dataclass ``cls`` (and of its dataclass
-    bases): the comment lines right above the field, then the one at its end, joined — the
-    only place the config's keys are explained next to their defaults."""
-    comments: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            comments |= own_field_comments(klass)
-    return comments
-
-
-def own_field_comments(cls: type) -> dict[str, str]:
-    """:func:`field_comments` of the fields written in ``cls``'s own class body."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):  # made by make_dataclass (Config), or no source installed
-        return {}
-    comments: dict[int, tuple[str, bool]] = {}  # line → (text, alone on its line)
-    lines = source.splitlines()
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        if token.type == tokenize.COMMENT:
-            row, column = token.start
-            alone = lines[row - 1][:column].strip() == ""
-            comments[row] = (token.string.lstrip("#").strip(), alone)
-    found = {}
-    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            parts, row = [], node.lineno - 1
-            while row in comments and comments[row][1]:
-                parts.insert(0, comments[row][0])
-                row -= 1
-            end = comments.get(node.end_lineno or node.lineno)
-            parts += [end[0]] if end and not end[1] else []
-            if parts:
-                found[node.target.id] = " ".join(parts)
-    return found
-
-
-def print_summary(results: dict[str, Any], out: Path) -> None:
-    """The few columns a terminal holds (:func:`summary_columns`), then where the full table
-    and the report are: results.md has 16 columns, 300+ characters a row, which a terminal
-    wraps into noise."""
-    from ensemble_distill.report.table import REGRESSION, cell_text, ordered_names, task_of
-
-    columns = summary_columns(task_of(results) == REGRESSION)
-    methods = results["methods"]
-    rows = [["model", *(header for _, header in columns)]]
-    rows += [
-        [name, *(cell_text(methods[name], column) for column, _ in columns)]
-        for name in ordered_names(methods)
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    ood = results.get("ood") or "none"
-    print(
-        f"# {results['dataset']}: deep ensemble of {results['members']} members vs students "
-        f"(test split; OOD set: {ood})"
-    )
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
-        print("  ".join(cells).rstrip())
-    print(f"all metrics and footnotes: {out / 'results.md'}")
-    print(f"report: {out / 'report.html'}")
-
-
-def summary_columns(regression: bool) -> list[tuple[Any, str]]:
-    """(column of results.md, short header) of the terminal summary."""
-    from ensemble_distill.report import table
-
-    if regression:
-        chosen = [
-            (table.RMSE, "RMSE ↓"),
-            (table.NLL, "NLL ↓"),
-            (table.COVERAGE_90, "cov90 →0.9"),
-            (table.AUROC_EPISTEMIC, "OOD AUROC ↑"),
-            (table.PARAMS, "params"),
-        ]
-    else:
-        chosen = [
-            (table.ACC, "ACC ↑"),
-            (table.NLL, "NLL ↓"),
-            (table.CNLL, "cNLL ↓"),
-            (table.DEE, "DEE ↑"),
-            (table.AUROC, "OOD AUROC ↑"),
-            (table.PARAMS, "params"),
-        ]
-    return chosen
-
-
 def run_report_command(args: argparse.Namespace) -> list[Path]:
     """Build the report of one run, or the comparison of several; the written files."""
     from ensemble_distill.report import build_report, compare_runs  # imports matplotlib
@@ -469,6 +314,8 @@ def run_pipeline_command(args: argparse.Namespace) -> None:
             config_from=config_source(args),
         )
     if results is not None:
+        from ensemble_distill.report.summary import print_summary  # imports matplotlib
+
         print_summary(results, args.out)
 
 
@@ -532,7 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[console])
     try:
         if args.command == "config":
-            print(config_listing())
+            from ensemble_distill import config_listing  # imports torch: after parsing
+
+            print(config_listing.config_listing())
         elif args.command in REPORT_COMMANDS:
             print("\n".join(str(path) for path in run_report_command(args)))
         elif args.command == "export":
