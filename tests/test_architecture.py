@@ -35,7 +35,8 @@ FACES = {
     "pipeline": ("pipeline", "out_folder", "settings"),
     "export": ("export",),
 }
-COMMAND_LINE = ("cli", "config_listing", "sweep", "__main__")  # above the faces: it calls pipeline and export
+# Above the faces: it calls pipeline and export.
+COMMAND_LINE = ("cli", "config_listing", "sweep", "__main__")
 ENGINE = ("methods", "models", "data", "metrics", "teachers")
 ABOVE_ENGINE = (*COMMAND_LINE, *(area for areas in FACES.values() for area in areas))
 
