@@ -6,7 +6,10 @@ members (forward, backward and an Adam step), in fp32 on NCHW images and in bf16
 channels-last ones (what ``precision=auto`` / ``memory_format=auto`` choose on a CPU with
 native bf16), for the ``cnn`` at the widths users train: the default (32, 64 channels) on
 CIFAR-sized and MNIST-sized images, and the narrow one of configs/diversity_fashion.yaml and
-of the digits benchmarks (8, 16). Round-robin, fastest of the rounds. Writes
+of the digits benchmarks (8, 16). Then inference: the M members' outputs on a batch of the
+evaluation's size without gradients (evaluation, the teacher's outputs for distillation), the
+same networks and a ResNet-20 (stacked by ``torch.func.vmap``), stacked against looped (what
+``DeepEnsemble.loops_inference`` decides). Round-robin, fastest of the rounds. Writes
 docs/results/teacher_stacking.{json,md}:
 
     python benchmarks/teacher_stacking.py --doc docs/results/teacher_stacking
@@ -41,6 +44,9 @@ WORKLOADS = {
 }
 QUICK = {"cnn 4, 1 x 8 x 8": ModelSpec("cnn", (1, 8, 8), 10, {"channels": [4]})}
 SETTINGS = ("fp32", "auto")
+# Inference: also a network only vmap stacks; batches of eval.batch_size (the default).
+INFERENCE_WORKLOADS = {**WORKLOADS, "resnet20, 3 x 32 x 32": ModelSpec("resnet20", (3, 32, 32), 10)}
+INFERENCE_BATCH = 1024
 
 
 def steps(spec: ModelSpec, precision: str) -> dict[str, Callable[[], None]]:
@@ -77,6 +83,23 @@ def steps(spec: ModelSpec, precision: str) -> dict[str, Callable[[], None]]:
     return {"stacked": stacked, "looped": looped}
 
 
+def inference(spec: ModelSpec, precision: str, batch: int) -> dict[str, Callable[[], None]]:
+    """The M members' outputs on one batch without gradients, stacked and looped."""
+    torch.manual_seed(0)
+    ensemble = DeepEnsemble([create_model(spec) for _ in range(MEMBERS)]).eval()
+    x = torch.randn(batch, *spec.input_shape)
+
+    def call(loop: bool) -> Callable[[], None]:
+        def forward() -> None:
+            ensemble.loop_inference = loop
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, precision == "bf16"):
+                ensemble(x)
+
+        return forward
+
+    return {"stacked": call(False), "looped": call(True)}
+
+
 def convolutions(network: torch.nn.Module) -> list[torch.nn.Conv2d]:
     """The network's convolutions, in order (their widths decide ``auto``)."""
     return [module for module in network.modules() if isinstance(module, torch.nn.Conv2d)]
@@ -99,6 +122,22 @@ def run(quick: bool, rounds: int) -> dict:
                 "ms": ms,
                 "stacked_over_looped": ms["stacked"] / ms["looped"],
             }
+    inference_rows, batch = {}, 64 if quick else INFERENCE_BATCH
+    for name, spec in (QUICK if quick else INFERENCE_WORKLOADS).items():
+        probe = DeepEnsemble([create_model(spec) for _ in range(MEMBERS)]).eval()
+        with torch.no_grad():
+            auto = "looped" if probe.loops_inference(torch.zeros(1)) else "stacked"
+        for setting in SETTINGS:
+            precision = resolve_precision(setting, "cpu")
+            ms = fastest_ms(inference(spec, precision, batch), rounds)
+            inference_rows[f"{name}, {setting}"] = {
+                "workload": name,
+                "setting": setting,
+                "precision": precision,
+                "auto": auto,
+                "ms": ms,
+                "stacked_over_looped": ms["stacked"] / ms["looped"],
+            }
     return {
         "command": "python benchmarks/teacher_stacking.py --doc docs/results/teacher_stacking",
         "machine": machine_info(),
@@ -107,7 +146,25 @@ def run(quick: bool, rounds: int) -> dict:
         "batch": BATCH,
         "rounds": rounds,
         "rows": rows,
+        "inference_batch": batch,
+        "inference": inference_rows,
     }
+
+
+def table(rows: dict) -> list[str]:
+    """The markdown table of stacked against looped milliseconds per workload and setting."""
+    lines = [
+        "| workload | setting | stacked ms | looped ms | stacked / looped | auto picks |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows.values():
+        ms = row["ms"]
+        lines.append(
+            f"| {row['workload']} | {row['setting']} ({row['precision']}) | "
+            f"{ms['stacked']:.1f} | {ms['looped']:.1f} | {row['stacked_over_looped']:.2f} | "
+            f"{row['auto']} |"
+        )
+    return lines
 
 
 def markdown(record: dict) -> str:
@@ -123,16 +180,8 @@ def markdown(record: dict) -> str:
         "grouped over the members; *looped*: one member after another; *auto picks*: what "
         "`teacher.vectorize=auto` chooses for these members on the CPU.",
         "",
-        "| workload | setting | stacked ms | looped ms | stacked / looped | auto picks |",
-        "|---|---|---:|---:|---:|---|",
     ]
-    for row in record["rows"].values():
-        ms = row["ms"]
-        lines.append(
-            f"| {row['workload']} | {row['setting']} ({row['precision']}) | "
-            f"{ms['stacked']:.1f} | {ms['looped']:.1f} | {row['stacked_over_looped']:.2f} | "
-            f"{row['auto']} |"
-        )
+    lines += table(record["rows"])
     lines += [
         "",
         "A stacked / looped ratio above 1: stacking is slower. `teacher.vectorize=auto` stacks "
@@ -140,7 +189,16 @@ def markdown(record: dict) -> str:
         "(teachers/train.py: `STACKED_CONV_MAX_CHANNELS`); any number is taken as measured here, "
         "on this machine.",
         "",
+        "## Inference",
+        "",
+        f"The M members' outputs on a batch of {record['inference_batch']} without gradients "
+        "(evaluation, the teacher's outputs for distillation), the fastest of "
+        f"{record['rounds']} rounds; *auto picks*: what `DeepEnsemble.loops_inference` chooses "
+        "on the CPU (one after another for a network with convolutions). The ResNet-20 is not "
+        "a layer stack: stacked, it runs under `torch.func.vmap`.",
+        "",
     ]
+    lines += [*table(record["inference"]), ""]
     return "\n".join(lines)
 
 

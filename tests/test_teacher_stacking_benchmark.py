@@ -23,4 +23,7 @@ def test_quick_run_writes_its_page(tmp_path):
     assert [row["setting"] for row in rows] == list(teacher_stacking.SETTINGS)
     assert all(row["auto"] == "stacked" for row in rows)  # 4 channels: narrow
     assert all(ms > 0 for row in rows for ms in row["ms"].values())
+    inference = list(record["inference"].values())
+    assert [row["setting"] for row in inference] == list(teacher_stacking.SETTINGS)
+    assert all(row["auto"] == "looped" for row in inference)  # convolutions, on the CPU
     assert doc.with_suffix(".md").read_text() == teacher_stacking.markdown(record)

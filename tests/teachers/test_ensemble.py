@@ -29,6 +29,29 @@ def test_forward_members_takes_one_batch_per_member():
     torch.testing.assert_close(out[1], members[1](x[1]))
 
 
+def test_convolutional_members_run_one_by_one_without_gradients_on_the_cpu(monkeypatch):
+    cnn = ModelSpec("cnn", (1, 8, 8), 3, {"channels": [4]})
+    members = [create_model(cnn) for _ in range(3)]
+    ensemble = DeepEnsemble(members).eval()
+    x = torch.rand(5, 1, 8, 8)
+    stacked = ensemble(x)  # gradients on: stacked, as the training rule chose
+    looped = []
+    spy = ensemble._looped_forward
+    monkeypatch.setattr(ensemble, "_looped_forward", lambda *a: looped.append(1) or spy(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(ensemble(x), stacked.detach())
+        torch.testing.assert_close(
+            ensemble.forward_members(x.expand(3, *x.shape)), stacked.detach().transpose(0, 1)
+        )
+        assert len(looped) == 2
+        ensemble.loop_inference = False  # forced: stacked
+        ensemble(x)
+        assert len(looped) == 2
+        mlp = DeepEnsemble([create_model(SPEC) for _ in range(2)])
+        assert not mlp.loops_inference(torch.rand(1))  # fully connected: stacked pays
+    assert not DeepEnsemble(members).loops_inference(x)  # gradients: the training rule's
+
+
 def test_vectorised_training_equals_training_members_one_by_one(splits):
     optim = OptimConfig(lr=1e-2)
     kwargs = dict(members=3, seed=1, epochs=2, batch_size=16, optim=optim, quiet=True)

@@ -5,6 +5,10 @@ computation instead of M small ones: as grouped layers (:mod:`ensemble_distill.m
 when the members are a plain layer stack, else with ``torch.func.vmap`` over
 ``functional_call``. A network vmap cannot run (data-dependent control flow, ``.item()``, ...,
 as a user's own module may hold) runs member by member on the same stacked weights.
+
+Without gradients on the CPU (evaluation, the teacher's outputs for distillation) convolutional
+members run one after another too: there a loop beats both the grouped convolutions and vmap
+(docs/results/teacher_stacking.md, inference table).
 """
 
 from __future__ import annotations
@@ -52,13 +56,29 @@ class DeepEnsemble(nn.Module):
         self._leaves = grouped_leaves(self.stacked)
         # Set once vmap failed where one member at a time ran: from then on, member by member.
         self._looped = False
+        # Inference: None lets :meth:`loops_inference` decide; True / False force it.
+        self.loop_inference: bool | None = None
+        self._convolutional = any(
+            isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in members[0].modules()
+        )
 
     def train(self, mode: bool = True) -> DeepEnsemble:
         self._skeleton[0].train(mode)
         return super().train(mode)
 
+    def loops_inference(self, x: Tensor) -> bool:
+        """Whether a call on ``x`` runs the members one after another instead of stacked:
+        ``loop_inference`` when set, else without gradients on the CPU for a network with
+        convolutions (where the loop is faster; with gradients the training rule,
+        ``teacher.vectorize``, has already chosen how the members train)."""
+        if self.loop_inference is not None:
+            return self.loop_inference
+        return self._convolutional and x.device.type == "cpu" and not torch.is_grad_enabled()
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, ...) shared by all members → logits (batch, members, classes)."""
+        if self.loops_inference(x):
+            return self._looped_forward(x, None).transpose(0, 1)
         if self._leaves is not None:
             return grouped_forward(self._leaves, x, self.num_members, per_member=False).transpose(
                 0, 1
@@ -67,6 +87,8 @@ class DeepEnsemble(nn.Module):
 
     def forward_members(self, x: Tensor) -> Tensor:
         """x: (members, batch, ...), one batch per member → logits (members, batch, classes)."""
+        if self.loops_inference(x):
+            return self._looped_forward(x, 0)
         if self._leaves is not None:
             return grouped_forward(self._leaves, x, self.num_members, per_member=True)
         return self._each_member(x, in_dims_x=0)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 # CPU even when small (benchmarks/cifar10_sizing.py: ResNets, M = 4).
 VECTORIZE_MAX_WEIGHTS = 5_000_000
 # On the CPU grouped convolutions pay only while they are narrow: a stacked step of 4 members
-# takes 0.50-0.93x the looped time with convolutions of 8 and 16 channels, 1.31-2.61x with the
+# takes 0.53-0.96x the looped time with convolutions of 8 and 16 channels, 1.44-2.36x with the
 # default cnn's 32 and 64 (fp32 and bf16; docs/results/teacher_stacking.md).
 STACKED_CONV_MAX_CHANNELS = 16
 # Offset of a member's augmentation stream from its initialisation seed (teacher.augment_shift).
