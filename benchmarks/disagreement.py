@@ -541,9 +541,9 @@ def dm_better(key: str, mean: float, base: float) -> bool:
 
 def dm_verdict(rows: dict[str, dict], seeds: list[int]) -> dict | None:
     """ConfODS − each baseline, per metric, with the larger of the two seeds' std; a win is a
-    better value (:func:`dm_better`) by more than that std. *reproduced* where ConfODS beats
-    both baselines in every metric, *not reproduced* where it beats neither in any, else
-    *partly*. None until the three students have every seed."""
+    better value (:func:`dm_better`) by more than that std, a loss a worse one by more than it.
+    *reproduced* where ConfODS beats both baselines in every metric, *not reproduced* where it
+    beats neither in any, else *partly*. None until the three students have every seed."""
     names = (DM_STUDENT, *DM_BASELINES)
     if any(name not in rows or rows[name]["seeds"] != seeds for name in names):
         return None
@@ -551,12 +551,22 @@ def dm_verdict(rows: dict[str, dict], seeds: list[int]) -> dict | None:
     for key in DM_METRICS:
         for base in DM_BASELINES:
             (mean, std), (base_mean, base_std) = rows[DM_STUDENT][key], rows[base][key]
-            win = dm_better(key, mean, base_mean) and abs(mean - base_mean) > max(std, base_std)
-            gaps[f"{key} vs {base}"] = {"gap": mean - base_mean, "std": max(std, base_std)}
-            gaps[f"{key} vs {base}"]["win"] = win
-            wins.append(win)
+            beyond = abs(mean - base_mean) > max(std, base_std)
+            better = dm_better(key, mean, base_mean)
+            gaps[f"{key} vs {base}"] = {
+                "gap": mean - base_mean,
+                "std": max(std, base_std),
+                "win": better and beyond,
+                "loss": not better and beyond,
+            }
+            wins.append(better and beyond)
     verdict = "reproduced" if all(wins) else "not reproduced" if not any(wins) else "partly"
     return {"gaps": gaps, "verdict": verdict}
+
+
+def dm_mark(gap: dict) -> str:
+    """A gap's mark on the page: a win, a loss, or none (within the seeds' std: a tie)."""
+    return " **win**" if gap["win"] else " **loss**" if gap["loss"] else ""
 
 
 def dm_lines(verdict: dict | None) -> list[str]:
@@ -569,8 +579,8 @@ def dm_lines(verdict: dict | None) -> list[str]:
         "",
         f"`{DM_STUDENT}` − each baseline, mean over the seeds (the larger seeds' std in "
         "brackets; **win**: better by more than it: a lower cNLL, an MI ratio closer to 1, a "
-        "higher ρ). Reproduced: ConfODS wins against both in every metric; not reproduced: "
-        "it wins nowhere.",
+        "higher ρ; **loss**: worse by more than it). Reproduced: ConfODS wins against both in "
+        "every metric; not reproduced: it wins nowhere; partly: in between.",
         "",
         "| metric | vs `be` | vs `be + gaussian` |",
         "|---|---:|---:|",
@@ -579,9 +589,7 @@ def dm_lines(verdict: dict | None) -> list[str]:
         cells = [verdict["gaps"][f"{key} vs {base}"] for base in DM_BASELINES]
         lines.append(
             f"| {label} | "
-            + " | ".join(
-                f"{g['gap']:+.4f} ({g['std']:.4f}){' **win**' if g['win'] else ''}" for g in cells
-            )
+            + " | ".join(f"{g['gap']:+.4f} ({g['std']:.4f}){dm_mark(g)}" for g in cells)
             + " |"
         )
     return [*lines, "", f"**Verdict: {verdict['verdict']}.**"]

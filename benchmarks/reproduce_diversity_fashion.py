@@ -90,8 +90,11 @@ HISTORY = (
     "([disagreement.md](disagreement.md)). The DEE column uses the rule of its time, which read "
     "every student worse than one member as 1.00; today's rule extrapolates below DE-1 "
     "([methods.md](../methods.md)), so a mean here that includes such a seed (1.00 ± 0.00 "
-    "certainly) is an upper bound. BatchEnsemble, "
-    "ODS / ConfODS and LatentBE at the patient budget are to be re-measured (issue 28)."
+    "certainly) is an upper bound. Diversity Matters at the patient budget (BatchEnsemble "
+    "students on clean inputs and on pooled Gaussian, ODS and ConfODS inputs, and LatentBE; "
+    "3 seeds; today's DEE rule) is re-measured on the disagreement study's page, "
+    "[disagreement_fashion.md](disagreement_fashion.md#diversity-matters-re-measured), with "
+    "its verdict; read that page, not this one, for the product's BatchEnsemble students."
 )
 
 

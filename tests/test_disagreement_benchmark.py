@@ -170,6 +170,16 @@ def test_the_diversity_matters_verdict_needs_wins_beyond_the_std(confods, verdic
     assert result["gaps"]["cnll vs be"]["gap"] == pytest.approx(confods["cnll"] - 0.30)
 
 
+def test_a_worse_value_beyond_the_std_is_marked_a_loss():
+    confods = {"cnll": 0.35, "ood_mi_ratio": 0.8, "mi_spearman_ood": 0.505}
+    gaps = study.dm_verdict(dm_rows(confods, BASE, BASE), [0, 1, 2])["gaps"]
+    assert gaps["cnll vs be"]["loss"] and not gaps["cnll vs be"]["win"]
+    assert gaps["ood_mi_ratio vs be"]["win"] and not gaps["ood_mi_ratio vs be"]["loss"]
+    assert not gaps["mi_spearman_ood vs be"]["win"] and not gaps["mi_spearman_ood vs be"]["loss"]
+    lines = study.dm_lines({"gaps": gaps, "verdict": "partly"})
+    assert "| cNLL | +0.0500 (0.0100) **loss** |" in "\n".join(lines)
+
+
 def test_no_verdict_until_every_seed_has_the_three_students():
     rows = dm_rows(BASE, BASE, BASE)
     rows["be + gaussian"]["seeds"] = [0, 1]
