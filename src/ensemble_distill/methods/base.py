@@ -87,7 +87,7 @@ class DistillContext:
             inputs (the clean training inputs, or ``distill_inputs``), computed once and reused
             by every unperturbed method and epoch.
         perturbation: the input perturbation of this method (``METHOD+NAME``), or None; with
-            one, teachers run live on each perturbed batch, as one stacked computation, unless
+            one, teachers run live on each perturbed batch, as one call of the ensemble, unless
             ``perturbation.pool`` = K ≥ 1: then K perturbed copies of the distillation inputs
             and the teachers' outputs on them are computed once, here (:class:`InputPool`).
         progress_dir: where each training phase keeps its per-epoch progress file (see
@@ -181,7 +181,8 @@ class DistillContext:
             return Batch(x, y, x_source, self._cached[rows])
         self.teacher.eval()
         x_tilde = self.perturbation(x_source, self._state)
-        # Stacked members, no autograd graph, in the autocast precision ``fit`` runs the step in.
+        # Every member (stacked, or one by one where DeepEnsemble.loops_inference says so), no
+        # autograd graph, in the autocast precision ``fit`` runs the step in.
         with torch.no_grad():
             return Batch(x, y, x_tilde, self.teacher(x_tilde))
 

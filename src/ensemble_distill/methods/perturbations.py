@@ -1,7 +1,7 @@
 """Distillation inputs: where the student meets the teachers, beyond the clean training set.
 
 Each maps clean inputs x (batch, ...) in [0, 1] to new inputs x̃ (batch, ...), computed per
-batch and detached; the teachers run live on x̃ as one stacked computation, and the same x̃ goes
+batch and detached; the teachers run live on x̃ as one call of the ensemble, and the same x̃ goes
 to every student member; methods keep the label term on the clean x. Registered by name in
 ``PERTURBATIONS`` and combined with any student as ``METHOD+NAME``, chained left to right:
 ``hydra+mixup``, ``be+confods``, ``be+mixup+confods`` (mixup, then a ConfODS step).
@@ -331,9 +331,9 @@ def build_pool(
 ) -> InputPool:
     """``copies`` passes of ``perturbation`` over ``x`` in batches of ``batch_size``, with
     ``state`` (its generator: the same stream a live run starts from), and the teachers'
-    outputs on each batch as one stacked call, without gradients, under bf16 autocast when
-    ``precision`` is or resolves to bf16 (as a live step computes them: ``fit`` resolves
-    ``auto`` the same way)."""
+    outputs on each batch as one call of the ensemble, without gradients, under bf16
+    autocast when ``precision`` is or resolves to bf16 (as a live step computes them: ``fit``
+    resolves ``auto`` the same way)."""
     teacher = state.teacher.eval()
     count = len(x)
     inputs, outputs = None, []
