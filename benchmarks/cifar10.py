@@ -12,8 +12,8 @@ folder, evaluated on the test split, the OOD set and the corrupted test copies
 student goes on from its last epoch, a finished one is kept. ``--tabulate-only`` rewrites the
 page from the finished runs; a row lists the seeds it holds. Sizing (docs/results/
 cifar10_sizing.md): on two CPU cores one seed of every student costs days, BatchEnsemble most
-(5.3x a KD epoch on ResNet-20); a GPU runs it in hours. ``--quick``: a few images, a tiny CNN,
-one corruption (a test).
+(5.3x a KD epoch on ResNet-20); a GPU runs it in hours (``--device cuda``; the page's machine
+line then names the GPU). ``--quick``: a few images, a tiny CNN, one corruption (a test).
 """
 
 from __future__ import annotations
@@ -98,22 +98,29 @@ def prepare_images(data_dir: str, runs: Path, per_class: int) -> Path:
     return images
 
 
-def config_for(images: Path, seed: int, method: str, overrides: list[str], quick: bool):
-    items = [f"data_dir={images}", f"seed={seed}", f"methods=[{method}]", *overrides]
+def config_for(
+    images: Path, seed: int, method: str, overrides: list[str], quick: bool, device: str = "cpu"
+):
+    items = [f"data_dir={images}", f"seed={seed}", f"methods=[{method}]", f"device={device}"]
+    items += overrides
     return load_config(ROOT / "configs" / "cifar10.yaml", [*items, *(QUICK if quick else [])])
 
 
-def run_seed(images: Path, runs: Path, seed: int, only: list[str] | None, quick: bool) -> None:
-    """The teacher once, then every student not finished yet from a copy of it (resumable)."""
+def run_seed(
+    images: Path, runs: Path, seed: int, only: list[str] | None, quick: bool, device: str = "cpu"
+) -> None:
+    """The teacher once, then every student not finished yet from a copy of it (resumable),
+    on ``device`` (``cpu``, or ``cuda`` on a GPU)."""
     folder = runs / f"seed{seed}"
     teacher_run = folder / "teacher"
     if not (teacher_run / "teacher" / "manifest.json").is_file():
         print(f"seed {seed}: training the teacher", flush=True)
-        run(config_for(images, seed, "kd", [], quick), teacher_run, steps=("teacher",), quiet=True)
+        config = config_for(images, seed, "kd", [], quick, device)
+        run(config, teacher_run, steps=("teacher",), quiet=True)
     for name, (method, overrides) in STUDENTS.items():
         if only and name not in only:
             continue
-        config = config_for(images, seed, method, overrides, quick)
+        config = config_for(images, seed, method, overrides, quick, device)
         seconds = distil_from_teacher(teacher_run, folder / name, config)
         if seconds is not None:
             print(f"seed {seed}: {name} done ({seconds:.0f} s)", flush=True)
@@ -264,12 +271,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="train only these students (names)")
     parser.add_argument("--tabulate-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a few images, a tiny CNN: a test")
+    parser.add_argument("--device", default="cpu", help="where to train: cpu, or cuda on a GPU")
     args = parser.parse_args()
     runs = RUNS.with_name("cifar10_quick") if args.quick else RUNS
     images = prepare_images(args.data_dir, runs, 12 if args.quick else PER_CLASS)
     if not args.tabulate_only:
         for seed in args.seeds:
-            run_seed(images, runs, seed, args.only, args.quick)
+            run_seed(images, runs, seed, args.only, args.quick, args.device)
     seeds = page_seeds(runs, args.seeds, marker="teacher")
     per_seed = {seed: collect(runs, seed) for seed in seeds}
     summary = tabulate(per_seed)
@@ -277,7 +285,8 @@ def main() -> None:
     plot_shift(summary, plot)
     record = {
         "command": "python benchmarks/cifar10.py --data-dir ../shared/data --seeds "
-        + " ".join(map(str, seeds)),
+        + " ".join(map(str, seeds))
+        + (f" --device {args.device}" if args.device != "cpu" else ""),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

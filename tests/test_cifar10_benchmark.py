@@ -5,6 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from ensemble_distill.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -41,3 +44,13 @@ def test_a_quick_study_writes_rows_curves_and_the_page(tmp_path):
     before = (tmp_path / "seed0" / "kd" / "results.json").stat().st_mtime_ns
     study.run_seed(images, tmp_path, 0, ["kd"], quick=True)
     assert (tmp_path / "seed0" / "kd" / "results.json").stat().st_mtime_ns == before
+
+
+def test_the_device_reaches_every_config(tmp_path):
+    """``--device cuda`` trains the teacher and every student on the GPU (refused without one)."""
+    if torch.cuda.is_available():
+        assert study.config_for(tmp_path, 0, "kd", [], quick=True, device="cuda").device == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            study.config_for(tmp_path, 0, "kd", [], quick=True, device="cuda")
+    assert study.config_for(tmp_path, 0, "kd", [], quick=True).device == "cpu"
