@@ -347,6 +347,18 @@ KEYS += ("ood_auroc_mi", "mi_spearman_test", "mi_spearman_ood", "ood_mi_ratio", 
 KEYS += ("val_cnll", "val_noise_rho", "val_tiles_rho", "val_shift_rho")
 
 
+# Every student trains on at least this many seeds (the issue's 3); the rows a choice or a
+# claim rests on by a gap smaller than the seeds' std may have more (``--seeds 3 4 --only ...``,
+# 5 in all), and every row is averaged over the seeds it has.
+MIN_SEEDS = 3
+
+
+def comparable(row: dict, seeds: list[int]) -> bool:
+    """Whether a row has the seeds a choice or a verdict reads: ``MIN_SEEDS`` of them (every
+    seed of a page with fewer); a row still training on its first seeds has not."""
+    return len(row["seeds"]) >= min(MIN_SEEDS, len(seeds))
+
+
 def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
     seeds, rows, curve = (
         sorted(per_seed),
@@ -354,8 +366,8 @@ def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
         curve_over_seeds(per_seed),
     )
     val_de2 = mean_std([per_seed[s]["val_curve"][1] for s in seeds])
-    every_seed = {name: row for name, row in rows.items() if row["seeds"] == seeds}
-    chosen, tie, within = choose(every_seed, val_de2)
+    complete = {name: row for name, row in rows.items() if comparable(row, seeds)}
+    chosen, tie, within = choose(complete, val_de2)
     return {
         "seeds": seeds,
         "rows": rows,
@@ -366,7 +378,7 @@ def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
         "val_de2": val_de2,
         "within_bound": within,
         "missing": [name for name in study.students if name not in rows],
-        "partial": [name for name, row in rows.items() if row["seeds"] != seeds],
+        "partial": [name for name in rows if name not in complete],
     }
 
 
@@ -543,9 +555,10 @@ def dm_verdict(rows: dict[str, dict], seeds: list[int]) -> dict | None:
     """ConfODS − each baseline, per metric, with the larger of the two seeds' std; a win is a
     better value (:func:`dm_better`) by more than that std, a loss a worse one by more than it.
     *reproduced* where ConfODS beats both baselines in every metric, *not reproduced* where it
-    beats neither in any, else *partly*. None until the three students have every seed."""
+    beats neither in any, else *partly*. None until the three students have their seeds
+    (:func:`comparable`)."""
     names = (DM_STUDENT, *DM_BASELINES)
-    if any(name not in rows or rows[name]["seeds"] != seeds for name in names):
+    if any(name not in rows or not comparable(rows[name], seeds) for name in names):
         return None
     gaps, wins = {}, []
     for key in DM_METRICS:
@@ -676,9 +689,9 @@ def markdown(study: Study, record: dict) -> str:
     if summary["missing"] or summary["partial"]:
         lines += [
             "",
-            "Not trained yet for every seed (the command resumes and adds them; a row marked "
-            "with its seeds is averaged over those, and the choice reads only rows of every "
-            "seed): "
+            f"Not trained yet on {MIN_SEEDS} seeds (the command resumes and adds them; a row "
+            "marked with its seeds is averaged over those, and the choice and the verdict read "
+            f"only rows of at least {MIN_SEEDS} seeds): "
             + ", ".join(f"`{name}`" for name in [*summary["partial"], *summary["missing"]])
             + ".",
         ]

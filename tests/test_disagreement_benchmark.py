@@ -180,11 +180,24 @@ def test_a_worse_value_beyond_the_std_is_marked_a_loss():
     assert "| cNLL | +0.0500 (0.0100) **loss** |" in "\n".join(lines)
 
 
-def test_no_verdict_until_every_seed_has_the_three_students():
+def test_no_verdict_until_the_three_students_have_three_seeds():
     rows = dm_rows(BASE, BASE, BASE)
     rows["be + gaussian"]["seeds"] = [0, 1]
     assert study.dm_verdict(rows, [0, 1, 2]) is None
     assert study.dm_lines(None) == []
+
+
+def test_extra_seeds_for_a_few_rows_leave_the_others_comparable():
+    """Seeds 3 and 4 trained for the verdict's students only (a claim resting on a gap smaller
+    than the std): the verdict reads their 5 seeds, and the rows of 3 seeds stay in."""
+    confods = {"cnll": 0.25, "ood_mi_ratio": 0.8, "mi_spearman_ood": 0.6}
+    rows = dm_rows(confods, BASE, BASE, seeds=(0, 1, 2, 3, 4))
+    assert study.dm_verdict(rows, [0, 1, 2, 3, 4])["verdict"] == "reproduced"
+    rows["be"]["seeds"] = [0, 1, 2]
+    assert study.dm_verdict(rows, [0, 1, 2, 3, 4]) is not None
+    rows["be"]["seeds"] = [3, 4]  # a row on its first seeds only
+    assert study.dm_verdict(rows, [0, 1, 2, 3, 4]) is None
+    assert study.comparable({"seeds": [0]}, [0])  # a one-seed page: every seed it has
 
 
 @pytest.mark.parametrize(
