@@ -46,6 +46,8 @@ from hydra_tradeoff import (
     run_seed,
 )
 from seeds import (
+    MIN_SEEDS,
+    comparable,
     curve_lines,
     curve_over_seeds,
     dee_marks,
@@ -347,18 +349,6 @@ KEYS = (
 )
 KEYS += ("ood_auroc_mi", "mi_spearman_test", "mi_spearman_ood", "ood_mi_ratio", "scale")
 KEYS += ("val_cnll", "val_noise_rho", "val_tiles_rho", "val_shift_rho")
-
-
-# Every student trains on at least this many seeds (the issue's 3); the rows a choice or a
-# claim rests on by a gap smaller than the seeds' std may have more (``--seeds 3 4 --only ...``,
-# 5 in all), and every row is averaged over the seeds it has.
-MIN_SEEDS = 3
-
-
-def comparable(row: dict, seeds: list[int]) -> bool:
-    """Whether a row has the seeds a choice or a verdict reads: ``MIN_SEEDS`` of them (every
-    seed of a page with fewer); a row still training on its first seeds has not."""
-    return len(row["seeds"]) >= min(MIN_SEEDS, len(seeds))
 
 
 def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:

@@ -13,6 +13,8 @@ study's too (same config, ``student.init=random`` being the default): they are c
 trained again. Every other student's outputs on the validation, test and OOD splits are saved
 to runs/member_start[_fashion]/seed<k>/<student>.safetensors; a finished student is kept, so
 stop and rerun at will (one process per seed in parallel if you like).
+A student is compared once it has 3 seeds; where a gap is smaller than the std, seeds 3 and 4
+of the students it rests on join with ``--seeds 3 4 --only NAME ...``.
 
 The verdict reads validation data only: ``member`` becomes the default only if, on both data
 sets, it lowers every student's validation cNLL at the default budget (4x) by more than the
@@ -39,7 +41,9 @@ from disagreement import (
 )
 from hydra_tradeoff import ROOT, Study, run_seed
 from seeds import (
+    MIN_SEEDS,
     cell,
+    comparable,
     curve_lines,
     curve_over_seeds,
     dee_marks,
@@ -154,8 +158,8 @@ def gap(rows: dict, a: str, b: str, key: str) -> dict | None:
 
 def verdicts(rows: dict, seeds: list[int]) -> dict[str, dict]:
     """Per student and budget, member − random in validation cNLL and validation MI ρ, over the
-    seeds both have (rows of every seed only)."""
-    complete = {name: row for name, row in rows.items() if row["seeds"] == seeds}
+    seeds each has (rows of at least ``MIN_SEEDS`` seeds only: :func:`seeds.comparable`)."""
+    complete = {name: row for name, row in rows.items() if comparable(row, seeds)}
     table = {}
     for method in METHODS:
         for budget in BUDGETS:
@@ -180,7 +184,7 @@ def default_verdict(summary: dict) -> str:
         entry = summary["verdicts"][f"{method} 4x"]
         cnll, rho = entry["val_cnll"], entry["val_noise_rho"]
         if cnll is None:
-            return f"none yet, `{method}` at 4x is not trained on every seed"
+            return f"none yet, `{method}` at 4x is not trained on {MIN_SEEDS} seeds"
         costs_rho = rho is not None and -rho["gap"] > rho["std"]
         votes.append(bool(better(cnll, lower=True)) and not costs_rho)
     return "yes" if all(votes) else "no"

@@ -68,6 +68,18 @@ def aggregate(
     }
 
 
+# A study trains every student on at least this many seeds (issue 28's 3); the rows a choice or a
+# claim rests on by a gap smaller than the seeds' std may have more (``--seeds 3 4 --only ...``,
+# 5 in all), and every row is averaged over the seeds it has.
+MIN_SEEDS = 3
+
+
+def comparable(row: dict, seeds: list[int]) -> bool:
+    """Whether a row has the seeds a choice or a verdict reads: ``MIN_SEEDS`` of them (every
+    seed of a page with fewer); a row still training on its first seeds has not."""
+    return len(row["seeds"]) >= min(MIN_SEEDS, len(seeds))
+
+
 def rows_over_seeds(per_seed: dict[int, dict], keys: Sequence[str]) -> dict[str, dict]:
     """Each row of ``per_seed[seed]["rows"]`` as (mean, std) per key over the seeds that have
     it (a study may still be running), with those seeds and the DEE notes any of them has."""

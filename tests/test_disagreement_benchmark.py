@@ -197,7 +197,7 @@ def test_extra_seeds_for_a_few_rows_leave_the_others_comparable():
     assert study.dm_verdict(rows, [0, 1, 2, 3, 4]) is not None
     rows["be"]["seeds"] = [3, 4]  # a row on its first seeds only
     assert study.dm_verdict(rows, [0, 1, 2, 3, 4]) is None
-    assert study.comparable({"seeds": [0]}, [0])  # a one-seed page: every seed it has
+    assert seeds.comparable({"seeds": [0]}, [0])  # a one-seed page: every seed it has
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def summary_with(cnll_gap: float, rho_gap: float) -> dict:
         cnll = 0.05 + (cnll_gap if member else 0.0)
         rho = 0.8 + (rho_gap if member else 0.0)
         rows[name] = {"val_cnll": (cnll, 0.001), "val_noise_rho": (rho, 0.01)}
-    return {"verdicts": study.verdicts(rows_of(rows), [0, 1, 2])}
+    return {"rows": rows, "verdicts": study.verdicts(rows_of(rows), [0, 1, 2])}
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,19 @@ def test_no_vote_while_a_student_lacks_a_seed():
     summary = summary_with(-0.005, 0.0)
     rows = rows_of({"kd random 4x": {"val_cnll": (0.05, 0.0)}}, seeds=(0,))
     summary["verdicts"] = study.verdicts(rows, [0, 1, 2])
+    assert study.default_verdict(summary).startswith("none yet")
+
+
+def test_extra_seeds_for_a_few_students_keep_the_others_in_the_vote():
+    """Seeds 3 and 4 trained for the 4x students only: the rows of 3 seeds still vote; a row
+    on its first seeds does not."""
+    summary = summary_with(-0.005, 0.0)
+    rows = {name: {**entry, "seeds": [0, 1, 2]} for name, entry in summary["rows"].items()}
+    rows["kd member 4x"]["seeds"] = [0, 1, 2, 3, 4]
+    summary["verdicts"] = study.verdicts(rows, [0, 1, 2, 3, 4])
+    assert study.default_verdict(summary) == "yes"
+    rows["kd random 4x"]["seeds"] = [3, 4]
+    summary["verdicts"] = study.verdicts(rows, [0, 1, 2, 3, 4])
     assert study.default_verdict(summary).startswith("none yet")
 
 
