@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from ensemble_distill import distributed, engine
 from ensemble_distill.checkpoint import atomic_write, read_manifest
 from ensemble_distill.config import RunConfig
+from ensemble_distill.data import DataSplits
 from ensemble_distill.data.ood import ood_line
 from ensemble_distill.engine import Setup, hardware_line, load_student, prepare
 from ensemble_distill.evaluation import (
@@ -269,57 +270,17 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     leaves the earlier results whole.
     """
     config, data = setup.config, setup.data
-    teacher, manifest = load_own_teacher(setup, out)
-    models: dict[str, nn.Module] = {"ensemble": teacher, "member": teacher.member(0)}
-    weights = dict.fromkeys(models, manifest["weights_sha256"])
-    for name in config.methods:
-        directory = out / "students" / name
-        models[name] = load_student(directory, setup.device, names_model(directory, setup))
-        weights[name] = read_manifest(out / "students" / name)["weights_sha256"]
-        # A fitted disagreement temperature's effect is visible: the student at s = 1 beside it.
-        if (unscaled := at_unit_scale(models[name])) is not None:
-            models[name + UNSCALED], weights[name + UNSCALED] = unscaled, weights[name]
-    ood_name, ood = next(iter(data.ood.items()), (None, None))
-    results: dict[str, Any] = {
-        "dataset": data.name,
-        "task": data.task,
-        "members": config.members,
-        "ood": ood_name,
-        # what the OOD set is and how its images were converted (data/ood.py), or null
-        "ood_set": dataclasses.asdict(data.ood_source) if data.ood_source else None,
-        "version": package_version(),  # of ensemble-distill, which computed these numbers
-        "methods": {},
-    }
-    splits = {"val": data.val.x, "test": data.test.x}
-    splits |= {"ood": ood.x} if ood is not None else {}
-    if data.task == "regression" and data.input_shape == (1,):
-        splits["grid"] = input_grid(data)
-    predictions = {"labels/val": data.val.y, "labels/test": data.test.y}
-    kinds, outputs = {}, {}
-    for name, model in models.items():
-        kinds[name] = GAUSSIAN if data.task == "regression" else output_kind(model)
-        outputs[name] = {
+    teacher, models, weights = load_models(setup, out)
+    splits = evaluation_inputs(data)
+    kinds = {name: model_kind(model, data.task) for name, model in models.items()}
+    outputs = {
+        name: {
             split: predict_outputs(model, x, config.eval.batch_size, setup.device)
             for split, x in splits.items()
         }
-        predictions |= {f"{name}/{split}": v for split, v in outputs[name].items()}
-    if data.task == "regression":
-        predictions["inputs/grid"] = splits.get("grid", torch.empty(0))
-        if "grid" in splits:  # 1-D inputs: the report draws test points and the OOD region
-            predictions["inputs/test"] = data.test.x
-            predictions |= {"inputs/ood": ood.x} if ood is not None else {}
-        results |= {"target_mean": data.target_mean, "target_std": data.target_std}
-        results["methods"] = regression_scores(outputs, data)
-    else:
-        results["methods"], results["ensemble_size_cnll"] = classification_scores(
-            outputs, kinds, data
-        )
-        if diversity := member_diversity(outputs, kinds):
-            results["test_diversity"] = diversity
-        if config.eval.corruptions:  # dataset shift (shift.py)
-            ev = config.eval
-            shift = (ev.corruptions, ev.severities, config.seed, ev.batch_size, setup.device)
-            results["shift"] = shift_scores(models, kinds, data.test.x, data.test.y, *shift)
+        for name, model in models.items()
+    }
+    results = results_header(setup) | scores(setup, models, kinds, outputs)
     for name, model in models.items():
         repeats = config.eval.latency_repeats
         results["methods"][name] |= cost_metrics(model, data.test.x, repeats, setup.device)
@@ -327,6 +288,113 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     if analysis is not None:
         results["diversity"] = diversity_summary(analysis)
     results["weights_sha256"] = weights
+    predictions = predictions_of(data, splits, outputs)
+    write_results(out, config, results, predictions, kinds, analysis)
+    return results
+
+
+def load_models(
+    setup: Setup, out: Path
+) -> tuple[DeepEnsemble, dict[str, nn.Module], dict[str, str]]:
+    """The teacher; every model evaluation scores (the ensemble, its member 0, each student and,
+    beside a student with a fitted disagreement temperature, the same weights at s = 1); and
+    the SHA-256 of each one's weights."""
+    teacher, manifest = load_own_teacher(setup, out)
+    models: dict[str, nn.Module] = {"ensemble": teacher, "member": teacher.member(0)}
+    weights = dict.fromkeys(models, manifest["weights_sha256"])
+    for name in setup.config.methods:
+        directory = out / "students" / name
+        models[name] = load_student(directory, setup.device, names_model(directory, setup))
+        weights[name] = read_manifest(directory)["weights_sha256"]
+        if (unscaled := at_unit_scale(models[name])) is not None:
+            models[name + UNSCALED], weights[name + UNSCALED] = unscaled, weights[name]
+    return teacher, models, weights
+
+
+def evaluation_inputs(data: DataSplits) -> dict[str, Tensor]:
+    """The inputs every model is evaluated on: validation, test, the first OOD set and, for
+    1-D regression, a grid for the report's bands."""
+    splits = {"val": data.val.x, "test": data.test.x}
+    if data.ood:
+        splits["ood"] = next(iter(data.ood.values())).x
+    if data.task == "regression" and data.input_shape == (1,):
+        splits["grid"] = input_grid(data)
+    return splits
+
+
+def model_kind(model: nn.Module, task: str) -> str:
+    """How to read a model's outputs: Gaussians for regression, else logits or Dirichlet."""
+    return GAUSSIAN if task == "regression" else output_kind(model)
+
+
+def results_header(setup: Setup) -> dict[str, Any]:
+    """What results.json says of the run before its scores."""
+    data = setup.data
+    return {
+        "dataset": data.name,
+        "task": data.task,
+        "members": setup.config.members,
+        "ood": next(iter(data.ood), None),
+        # what the OOD set is and how its images were converted (data/ood.py), or null
+        "ood_set": dataclasses.asdict(data.ood_source) if data.ood_source else None,
+        "version": package_version(),  # of ensemble-distill, which computed these numbers
+        "methods": {},
+    }
+
+
+def scores(
+    setup: Setup,
+    models: dict[str, nn.Module],
+    kinds: dict[str, str],
+    outputs: dict[str, dict[str, Tensor]],
+) -> dict[str, Any]:
+    """Every model's metrics from its ``outputs`` (regression, or classification with the
+    ensemble-size cNLL curve, the members' diversity and, with ``eval.corruptions``, the
+    scores under dataset shift: shift.py, which runs the models again on corrupted inputs)."""
+    config, data = setup.config, setup.data
+    if data.task == "regression":
+        return {
+            "methods": regression_scores(outputs, data),
+            "target_mean": data.target_mean,
+            "target_std": data.target_std,
+        }
+    scored: dict[str, Any] = {}
+    scored["methods"], scored["ensemble_size_cnll"] = classification_scores(outputs, kinds, data)
+    if diversity := member_diversity(outputs, kinds):
+        scored["test_diversity"] = diversity
+    if config.eval.corruptions:
+        ev = config.eval
+        shift = (ev.corruptions, ev.severities, config.seed, ev.batch_size, setup.device)
+        scored["shift"] = shift_scores(models, kinds, data.test.x, data.test.y, *shift)
+    return scored
+
+
+def predictions_of(
+    data: DataSplits, splits: dict[str, Tensor], outputs: dict[str, dict[str, Tensor]]
+) -> dict[str, Tensor]:
+    """What OUT/predictions.safetensors holds: the labels, each model's outputs per split as
+    ``NAME/SPLIT`` and, for regression, the inputs the report draws."""
+    predictions = {"labels/val": data.val.y, "labels/test": data.test.y}
+    for name, by_split in outputs.items():
+        predictions |= {f"{name}/{split}": value for split, value in by_split.items()}
+    if data.task == "regression":
+        predictions["inputs/grid"] = splits.get("grid", torch.empty(0))
+        if "grid" in splits:  # 1-D inputs: the report draws test points and the OOD region
+            predictions["inputs/test"] = data.test.x
+            predictions |= {"inputs/ood": splits["ood"]} if "ood" in splits else {}
+    return predictions
+
+
+def write_results(
+    out: Path,
+    config: RunConfig,
+    results: dict[str, Any],
+    predictions: dict[str, Tensor],
+    kinds: dict[str, str],
+    analysis: dict[str, Any] | None,
+) -> None:
+    """Write config.yaml, diversity.json (with ``analysis``), predictions.safetensors,
+    results.json and results.md, each whole or not at all."""
     save_config(out, config)
     if analysis is not None:
         atomic_write(out / "diversity.json", json.dumps(analysis, indent=2))
@@ -335,7 +403,6 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     atomic_write(out / "predictions.safetensors", blob)
     atomic_write(out / RESULTS, json.dumps(results, indent=2))
     atomic_write(out / "results.md", results_markdown(results))
-    return results
 
 
 def member_diversity(
