@@ -477,13 +477,56 @@ def floors(
     ]
 
 
+def reading(miss: float, std: float | None) -> str:
+    """A floor ``met``, a ``tie`` (missed by less than the seeds' std) or ``missed``."""
+    if miss <= 0:
+        return "met"
+    return "tie" if std is not None and miss < std else "missed"
+
+
 def floor_line(text: str, miss: float, std: float | None) -> str:
     """One floor as the page says it: met, not met, or missed by less than the seeds' std."""
-    if miss <= 0:
-        return f"- met: {text}"
-    if std is not None and miss < std:
+    read = reading(miss, std)
+    if read == "tie":
         return f"- **not met, a tie** (short by {miss:.4f} < the seeds' std {std:.4f}): {text}"
-    return f"- **not met**: {text}"
+    return f"- met: {text}" if read == "met" else f"- **not met**: {text}"
+
+
+def floor_table(summary: dict, rho_floor: float) -> list[str]:
+    """Every compact student with an MI against the fidelity floors, not only the chosen one:
+    what a user can have at a compact student's cost, and which floor each one misses."""
+    rows, curve = summary["rows"], summary["curve"]
+    names = [
+        name
+        for name, row in rows.items()
+        if name not in ("ensemble", "member")
+        and comparable(row, summary["seeds"])
+        and compact(row)
+        and row["mi_spearman_ood"]
+    ]
+    lines = [
+        "",
+        "Every compact student with an MI against the same floors (*tie*: short by less than "
+        "the seeds' std):",
+        "",
+        f"| student | OOD MI ratio | MI ρ OOD | OOD AUROC by MI | cNLL (DE-2 {curve[1][0]:.4f}) "
+        "| floors met |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in sorted(names):
+        row = rows[name]
+        values = (
+            f"{row['ood_mi_ratio'][0]:.3f}",
+            f"{row['mi_spearman_ood'][0]:.3f}",
+            f"{row['ood_auroc_mi'][0]:.4f}",
+            f"{row['cnll'][0]:.4f}",
+        )
+        marks = [reading(miss, std) for _, miss, std in floors(rows, name, curve, rho_floor)[1:]]
+        cells = [f"{value} {mark}" for value, mark in zip(values, marks, strict=True)]
+        met = marks.count("met")
+        ties = f" + {marks.count('tie')} tie" if "tie" in marks else ""
+        lines.append(f"| {name} | {' | '.join(cells)} | {met}{ties} of 4 |")
+    return lines
 
 
 def plot(summary: dict, path: Path, rho_floor: float) -> None:
@@ -705,6 +748,7 @@ def markdown(study: Study, record: dict) -> str:
                 summary["rows"], summary["chosen"], summary["curve"], RHO_FLOOR[study.title]
             )
         ),
+        *floor_table(summary, RHO_FLOOR[study.title]),
         *agreement_lines(summary.get("ensemble_agreement"), c),
         "",
         f"Shaded: the band [0.5, 2] of the OOD MI ratio; dotted: ρ {RHO_FLOOR[study.title]}; "

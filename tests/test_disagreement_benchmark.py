@@ -237,6 +237,29 @@ def test_the_floors_measure_each_miss_against_its_floor():
     assert misses == pytest.approx([0.0, 0.1, 0.01, -0.02, 0.0004])
 
 
+def test_the_floor_table_reads_every_compact_student_with_an_mi():
+    def row(seeds=(0, 1, 2), flops=1.3, **values):
+        base = {"params_x": (1.3, 0.0), "flops_x": (flops, 0.0), "seeds": list(seeds)}
+        return base | {k: (v, 0.01) for k, v in values.items()}
+
+    fidelity = {"ood_mi_ratio": 0.6, "ood_auroc_mi": 0.96, "cnll": 0.0490}
+    rows = {
+        "ensemble": row(flops=10, ood_auroc_mi=0.95, mi_spearman_ood=1.0),
+        "a": row(mi_spearman_ood=0.845, **fidelity),  # ρ and cNLL short by less than 0.01
+        "b": row(mi_spearman_ood=0.70, **fidelity | {"ood_mi_ratio": 0.1}),
+        "wide": row(flops=10, mi_spearman_ood=0.9, **fidelity),  # not compact
+        "new": row(seeds=(3,), mi_spearman_ood=0.9, **fidelity),  # on its first seed
+        "kd": row(mi_spearman_ood=None, **fidelity) | {"mi_spearman_ood": None},  # no MI
+    }
+    summary = {"rows": rows, "curve": [(0.05, 0.0), (0.0486, 0.0)], "seeds": [0, 1, 2, 3]}
+    table = [line for line in study.floor_table(summary, 0.85) if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| a", "| b"]
+    assert table[1].endswith("0.600 met | 0.845 tie | 0.9600 met | 0.0490 tie | 2 + 2 tie of 4 |")
+    assert table[2].endswith(
+        "0.100 missed | 0.700 missed | 0.9600 met | 0.0490 tie | 1 + 1 tie of 4 |"
+    )
+
+
 def summary_of(chosen: str, tie: list[str], params: dict[str, float]) -> dict:
     rows = {name: {"params_x": (value, 0.0)} for name, value in params.items()}
     return {"chosen": chosen, "tie": tie, "rows": rows}
