@@ -24,7 +24,9 @@ n``, ``split k``, ``batch n``, shapes (``8 × 8``), a budget in the teacher's ep
 be checked goes into ``ALLOWED`` with its reason.
 
 A figure printed with d decimals matches a number v of the JSON (every int and float at any
-depth, plus the few ratios the pages print but the JSON holds as parts: ``DERIVED``) when
+depth, plus the few ratios the pages print but the JSON holds as parts: ``DERIVED``; not the
+per-seed values under ``per_seed`` unless its sentence speaks of single seeds, ``PER_SEED``,
+and never a page's per-confidence-bin curves, ``summary.diversity``) when
 |v − x| ≤ ½·10^−d; an integer with trailing zeros (``100``, ``20,000``) is read at its last
 non-zero digit. p % matches p/100 or p; ``10k`` is 10,000; a unit (``MFLOPs``, ``ms``, ``MiB``,
 ``GB``) may also be stored in base units. Signs are kept.
@@ -320,10 +322,10 @@ def quoted_figures() -> list[Figure]:
 # --- matching --------------------------------------------------------------------------
 
 
-def _numbers(node) -> list[float]:
-    """Every int and float in a JSON value, at any depth."""
+def _numbers(node, skip: tuple[str, ...] = ()) -> list[float]:
+    """Every int and float in a JSON value, at any depth, but under the keys ``skip``."""
     if isinstance(node, dict):
-        return [v for item in node.values() for v in _numbers(item)]
+        return [v for key, item in node.items() if key not in skip for v in _numbers(item)]
     if isinstance(node, list):
         return [v for item in node for v in _numbers(item)]
     if isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node):
@@ -452,12 +454,27 @@ DERIVED = {
 }
 
 
+# A sentence about single seeds ("4.8 to ≥ 10 by seed", "seed 0 reads 0.231"), which may
+# quote a page's per-seed values; any other figure is read against what its tables show.
+PER_SEED = re.compile(r"\b(?:by|every|each|per|some|one|any) seed\b|\bseeds? \d")
+# Thousands of per-seed values and per-confidence-bin curves would match almost any figure by
+# chance (9 in 10 three-decimal figures on the disagreement pages): the seeds' count only in a
+# sentence about single seeds, the bins never.
+SEED_KEYS = ("per_seed",)
+
+
 @cache
-def json_values(page: str) -> list[float]:
-    """The numbers of docs/results/PAGE.json, with the figures DERIVED from them."""
+def json_values(page: str, seeds: bool = False) -> list[float]:
+    """The numbers of docs/results/PAGE.json, with the figures DERIVED from them; the per-seed
+    values only with ``seeds``. A page's ``summary.diversity`` is the per-confidence-bin
+    curves of its figure, never quoted."""
     data = json.loads((RESULTS / f"{page}.json").read_text(encoding="utf-8"))
     derived = DERIVED.get(page, lambda _: [])(data)
-    return sorted(_numbers(data) + [v for v in derived if math.isfinite(v)])
+    summary = data.get("summary")
+    if isinstance(summary, dict) and "diversity" in summary:
+        data = data | {"summary": {k: v for k, v in summary.items() if k != "diversity"}}
+    skip = () if seeds else SEED_KEYS
+    return sorted(_numbers(data, skip) + [v for v in derived if math.isfinite(v)])
 
 
 def _near(values: list[float], target: float, tol: float) -> bool:
@@ -470,8 +487,9 @@ def matches(figure: Figure) -> bool:
     factors = [0.01, 1.0] if figure.percent else [1.0, figure.scale]
     targets = [figure.value * f for f in factors]
     tols = [tol * f * (1 + 1e-9) for f in factors]
+    seeds = PER_SEED.search(figure.sentence) is not None
     for page in figure.pages:
-        values = json_values(page)
+        values = json_values(page, seeds)
         if any(_near(values, t, e) for t, e in zip(targets, tols, strict=True)):
             return True
     return False
@@ -539,6 +557,26 @@ def test_stale_figures_fail(tmp_path, monkeypatch):
         assert _check(held, "benchmarks") == []
     finally:
         json_values.cache_clear()  # the other tests read the real pages
+
+
+def test_per_seed_values_count_only_in_a_sentence_about_single_seeds(tmp_path, monkeypatch):
+    """A mean quoted from a seed's value, or from a bin of a figure's curve, is a misquote
+    (docs/results/README.md once quoted 0.831, a per-seed AUROC of another row, for a mean
+    of 0.830); a sentence about single seeds may quote them."""
+    record = {
+        "summary": {"rows": {"hydra": {"auroc": [0.8304, 0.04]}}, "diversity": [0.123]},
+        "per_seed": {"0": {"rows": {"endd": {"auroc": 0.8306}}}},
+    }
+    (tmp_path / "page.json").write_text(json.dumps(record))
+    monkeypatch.setattr(sys.modules[__name__], "RESULTS", tmp_path)
+    json_values.cache_clear()
+    try:
+        assert _check("AUROC by MI 0.830 (0.04)", "page") == []
+        assert _check("AUROC by MI 0.831", "page") == ["0.831"]
+        assert _check("the seeds read 0.831 by seed", "page") == []
+        assert _check("the diversity reads 0.123", "page") == ["0.123"]
+    finally:
+        json_values.cache_clear()
 
 
 def test_rounding_is_the_printed_precision():
