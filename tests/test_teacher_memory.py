@@ -1,4 +1,4 @@
-"""``members`` against memory (``engine.check_memory``): a teacher that cannot fit is refused
+"""``members`` against memory (``preflight.check_memory``): a teacher that cannot fit is refused
 before anything is written, with the size it would need."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from ensemble_distill import api, engine
+from ensemble_distill import api, preflight
 from ensemble_distill.cli import main
 from ensemble_distill.config import load_config
 from ensemble_distill.errors import ConfigError
@@ -38,32 +38,39 @@ def member() -> torch.nn.Module:
 @pytest.mark.parametrize(
     ("overrides", "memory", "weights", "cached"),
     [
-        ([], (engine.TRAIN, engine.OUTPUTS), 4 * (612 + 3 * 610), 2 * 4 * 1000),  # Adam: 2 moments
-        (["optim.name=sgd"], (engine.TRAIN,), 4 * (612 + 2 * 610), 0),  # momentum 0.9: 1
-        (["optim.name=sgd", "optim.momentum=0"], (engine.TRAIN,), 4 * (612 + 610), 0),
-        ([], (engine.LOAD,), 4 * 612, 0),  # evaluate: the saved weights only
-        ([], (engine.OUTPUTS,), 0, 2 * 4 * 1000),  # the API's distill: the caller's teacher
+        (
+            [],
+            (preflight.TRAIN, preflight.OUTPUTS),
+            4 * (612 + 3 * 610),
+            2 * 4 * 1000,
+        ),  # Adam: 2 moments
+        (["optim.name=sgd"], (preflight.TRAIN,), 4 * (612 + 2 * 610), 0),  # momentum 0.9: 1
+        (["optim.name=sgd", "optim.momentum=0"], (preflight.TRAIN,), 4 * (612 + 610), 0),
+        ([], (preflight.LOAD,), 4 * 612, 0),  # evaluate: the saved weights only
+        ([], (preflight.OUTPUTS,), 0, 2 * 4 * 1000),  # the API's distill: the caller's teacher
     ],
 )
 def test_the_rule_counts_weights_gradients_moments_and_cached_outputs(
     overrides, memory, weights, cached
 ):
     config = load_config(None, ["members=3", *overrides])
-    on_device, on_host, _ = engine.memory_need(config, member(), 1000, memory)
+    on_device, on_host, _ = preflight.memory_need(config, member(), 1000, memory)
     assert (on_device, on_host) == (3 * weights, 3 * cached)
 
 
 def test_the_refusal_comes_exactly_past_the_available_memory(monkeypatch):
     config = load_config(None, ["members=3"])
-    need = sum(engine.memory_need(config, member(), 1000, (engine.TRAIN, engine.OUTPUTS))[:2])
+    need = sum(
+        preflight.memory_need(config, member(), 1000, (preflight.TRAIN, preflight.OUTPUTS))[:2]
+    )
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engine, "available_memory", lambda: need)
-    engine.check_memory(config, member(), 1000, cpu, (engine.TRAIN, engine.OUTPUTS))
-    monkeypatch.setattr(engine, "available_memory", lambda: need - 1)
+    monkeypatch.setattr(preflight, "available_memory", lambda: need)
+    preflight.check_memory(config, member(), 1000, cpu, (preflight.TRAIN, preflight.OUTPUTS))
+    monkeypatch.setattr(preflight, "available_memory", lambda: need - 1)
     with pytest.raises(ConfigError, match=f"needs at least {byte_text(need)} of memory"):
-        engine.check_memory(config, member(), 1000, cpu, (engine.TRAIN, engine.OUTPUTS))
-    monkeypatch.setattr(engine, "available_memory", lambda: None)  # unknown: not checked
-    engine.check_memory(config, member(), 1000, cpu, (engine.TRAIN, engine.OUTPUTS))
+        preflight.check_memory(config, member(), 1000, cpu, (preflight.TRAIN, preflight.OUTPUTS))
+    monkeypatch.setattr(preflight, "available_memory", lambda: None)  # unknown: not checked
+    preflight.check_memory(config, member(), 1000, cpu, (preflight.TRAIN, preflight.OUTPUTS))
 
 
 def test_the_api_refuses_too_many_members_too():
@@ -74,16 +81,16 @@ def test_the_api_refuses_too_many_members_too():
 
 def test_on_a_gpu_the_weights_meet_its_free_memory_and_the_outputs_the_hosts(monkeypatch):
     config = load_config(None, ["members=3"])
-    memory = (engine.TRAIN, engine.OUTPUTS)
-    on_device, on_host, _ = engine.memory_need(config, member(), 1000, memory)
+    memory = (preflight.TRAIN, preflight.OUTPUTS)
+    on_device, on_host, _ = preflight.memory_need(config, member(), 1000, memory)
     gpu = torch.device("cuda:0")
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (on_device, 10**12))
-    monkeypatch.setattr(engine, "available_memory", lambda: on_host)
-    engine.check_memory(config, member(), 1000, gpu, memory)  # each part fits its place
+    monkeypatch.setattr(preflight, "available_memory", lambda: on_host)
+    preflight.check_memory(config, member(), 1000, gpu, memory)  # each part fits its place
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (on_device - 1, 10**12))
     with pytest.raises(ConfigError, match="kB of cuda:0 memory for the teacher"):
-        engine.check_memory(config, member(), 1000, gpu, memory)
+        preflight.check_memory(config, member(), 1000, gpu, memory)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (on_device, 10**12))
-    monkeypatch.setattr(engine, "available_memory", lambda: on_host - 1)
+    monkeypatch.setattr(preflight, "available_memory", lambda: on_host - 1)
     with pytest.raises(ConfigError, match="kB of memory for the teacher"):
-        engine.check_memory(config, member(), 1000, gpu, memory)
+        preflight.check_memory(config, member(), 1000, gpu, memory)

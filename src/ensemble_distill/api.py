@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ensemble_distill import engine
+from ensemble_distill import engine, preflight
 from ensemble_distill.api_checks import (
     MANIFEST_ATTRIBUTE,
     as_teacher,
@@ -133,7 +133,9 @@ def train_teacher(
     regression = train.y.is_floating_point()
     if num_classes is None:
         num_classes = 1 if regression else int(max(train.y.max(), val.y.max())) + 1
-    setup = engine.prepare(config, in_memory_splits(train, val, num_classes), memory=[engine.TRAIN])
+    setup = engine.prepare(
+        config, in_memory_splits(train, val, num_classes), memory=[preflight.TRAIN]
+    )
     ensemble, _ = engine.train_teacher(setup, quiet=quiet)
     ensemble.task = setup.data.task  # checked against the labels it is later used with
     return ensemble.eval()
@@ -228,7 +230,7 @@ def distill(
         config,
         in_memory_splits(train, val, 1 if train.y.is_floating_point() else outputs),
         students_from_spec=body is None,  # a user's body is checked when the student is built
-        memory=[engine.OUTPUTS],  # the teacher is the caller's, already in memory
+        memory=[preflight.OUTPUTS],  # the teacher is the caller's, already in memory
     )
     student, _ = engine.distill_student(
         setup,

@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import save
 from torch import Tensor, nn
 
-from ensemble_distill import distributed, engine
+from ensemble_distill import distributed, engine, preflight
 from ensemble_distill.checkpoint import atomic_write, read_manifest
 from ensemble_distill.config import RunConfig
 from ensemble_distill.data import DataSplits
@@ -145,10 +145,10 @@ def run(
 
 
 def memory_held(steps: Sequence[str]) -> tuple[str, ...]:
-    """What a run of ``steps`` holds in memory (checked by ``engine.check_memory``): the
+    """What a run of ``steps`` holds in memory (checked by ``preflight.check_memory``): the
     teacher in training, or loaded; with ``distill``, its cached outputs too."""
-    teacher = engine.TRAIN if "teacher" in steps else engine.LOAD
-    return (teacher, engine.OUTPUTS) if "distill" in steps else (teacher,)
+    teacher = preflight.TRAIN if "teacher" in steps else preflight.LOAD
+    return (teacher, preflight.OUTPUTS) if "distill" in steps else (teacher,)
 
 
 def evaluation_scope(setup: Setup) -> str:
