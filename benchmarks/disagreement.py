@@ -513,7 +513,12 @@ def floor_table(summary: dict, rho_floor: float) -> list[str]:
         "| floors met |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in sorted(names):
+    marks = {
+        name: [reading(miss, std) for _, miss, std in floors(rows, name, curve, rho_floor)[1:]]
+        for name in names
+    }
+    # The students that meet the most floors first (then the most ties): the frontier on top.
+    for name in sorted(names, key=lambda n: (-marks[n].count("met"), -marks[n].count("tie"), n)):
         row = rows[name]
         values = (
             f"{row['ood_mi_ratio'][0]:.3f}",
@@ -521,10 +526,9 @@ def floor_table(summary: dict, rho_floor: float) -> list[str]:
             f"{row['ood_auroc_mi'][0]:.4f}",
             f"{row['cnll'][0]:.4f}",
         )
-        marks = [reading(miss, std) for _, miss, std in floors(rows, name, curve, rho_floor)[1:]]
-        cells = [f"{value} {mark}" for value, mark in zip(values, marks, strict=True)]
-        met = marks.count("met")
-        ties = f" + {marks.count('tie')} tie" if "tie" in marks else ""
+        cells = [f"{value} {mark}" for value, mark in zip(values, marks[name], strict=True)]
+        met, tied = marks[name].count("met"), marks[name].count("tie")
+        ties = f" + {tied} tie" if tied else ""
         lines.append(f"| {name} | {' | '.join(cells)} | {met}{ties} of 4 |")
     return lines
 

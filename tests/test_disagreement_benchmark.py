@@ -245,15 +245,15 @@ def test_the_floor_table_reads_every_compact_student_with_an_mi():
     fidelity = {"ood_mi_ratio": 0.6, "ood_auroc_mi": 0.96, "cnll": 0.0490}
     rows = {
         "ensemble": row(flops=10, ood_auroc_mi=0.95, mi_spearman_ood=1.0),
-        "a": row(mi_spearman_ood=0.845, **fidelity),  # ρ and cNLL short by less than 0.01
-        "b": row(mi_spearman_ood=0.70, **fidelity | {"ood_mi_ratio": 0.1}),
+        "bottom": row(mi_spearman_ood=0.70, **fidelity | {"ood_mi_ratio": 0.1}),
+        "top": row(mi_spearman_ood=0.845, **fidelity),  # ρ and cNLL short by less than 0.01
         "wide": row(flops=10, mi_spearman_ood=0.9, **fidelity),  # not compact
         "new": row(seeds=(3,), mi_spearman_ood=0.9, **fidelity),  # on its first seed
         "kd": row(mi_spearman_ood=None, **fidelity) | {"mi_spearman_ood": None},  # no MI
     }
     summary = {"rows": rows, "curve": [(0.05, 0.0), (0.0486, 0.0)], "seeds": [0, 1, 2, 3]}
     table = [line for line in study.floor_table(summary, 0.85) if line.startswith("| ")]
-    assert [line.split(" | ")[0] for line in table[1:]] == ["| a", "| b"]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| top", "| bottom"]  # most met first
     assert table[1].endswith("0.600 met | 0.845 tie | 0.9600 met | 0.0490 tie | 2 + 2 tie of 4 |")
     assert table[2].endswith(
         "0.100 missed | 0.700 missed | 0.9600 met | 0.0490 tie | 1 + 1 tie of 4 |"
