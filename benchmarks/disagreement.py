@@ -68,6 +68,7 @@ from ensemble_distill.evaluation import (
     has_members,
     predictive,
 )
+from ensemble_distill.methods import input_names
 from ensemble_distill.methods.disagreement_fit import (
     fit_disagreement_scale,
     mean_mutual_information,
@@ -229,18 +230,25 @@ def training_flops(
     study: Study, data_dir: str | None, seed: int, name: str, flops: int, teacher_flops: int
 ) -> float:
     """Student ``name``'s training FLOPs per training example (≈, matmuls and convolutions):
-    forward and backward, about 3 forward passes, per epoch; plus the teachers' outputs on
-    its distillation inputs, computed once: one pass over the clean inputs, or K over a pool
-    of K copies, with one member's forward and backward (3 of its passes) per copy for an
-    ODS-type step."""
+    forward and backward, about 3 forward passes, per epoch, of the network it trains (for
+    LatentBE the M BatchEnsemble members it folds into one network afterwards: M x ``flops``);
+    plus the teachers' outputs on its distillation inputs: one pass over the clean inputs, K
+    over a pool of K copies, or one per epoch where the inputs are perturbed live; for an
+    ODS-type step one member's forward and backward (3 of its passes) per pass, and for
+    ``diverse`` the whole teacher's and the student's forward and backward."""
     method, overrides = study.students[name]
     config = study.config_for(data_dir, seed, method, overrides)
-    kind = method.partition("+")[2]
-    copies = config.perturbation.pool if kind else 1
-    teacher = copies * teacher_flops
-    if kind in GRADIENT_INPUTS:
-        teacher += copies * 3 * teacher_flops / config.members
-    return 3 * flops * config.student_epochs() + teacher
+    epochs, inputs = config.student_epochs(), input_names(method)
+    trained = flops * config.members if method == "latentbe" else flops
+    if not inputs:
+        return 3 * trained * epochs + teacher_flops
+    passes = config.perturbation.pool or epochs
+    teacher = passes * teacher_flops
+    if set(inputs) & set(GRADIENT_INPUTS):
+        teacher += passes * 3 * teacher_flops / config.members
+    if "diverse" in inputs:
+        teacher += passes * 3 * (teacher_flops + trained)
+    return 3 * trained * epochs + teacher
 
 
 def read_seed(study: Study, data_dir: str | None, seed: int) -> tuple[Setup, dict, dict, dict]:

@@ -216,6 +216,17 @@ def test_training_flops_count_the_student_epochs_and_the_teachers_passes(
     assert got == pytest.approx(3 * flops * epochs + teacher_passes * teacher)
 
 
+def test_latentbe_trains_its_members_on_live_diverse_inputs():
+    """LatentBE folds M = 10 BatchEnsemble members into one network after training: its 32
+    epochs train all 10 (3 passes each), and every epoch perturbs live, which costs the
+    teacher's outputs (1 pass) and the diverse step's forward and backward through the whole
+    teacher and the student (3 passes of each)."""
+    flops, teacher = 1000, 10_000
+    got = study.training_flops(study.MNIST, None, 0, "latentbe", flops, teacher)
+    trained = 10 * flops
+    assert got == pytest.approx(32 * (3 * trained + teacher + 3 * (teacher + trained)))
+
+
 @pytest.mark.parametrize(
     ("miss", "std", "start"),
     [(-0.01, 0.02, "- met"), (0.003, 0.02, "- **not met, a tie**"), (0.05, 0.02, "- **not met**:")],
