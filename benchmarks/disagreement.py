@@ -55,6 +55,7 @@ from seeds import (
     page_seeds,
     read_record,
     rows_over_seeds,
+    study_command,
     study_parser,
     tie_text,
     ties,
@@ -814,9 +815,9 @@ def main() -> None:
     plot_diversity(chosen_only, diversity_plot_path(study.plot))
     data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
     dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
+    prefix = f"python benchmarks/disagreement.py{dataset}{data_dir}"
     record = {
-        "command": f"python benchmarks/disagreement.py{dataset}{data_dir} --seeds "
-        + " ".join(map(str, seeds)),
+        "command": study_command(prefix, seeds, summary["rows"], study.students),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

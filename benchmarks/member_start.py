@@ -49,6 +49,7 @@ from seeds import (
     dee_marks,
     page_seeds,
     rows_over_seeds,
+    study_command,
     study_parser,
     write_page,
 )
@@ -284,13 +285,14 @@ def main() -> None:
     per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in seeds}
     data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
     dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
+    summary = tabulate(per_seed)
+    prefix = f"python benchmarks/member_start.py{dataset}{data_dir}"
     record = {
-        "command": f"python benchmarks/member_start.py{dataset}{data_dir} --seeds "
-        + " ".join(map(str, seeds)),
+        "command": study_command(prefix, seeds, summary["rows"], study.students),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,
-        "summary": tabulate(per_seed),
+        "summary": summary,
     }
     write_page(study.doc, record, functools.partial(markdown, study))
 

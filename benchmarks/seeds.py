@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import statistics
 import time
@@ -78,6 +79,19 @@ def comparable(row: dict, seeds: list[int]) -> bool:
     """Whether a row has the seeds a choice or a verdict reads: ``MIN_SEEDS`` of them (every
     seed of a page with fewer); a row still training on its first seeds has not."""
     return len(row["seeds"]) >= min(MIN_SEEDS, len(seeds))
+
+
+def study_command(prefix: str, seeds: Sequence[int], rows: dict[str, dict], students) -> str:
+    """The shell line that trains what a study's page holds: every student on the page's first
+    ``MIN_SEEDS`` seeds, then (``&&``) the later seeds for only the ``students`` that have
+    them (``--seeds 3 4 --only NAME ...``), so that rerunning it gives the same page."""
+    first, extra = list(seeds[:MIN_SEEDS]), list(seeds[MIN_SEEDS:])
+    command = f"{prefix} --seeds {' '.join(map(str, first))}"
+    names = [name for name in students if set(extra) & set(rows.get(name, {}).get("seeds", ()))]
+    if names:
+        only = " ".join(shlex.quote(name) for name in names)
+        command += f" && {prefix} --seeds {' '.join(map(str, extra))} --only {only}"
+    return command
 
 
 def rows_over_seeds(per_seed: dict[int, dict], keys: Sequence[str]) -> dict[str, dict]:

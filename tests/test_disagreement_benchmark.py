@@ -200,6 +200,25 @@ def test_extra_seeds_for_a_few_rows_leave_the_others_comparable():
     assert seeds.comparable({"seeds": [0]}, [0])  # a one-seed page: every seed it has
 
 
+def test_the_command_names_the_students_trained_on_the_extra_seeds():
+    """Rerunning the page's command gives the same page: seeds 3 and 4 only for the students
+    that have them (quoted for the shell), not every student on 5 seeds."""
+    import shlex
+
+    rows = {
+        "ensemble": {"seeds": [0, 1, 2, 3, 4]},
+        "kd": {"seeds": [0, 1, 2, 3, 4]},
+        "hydra joint + mixture": {"seeds": [0, 1, 2, 3, 4]},
+        "be": {"seeds": [0, 1, 2]},
+    }
+    students = ["kd", "be", "hydra joint + mixture"]
+    command = seeds.study_command("python d.py", [0, 1, 2, 3, 4], rows, students)
+    first, then = command.split(" && ")
+    assert first == "python d.py --seeds 0 1 2"
+    assert shlex.split(then)[-4:] == ["4", "--only", "kd", "hydra joint + mixture"]
+    assert seeds.study_command("python d.py", [0, 1, 2], rows, students) == first
+
+
 @pytest.mark.parametrize(
     ("name", "epochs", "teacher_passes"),
     [
