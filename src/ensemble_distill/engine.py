@@ -71,6 +71,7 @@ from ensemble_distill.preflight import (
     check_split_body,
     check_student_init,
     check_task,
+    refused_as_config_error,
 )
 from ensemble_distill.teachers import DeepEnsemble
 from ensemble_distill.teachers.files import (
@@ -299,16 +300,20 @@ def check_student_buildable(
     ``hydra.split`` beyond its layers) are refused before training; when ``distilling``, so is
     a ``student.init`` file that does not fit it."""
     method, _ = resolve_method(name)
-    options = method_options(config, name, spec)
+    what, fix = (
+        f"the student of method {name!r}",
+        f"fix the {method.section}.* options or student.model_args",
+    )
+    with refused_as_config_error(what, fix):  # sizing ``auto`` options builds students too
+        options = method_options(config, name, spec)
     method.check_architectures(options, teacher_spec, spec)
-    fix = f"fix the {method.section}.* options or student.model_args"
 
     def build() -> nn.Module:
         return method.build(spec, config.members, options)
 
-    student = build_on_meta(build, f"the student of method {name!r}", fix)
+    student = build_on_meta(build, what, fix)
     if distilling and is_weights_file(config.student.init):
-        check_weights_file(config.student.init, student, f"the student of method {name!r}")
+        check_weights_file(config.student.init, student, what)
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@ command line and the Python API alike; each refusal names the key to fix.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -236,18 +237,30 @@ def check_student_init(
     return config
 
 
+@contextlib.contextmanager
+def refused_as_config_error(what: str, fix: str) -> Iterator[None]:
+    """An architecture's own complaint while ``what`` is built or sized (a negative width, a
+    layer too big for any tensor) as a :class:`ConfigError` naming ``what`` and ``fix``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"cannot build {what}: {type(exc).__name__}: {exc}; {fix}") from None
+
+
 def build_on_meta(build: Callable[[], nn.Module], what: str, fix: str) -> nn.Module:
     """``build()`` on the meta device (no memory, no random draws): an architecture that
     cannot be built, or builds a layer without weights, is a :class:`ConfigError` naming
     ``what`` and ``fix``."""
-    try:
-        with torch.device("meta"), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # zero-size layers are reported below instead
-            model = build()
-    except ConfigError:
-        raise
-    except Exception as exc:  # the architecture's own complaint, e.g. a negative width
-        raise ConfigError(f"cannot build {what}: {type(exc).__name__}: {exc}; {fix}") from None
+    with (
+        refused_as_config_error(what, fix),
+        torch.device("meta"),
+        torch.random.fork_rng(devices=[]),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # zero-size layers are reported below instead
+        model = build()
     empty = [name for name, p in model.named_parameters() if p.numel() == 0]
     if empty:
         raise ConfigError(f"{what} has a layer without weights ({empty[0]}); {fix}")
