@@ -14,7 +14,7 @@ from safetensors import safe_open
 from ensemble_distill import metrics
 from ensemble_distill.cli import main
 from ensemble_distill.evaluation import DIRICHLET, LOGITS
-from ensemble_distill.pipeline import member_diversity
+from ensemble_distill.run_scores import member_diversity
 
 TINY = [
     "members=2",
