@@ -260,10 +260,10 @@ def evaluate_run(setup: Setup, out: Path) -> dict[str, Any]:
     records the SHA-256 of each model's weights (``weights_sha256``; ``member`` is the
     teacher's member 0), the ones its manifest vouches for, and for a classification run with
     a student of several members their test diversity per confidence bin next to the
-    teacher's (``test_diversity``, :func:`.run_scores.member_diversity`). A student whose disagreement
-    temperature was fitted (s ≠ 1) gets a second row, ``NAME@s=1``: the same weights at s = 1,
-    so that the scale's effect is visible. Every file is written at the end, so a failure
-    leaves the earlier results whole.
+    teacher's (``test_diversity``, :func:`.run_scores.member_diversity`). A student whose
+    disagreement temperature was fitted (s ≠ 1) gets a second row, ``NAME@s=1``: the same
+    weights at s = 1, so that the scale's effect is visible. Every file is written at the end,
+    so a failure leaves the earlier results whole.
     """
     config, data = setup.config, setup.data
     teacher, models, weights = load_models(setup, out)
