@@ -71,6 +71,7 @@ from ensemble_distill.preflight import (
     check_split_body,
     check_student_init,
     check_task,
+    probe_forward,
     refused_as_config_error,
 )
 from ensemble_distill.teachers import DeepEnsemble
@@ -357,14 +358,7 @@ def teacher_train_outputs(setup: Setup, teacher: DeepEnsemble) -> Tensor:
 def teacher_output_size(teacher: DeepEnsemble, train: ArrayDataset) -> int:
     """The teacher's output size (classes, or 2 for regression), checked against the labels."""
     probe = train.x[:2].to(next(teacher.parameters()).device)
-    try:
-        with torch.no_grad():
-            out = teacher(probe)
-    except Exception as exc:  # the user's modules: name the input shape they could not take
-        raise ConfigError(
-            f"the teacher cannot take inputs of shape {tuple(probe.shape)}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    out = probe_forward(teacher, probe, "the teacher")
     if out.dim() != 3:
         raise ConfigError(
             f"each teacher member must output (batch, outputs); the teacher gave "
@@ -442,15 +436,7 @@ def base_from_body(body: nn.Module, setup: Setup, feature_dim: int | None) -> Cl
     body = copy.deepcopy(body).to(setup.device)
     if feature_dim is None:
         probe = setup.data.train.x[:2].to(setup.device)
-        body.eval()
-        try:
-            with torch.no_grad():
-                features = body(probe)
-        except Exception as exc:  # the user's module: report any failure with the input shape
-            raise ConfigError(
-                f"body cannot take inputs of shape {tuple(probe.shape)}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        features = probe_forward(body.eval(), probe, "body")
         if not isinstance(features, Tensor) or features.dim() != 2:
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features)
             raise ConfigError(

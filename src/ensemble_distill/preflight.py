@@ -12,7 +12,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -169,15 +169,8 @@ def check_factory_outputs(spec: ModelSpec, data: DataSplits, fix: str) -> None:
     must map two training inputs to (2, outputs): the classes, or (mean, raw variance) for
     regression. Nothing else says how many outputs a factory's network gives."""
     probe = data.train.x[:2]
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        model = create_model(spec).eval()
-        try:
-            out = model(probe)
-        except Exception as exc:  # the user's network: name the input shape it could not take
-            raise ConfigError(
-                f"model {spec.name!r} cannot take inputs of shape {tuple(probe.shape)} "
-                f"({type(exc).__name__}: {exc}); {fix}"
-            ) from None
+    with torch.random.fork_rng(devices=[]):
+        out = probe_forward(create_model(spec).eval(), probe, f"model {spec.name!r}", fix)
     need = (len(probe), spec.num_classes)
     if not isinstance(out, Tensor) or tuple(out.shape) != need:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -188,6 +181,20 @@ def check_factory_outputs(spec: ModelSpec, data: DataSplits, fix: str) -> None:
             f"model {spec.name!r} gives outputs {shape} for inputs {tuple(probe.shape)}, where "
             f"{need} ({outputs} of dataset {data.name!r}) are needed; {fix} (timm: num_classes)"
         )
+
+
+def probe_forward(module: nn.Module, probe: Tensor, who: str, fix: str = "") -> Any:
+    """``module(probe)`` without gradients. ``module`` is the user's (a network, a body, a
+    teacher's members): any failure is a ConfigError naming ``who``, the input shape it
+    could not take and ``fix``, not a traceback from inside their code."""
+    try:
+        with torch.no_grad():
+            return module(probe)
+    except Exception as exc:  # the user's module: report any failure with the input shape
+        raise ConfigError(
+            f"{who} cannot take inputs of shape {tuple(probe.shape)} "
+            f"({type(exc).__name__}: {exc}){'; ' + fix if fix else ''}"
+        ) from exc
 
 
 def check_split_body(spec: ModelSpec, data: DataSplits) -> None:
