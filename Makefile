@@ -46,20 +46,25 @@ test-all: $(STAMP) $(SHIFT)
 	$(BIN)/pytest
 	$(MAKE) test-vision
 
-# test-vision: the tests marked `vision` (the ResNet-18 example, and its built-in network
-# against torchvision's) on real torchvision, in a venv of their own. PyPI's torchvision for
+# test-vision: the tests marked `vision` (the ResNet-18 example, its built-in network against
+# torchvision's, the timm recipe end to end) on real torchvision and timm, in a venv of their own. PyPI's torchvision for
 # torch 2.13.0 is built against CUDA torch and does not import beside the CPU build, so this
 # venv takes a matching pair as PyPI gives it for Linux x86_64: torch 2.14.1 (a CUDA build,
 # 5.5 GB, that runs on the CPU) and torchvision 0.29.1. Where the disk has less than
 # VISION_GB free it says so and stops without failing: the main suite has run by then.
 VISION_VENV ?= .venv-vision
 VISION ?= torch==2.14.1 torchvision==0.29.1
+# timm as docs/data-and-models.md installs it: without dependencies (it would pull a torch of
+# its own choosing), then huggingface_hub with its own (none of them torch).
+TIMM ?= timm==1.0.31
+HUB ?= huggingface_hub==2.4.0
 VISION_GB ?= 10
 VISION_STAMP := $(VISION_VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 $(VISION_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VISION_VENV)
 	$(VISION_VENV)/bin/python -m pip install --quiet $(VISION)
-	$(VISION_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VISION_VENV)/bin/python -m pip install --quiet --no-deps $(TIMM)
+	$(VISION_VENV)/bin/python -m pip install --quiet $(HUB) -e '.[dev]'
 	rm -f $(VISION_VENV)/.installed-* && touch $@
 
 test-vision:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from optional_packages import import_problem
 
 from ensemble_distill import engine, load_student
 from ensemble_distill.cli import main
@@ -32,8 +33,8 @@ STUDENTS = ("hydra", "be", "kd")
 
 
 def run_keeping_students(out, *args: str) -> dict[str, torch.nn.Module]:
-    """``ensemble-distill run`` into ``out``; returns a copy of each student as it was trained
-    (what the run saved), by method."""
+    """``ensemble-distill run`` into ``out`` with TINY's settings, ``args`` overriding them;
+    returns a copy of each student as it was trained (what the run saved), by method."""
     trained = {}
     save = engine.save_student
 
@@ -43,7 +44,7 @@ def run_keeping_students(out, *args: str) -> dict[str, torch.nn.Module]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "save_student", keep)
-        assert main(["run", "--out", str(out), *args, *TINY]) == 0
+        assert main(["run", "--out", str(out), *TINY, *args]) == 0
     return trained
 
 
@@ -121,6 +122,25 @@ def test_split_heads_and_latentbe_on_a_sequential_factory(tmp_path):
     x = digits_batch()
     with torch.no_grad():
         for name in ("hydra", "latentbe"):
+            loaded = load_student(out / "students" / name, trust_code=True)
+            assert torch.equal(loaded(x), trained[name](x))
+
+
+@pytest.mark.slow
+@pytest.mark.vision  # `make test-vision`'s venv has timm; elsewhere it is skipped
+@pytest.mark.skipif(import_problem("timm") is not None, reason=str(import_problem("timm")))
+def test_the_readmes_timm_recipe_end_to_end(tmp_path):
+    """docs/data-and-models.md's timm line as written: ``model=timm:create_model`` with no
+    ``student.head`` (found by ``get_classifier()``), Hydra, BatchEnsemble and KD on digits,
+    each rebuilt from the folder bit for bit."""
+    out = tmp_path / "run"
+    timm_args = "model_args={model_name: resnet18, num_classes: 10, in_chans: 1}"
+    trained = run_keeping_students(
+        out, "model=timm:create_model", timm_args, "methods=[hydra, be, kd]"
+    )
+    x = digits_batch()
+    with torch.no_grad():
+        for name in STUDENTS:
             loaded = load_student(out / "students" / name, trust_code=True)
             assert torch.equal(loaded(x), trained[name](x))
 

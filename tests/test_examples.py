@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from optional_packages import import_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -93,7 +94,7 @@ def load_nets():
 @pytest.mark.vision  # run twice by `make test-all`: built-in network, then torchvision's
 def test_resnet_folder_example(tmp_path):
     out = run_example("resnet_folder/run.py", "--out", str(tmp_path))
-    backend = "torchvision" if torchvision_problem() is None else "built-in ResNet18"
+    backend = "torchvision" if import_problem("torchvision") is None else "built-in ResNet18"
     assert f"nets.resnet18: {backend}" in out
     assert "data: " in out and "(4 classes)" in out
     for name in ("ensemble", "hydra", "be", "kd"):
@@ -104,21 +105,10 @@ def test_resnet_folder_example(tmp_path):
     assert (tmp_path / "run" / "students" / "hydra" / "student.onnx").is_file()
 
 
-def torchvision_problem() -> str | None:
-    """Why torchvision cannot be used here, or None. With REQUIRE_TORCHVISION set (`make
-    test-vision`, whose venv installs it) a problem is raised, so that venv never skips."""
-    try:
-        import torchvision  # noqa: F401
-    except (ImportError, OSError, RuntimeError) as exc:
-        problem = f"torchvision not importable beside this torch ({type(exc).__name__}: {exc})"
-        if os.environ.get("REQUIRE_TORCHVISION"):
-            raise RuntimeError(f"REQUIRE_TORCHVISION is set but {problem}") from exc
-        return problem
-    return None
-
-
 @pytest.mark.vision
-@pytest.mark.skipif(torchvision_problem() is not None, reason=str(torchvision_problem()))
+@pytest.mark.skipif(
+    import_problem("torchvision") is not None, reason=str(import_problem("torchvision"))
+)
 def test_the_fallback_resnet18_is_torchvisions_network():
     """nets.ResNet18 (used without torchvision) has torchvision's state_dict and computes the
     same function, so a run folder made with either is rebuilt by the other."""
