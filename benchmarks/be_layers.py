@@ -30,6 +30,7 @@ from timing import fastest_ms, micro_main
 from torch import Tensor, nn
 
 from ensemble_distill.models import ModelSpec, create_model
+from ensemble_distill.models.base import channels_last
 from ensemble_distill.models.batchensemble import (
     BatchEnsemble,
     BEConv2d,
@@ -108,7 +109,9 @@ def workload_row(spec: ModelSpec, members: int, rounds: int, precision: str) -> 
     layout = torch.channels_last if images and precision == "bf16" else torch.contiguous_format
 
     def inputs(rows: int) -> Tensor:
-        return torch.randn(rows, *spec.input_shape).contiguous(memory_format=layout)
+        x = torch.randn(rows, *spec.input_shape)
+        # channels_last: one-channel images too, as the run's data (engine.as_channels_last)
+        return channels_last(x) if layout == torch.channels_last else x
 
     def student(form: Form | None) -> nn.Module:
         network = create_model(spec).to(memory_format=layout)
@@ -132,7 +135,8 @@ def run(quick: bool, rounds: int) -> dict:
         ms = workload_row(spec, members, rounds, precision)
         rows[name] = {"model": spec.name, "members": members, "ms": ms}
     return {
-        "command": "python benchmarks/be_layers.py --doc docs/results/be_layers",
+        # 15 rounds: with 5, two runs of the same code differed by up to 1.6x on this machine
+        "command": f"python benchmarks/be_layers.py --doc docs/results/be_layers --rounds {rounds}",
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "precision": precision,

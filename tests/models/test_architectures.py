@@ -11,7 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.models import MODELS, ModelSpec, create_model
+from ensemble_distill.models.cnn import AveragePool
 from ensemble_distill.models.resnet import cifar_resnet_body
+from ensemble_distill.models.stacked import grouped_leaves
 
 CONV_MODELS = ["cnn", "resnet20", "resnet32", "resnet56", "wrn28"]
 
@@ -113,3 +115,23 @@ def test_resnet_bad_depth_names_the_fix() -> None:
 def test_conv_models_reject_flat_inputs(name: str) -> None:
     with pytest.raises(ConfigError, match=r"\(C, H, W\)"):
         create_model(ModelSpec(name, (784,), 10))
+
+
+@pytest.mark.parametrize("size", [7, (7, 7), (None, 7), 3, (5, None)])
+def test_average_pool_is_adaptive_average_pooling(size) -> None:
+    """AveragePool against nn.AdaptiveAvgPool2d, values and gradients; a map already of the
+    output size is passed through as it is (no pass over it)."""
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64, requires_grad=True)
+    ours, theirs = AveragePool(size)(x), nn.AdaptiveAvgPool2d(size)(x)
+    assert torch.equal(ours, theirs)
+    weights = torch.randn_like(theirs)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    (expected,) = torch.autograd.grad((theirs * weights).sum(), x)
+    assert torch.equal(grad, expected)
+    assert (ours is x) == (theirs.shape == x.shape)
+
+
+def test_the_cnn_pools_with_average_pool_and_still_stacks() -> None:
+    model = create_model(ModelSpec("cnn", (1, 28, 28), 10, {"pool_size": 7}))
+    assert any(type(m) is AveragePool for m in model.modules())
+    assert grouped_leaves(model) is not None  # teachers of it keep the grouped computation

@@ -12,6 +12,7 @@ from torch import nn
 
 from ensemble_distill.errors import ConfigError
 from ensemble_distill.models import MODELS, ModelSpec, create_model
+from ensemble_distill.models.base import channels_last
 from ensemble_distill.models.batchensemble import (
     BatchEnsemble,
     BEConv2d,
@@ -200,3 +201,27 @@ def test_wrong_member_count_or_batch_is_rejected(small_spec: Callable[..., Model
         BatchEnsemble(network, MEMBERS + 1)
     with pytest.raises(ValueError, match="multiple of 3"):
         network(torch.rand(4, 12, dtype=torch.float64))
+
+
+def test_one_channel_images_stay_channels_last_through_every_layer():
+    """A channels-last batch of one-channel images (models.base.channels_last) reaches every
+    convolution, BatchNorm and pooling channels-last, as in the plain network: tiling the
+    members' copies and slicing them per member keep its strides (NCHW there made a training
+    step of the Fashion-MNIST CNN 1.3x slower). The outputs are the NCHW batch's."""
+    spec = ModelSpec("cnn", (1, 12, 12), 5, {"channels": [4, 8], "hidden": 16, "pool_size": 3})
+    model = BatchEnsemble(randomize_(to_batchensemble(create_model(spec), MEMBERS)), MEMBERS)
+    model.eval()
+    layouts = []
+
+    def record(module, inputs, output):
+        layouts.append((type(module).__name__, output.stride(1) == 1))
+
+    for module in model.modules():
+        if isinstance(module, (BEConv2d, nn.BatchNorm2d, nn.MaxPool2d)):
+            module.register_forward_hook(record)
+    x = torch.rand(4, 1, 12, 12)
+    with torch.no_grad():
+        out = model(channels_last(x))
+        assert layouts and all(last for _, last in layouts), layouts
+        torch.testing.assert_close(out, model(x), rtol=1e-5, atol=1e-6)
+    assert not any(last for _, last in layouts[len(layouts) // 2 :])  # NCHW stays NCHW

@@ -26,10 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ensemble_distill.models.base import Classifier, Normalize
+from ensemble_distill.models.cnn import AveragePool
 
 # Layers applied to any layout unchanged (element-wise, or per channel on (N, C, H, W)).
 ELEMENTWISE = (nn.ReLU, nn.Dropout, nn.Identity)
-POOLING = (nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+POOLING = (nn.MaxPool2d, nn.AdaptiveAvgPool2d, AveragePool)
 LEAVES = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.Flatten, Normalize, *ELEMENTWISE, *POOLING)
 
 # Activation layouts: the shared input (B, ...); per member (M, B, ...); images with the
