@@ -236,7 +236,8 @@ def training_flops(
     plus the teachers' outputs on its distillation inputs: one pass over the clean inputs, K
     over a pool of K copies, or one per epoch where the inputs are perturbed live; for an
     ODS-type step one member's forward and backward (3 of its passes) per pass, and for
-    ``diverse`` the whole teacher's and the student's forward and backward."""
+    ``diverse`` the student's forward and backward and two teacher members' (i's forward and
+    backward, j's forward: 4 of a member's passes)."""
     method, overrides = study.students[name]
     config = study.config_for(data_dir, seed, method, overrides)
     epochs, inputs = config.student_epochs(), input_names(method)
@@ -248,7 +249,7 @@ def training_flops(
     if set(inputs) & set(GRADIENT_INPUTS):
         teacher += passes * 3 * teacher_flops / config.members
     if "diverse" in inputs:
-        teacher += passes * 3 * (teacher_flops + trained)
+        teacher += passes * (4 * teacher_flops / config.members + 3 * trained)
     return 3 * trained * epochs + teacher
 
 

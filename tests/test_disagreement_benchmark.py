@@ -238,12 +238,13 @@ def test_training_flops_count_the_student_epochs_and_the_teachers_passes(
 def test_latentbe_trains_its_members_on_live_diverse_inputs():
     """LatentBE folds M = 10 BatchEnsemble members into one network after training: its 32
     epochs train all 10 (3 passes each), and every epoch perturbs live, which costs the
-    teacher's outputs (1 pass) and the diverse step's forward and backward through the whole
-    teacher and the student (3 passes of each)."""
+    teacher's outputs (1 pass) and the diverse step: the student's forward and backward (3
+    passes), teacher member i's forward and backward and member j's forward (4 passes of one
+    member, a tenth of the teacher's)."""
     flops, teacher = 1000, 10_000
     got = study.training_flops(study.MNIST, None, 0, "latentbe", flops, teacher)
-    trained = 10 * flops
-    assert got == pytest.approx(32 * (3 * trained + teacher + 3 * (teacher + trained)))
+    trained, member = 10 * flops, teacher / 10
+    assert got == pytest.approx(32 * (3 * trained + teacher + 4 * member + 3 * trained))
 
 
 @pytest.mark.parametrize(

@@ -115,3 +115,36 @@ def test_every_perturbation_keeps_the_inputs_memory_layout(name, channels):
     )
     for x in (torch.rand(6, channels, 8, 8), channels_last(torch.rand(6, channels, 8, 8))):
         assert PERTURBATIONS.get(name)(x, state).stride() == x.stride()
+
+
+def test_diverse_step_climbs_the_teacher_pair_divergence_less_the_students():
+    """The diverse direction against finite differences of the objective written out with
+    every member's logits: KL(sg(T_j) ‖ T_i) − KL(sg(S_j) ‖ S_i) for the pair (i, j) the step
+    draws (the targets j held fixed, as the stop-gradient says)."""
+    from ensemble_distill.models.batchensemble import BatchEnsemble
+
+    state = make_state(eta=1e-4)
+    state.student = BatchEnsemble.from_model(create_model(SPEC), 3).double().eval()
+    x = torch.rand(2, 1, 3, 3, dtype=torch.float64) * 0.5 + 0.25  # away from the clip
+    generator_state = state.generator.get_state()
+    step = PERTURBATIONS.get("diverse")(x, state) - x
+    i, j = torch.randperm(3, generator=torch.Generator().set_state(generator_state))[:2].tolist()
+    with torch.no_grad():
+        fixed_teacher, fixed_student = state.teacher(x)[:, j], state.student(x)[:, j]
+
+    def kl(target_logits, logits):  # per example, KL(σ(target) ‖ σ(logits))
+        p = torch.softmax(target_logits, -1)
+        return (p * (torch.log_softmax(target_logits, -1) - torch.log_softmax(logits, -1))).sum(-1)
+
+    def objective(inputs):
+        teacher, student = state.teacher(inputs)[:, i], state.student(inputs)[:, i]
+        return kl(fixed_teacher, teacher) - kl(fixed_student, student)
+
+    eps, grad = 1e-6, torch.zeros_like(x)
+    for k in range(9):
+        delta = torch.zeros(9, dtype=torch.float64)
+        delta[k] = eps
+        delta = delta.view(1, 3, 3)
+        grad.view(2, -1)[:, k] = (objective(x + delta) - objective(x - delta)) / (2 * eps)
+    expected = 1e-4 * 3 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(step, expected, atol=1e-9, rtol=1e-5)

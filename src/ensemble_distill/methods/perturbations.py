@@ -264,10 +264,11 @@ def confods(x: Tensor, state: PerturbationState) -> Tensor:
     return apply_step(x, scale.view(-1, *([1] * (x.dim() - 1))) * direction, state.clip)
 
 
-def _pair_divergence(logits: Tensor, i: int, j: int) -> Tensor:
-    """Σ_b KL(sg(σ(z_j)) ‖ σ(z_i)) of (batch, members, classes) logits; gradient through i."""
-    target = F.log_softmax(logits[:, j].detach(), dim=-1)
-    return F.kl_div(F.log_softmax(logits[:, i], dim=-1), target, reduction="sum", log_target=True)
+def _pair_divergence(logits_i: Tensor, logits_j: Tensor) -> Tensor:
+    """Σ_b KL(sg(σ(z_j)) ‖ σ(z_i)) of two members' (batch, classes) logits; gradient through
+    i only."""
+    target = F.log_softmax(logits_j.detach(), dim=-1)
+    return F.kl_div(F.log_softmax(logits_i, dim=-1), target, reduction="sum", log_target=True)
 
 
 @PERTURBATIONS.register("diverse")
@@ -280,8 +281,15 @@ def diverse(x: Tensor, state: PerturbationState) -> Tensor:
     was_training = student.training
     student.eval()  # the probe must not move BatchNorm statistics
     x = x.detach().requires_grad_(True)
+    with torch.no_grad():  # only member i's gradient counts: j is the target
+        teacher_j = state.teacher.forward_member(x, j)
     with torch.enable_grad():
-        objective = _pair_divergence(state.teacher(x), i, j) - _pair_divergence(student(x), i, j)
+        # Two teacher members, not all M: the probe's teacher work is one member's forward and
+        # backward and another's forward, where all M's forward and backward took 3M passes
+        teacher_i, students = state.teacher.forward_member(x, i), student(x)
+        objective = _pair_divergence(teacher_i, teacher_j) - _pair_divergence(
+            students[:, i], students[:, j]
+        )
         (grad,) = torch.autograd.grad(objective, x)
     student.train(was_training)
     return apply_step(x, state.eta * math.sqrt(x[0].numel()) * per_example_unit(grad), state.clip)
