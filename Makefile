@@ -47,11 +47,12 @@ test-all: $(STAMP) $(SHIFT)
 	$(MAKE) test-vision
 
 # test-vision: the tests marked `vision` (the ResNet-18 example, its built-in network against
-# torchvision's, the timm recipe end to end) on real torchvision and timm, in a venv of their own. PyPI's torchvision for
-# torch 2.13.0 is built against CUDA torch and does not import beside the CPU build, so this
-# venv takes a matching pair as PyPI gives it for Linux x86_64: torch 2.14.1 (a CUDA build,
-# 5.5 GB, that runs on the CPU) and torchvision 0.29.1. Where the disk has less than
-# VISION_GB free it says so and stops without failing: the main suite has run by then.
+# torchvision's, the timm recipe end to end) on real torchvision and timm, in a venv of their
+# own. PyPI's torchvision for torch 2.13.0 is built against CUDA torch and does not import
+# beside the CPU build, so this venv takes a matching pair as PyPI gives it for Linux x86_64:
+# torch 2.14.1 (a CUDA build, 5.5 GB, that runs on the CPU) and torchvision 0.29.1. Where the
+# disk has less than VISION_GB free it says so and stops without failing: the main suite has
+# run by then.
 VISION_VENV ?= .venv-vision
 VISION ?= torch==2.14.1 torchvision==0.29.1
 # timm as docs/data-and-models.md installs it: without dependencies (it would pull a torch of

@@ -129,7 +129,7 @@ def test_split_heads_and_latentbe_on_a_sequential_factory(tmp_path):
 @pytest.mark.slow
 @pytest.mark.vision  # `make test-vision`'s venv has timm; elsewhere it is skipped
 @pytest.mark.skipif(import_problem("timm") is not None, reason=str(import_problem("timm")))
-def test_the_readmes_timm_recipe_end_to_end(tmp_path):
+def test_the_documented_timm_recipe_end_to_end(tmp_path):
     """docs/data-and-models.md's timm line as written: ``model=timm:create_model`` with no
     ``student.head`` (found by ``get_classifier()``), Hydra, BatchEnsemble and KD on digits,
     each rebuilt from the folder bit for bit."""
