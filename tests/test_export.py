@@ -48,6 +48,16 @@ def run_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def cnn_run_dir(tmp_path_factory):
+    """A BatchEnsemble student of a convolutional network: its BEConv2d splits the tiled batch
+    per member, which must stay symbolic in the batch size for the export."""
+    out = tmp_path_factory.mktemp("export") / "cnn"
+    args = ["model=cnn", "model_args={channels: [4], hidden: 8}", "methods=[be]"]
+    assert main(["run", "--out", str(out), "--quiet", *TINY, *args]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def regression_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "regression"
     args = ["dataset=toy-gap", "methods=[kd, hydra]"]
@@ -85,6 +95,16 @@ def test_export_matches_the_student_and_the_evaluation(run_dir, tmp_path, method
         assert max_diff(mi, reference.mi) <= TOLERANCE
         if method == "kd":
             assert (mi == 0).all()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_convolutional_batchensemble_exports_for_any_batch_size(cnn_run_dir, tmp_path, fmt):
+    student_dir = cnn_run_dir / "students" / "be"
+    path = export_student(student_dir, fmt, tmp_path / f"be.{fmt}")
+    student, manifest = load_for_export(student_dir)
+    for batch in (7, 1):  # neither is the traced batch size
+        x = example_inputs(manifest["model"]["input_shape"], batch, seed=batch)
+        assert verify_export(path, student, x) <= TOLERANCE
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

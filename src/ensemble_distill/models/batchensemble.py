@@ -235,8 +235,10 @@ class BEConv2d(BatchEnsembleLayer):
         check_member_major(x, self.members)
         # Slices keep x's strides, where a view (split_members) gives one-channel images NCHW
         # strides and oneDNN then runs every later layer NCHW (be_layers.md: a training step
-        # of the Fashion-MNIST CNN took 1.25x as long).
-        rows = x.chunk(self.members)
+        # of the Fashion-MNIST CNN took 1.25x as long). Slices by a size, not chunk(), which
+        # the ONNX export fixes to the traced batch size.
+        size = x.shape[0] // self.members
+        rows = [x[j * size : (j + 1) * size] for j in range(self.members)]
         return torch.cat(
             [
                 F.conv2d(rows[j], weights[j], biases[j], self.stride, self.padding, self.dilation)
