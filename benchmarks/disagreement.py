@@ -339,11 +339,67 @@ def ensemble_agreement(study: Study, seeds: list[int]) -> dict | None:
 
     means = [(float(mi[a]["ood"].mean()), float(mi[b]["ood"].mean())) for a, b in pairs]
     return {
+        "seeds": seeds,
         "pairs": len(pairs),
         "test_rho": rho("test"),
         "ood_rho": rho("ood"),
         "ood_mi_ratio": mean_std([min(m) / max(m) for m in means]),
     }
+
+
+def same_teacher(a: dict, b: dict) -> bool:
+    """Whether two scorings of a seed read the same teacher: its ensemble's test and OOD scores
+    agree to rounding."""
+    ra, rb = a["rows"]["ensemble"], b["rows"]["ensemble"]
+    return all(math.isclose(ra[k], rb[k], rel_tol=1e-6) for k in ("acc", "cnll", "ood_auroc"))
+
+
+def merge_seed(recorded: dict | None, fresh: dict) -> dict:
+    """One seed's scores from its folder (``fresh``, :func:`score_seed`) and from the page's
+    record, which stands for students whose saved outputs are gone (``runs/`` is not kept): the
+    fresh rows replace the recorded ones and rows only recorded stay. Only with the page's
+    teacher: a student of another teacher would sit beside rows it was never compared with."""
+    if recorded is None:
+        return fresh
+    if not same_teacher(recorded, fresh):
+        raise SystemExit(
+            "this seed's teacher on disk is not the one its page recorded (its test scores "
+            "differ): rerun every student of the seed, or restore its recorded folder"
+        )
+    return {
+        **recorded,
+        **fresh,
+        "rows": recorded["rows"] | fresh["rows"],
+        "diversity": recorded["diversity"] | fresh["diversity"],
+    }
+
+
+def page_scores(study: Study, data_dir: str | None, asked: list[int]) -> dict[int, dict]:
+    """Every seed's scores for the page: each seed trained under ``study.out`` scored afresh
+    and merged with the page's record (:func:`merge_seed`), and the recorded seeds whose
+    folders are gone as recorded."""
+    doc = study.doc.with_suffix(".json")
+    recorded = read_record(study.doc)[1] if doc.is_file() else {}
+    on_disk = page_seeds(study.out, [])
+    if lost := sorted(set(asked) - set(on_disk) - set(recorded)):
+        raise SystemExit(
+            f"seeds {lost} are neither trained under {study.out} nor on the page {doc}: "
+            "train them first (drop --tabulate-only)"
+        )
+    fresh = {seed: score_seed(study, data_dir, seed) for seed in on_disk}
+    return dict(
+        sorted((recorded | {s: merge_seed(recorded.get(s), v) for s, v in fresh.items()}).items())
+    )
+
+
+def page_agreement(study: Study, seeds: list[int]) -> dict | None:
+    """:func:`ensemble_agreement` over the page's teachers where each is on disk, else as the
+    page recorded it (their saved outputs are gone)."""
+    if set(seeds) <= set(page_seeds(study.out, [])):
+        return ensemble_agreement(study, seeds)
+    recorded = read_record(study.doc)[0]["summary"]
+    agreement = recorded.get("ensemble_agreement")
+    return agreement and {"seeds": recorded["seeds"], **agreement}
 
 
 KEYS = (
@@ -672,7 +728,8 @@ def agreement_lines(agreement: dict | None, c) -> list[str]:
         f"ensemble's per-example MI at Spearman ρ {c(agreement['test_rho'], '.3f')} on the test "
         f"inputs and {c(agreement['ood_rho'], '.3f')} on the OOD set, and its mean OOD MI is "
         f"{c(agreement['ood_mi_ratio'], '.3f')} of the other's (smaller over larger; "
-        f"{agreement['pairs']} pairs of seeds). The ensemble's own disagreement off the "
+        f"{agreement['pairs']} pairs of the teachers of seeds "
+        f"{', '.join(map(str, agreement['seeds']))}). The ensemble's own disagreement off the "
         "training data is reproducible only that far: a student's OOD ρ at that level ranks "
         "the ensemble's MI as faithfully as another ensemble of the same recipe does.",
     ]
@@ -795,10 +852,9 @@ def main() -> None:
     if not args.tabulate_only:
         for seed in args.seeds:
             run_seed(study, args.data_dir, seed, args.only, inputs)
-    seeds = page_seeds(study.out, args.seeds)
-    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in seeds}
+    per_seed = page_scores(study, args.data_dir, args.seeds)
     summary = tabulate(study, per_seed)
-    summary["ensemble_agreement"] = ensemble_agreement(study, seeds)
+    summary["ensemble_agreement"] = page_agreement(study, summary["seeds"])
     # The default Hydra reads both studies' choices: the other's from its page's JSON.
     others = {
         other.title: read_record(other.doc)[0]["summary"]
@@ -818,7 +874,7 @@ def main() -> None:
     dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
     prefix = f"python benchmarks/disagreement.py{dataset}{data_dir}"
     record = {
-        "command": study_command(prefix, seeds, summary["rows"], study.students),
+        "command": study_command(prefix, summary["seeds"], summary["rows"], study.students),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

@@ -92,7 +92,9 @@ def test_the_choice_reads_validation_scores_only_and_names_ties():
 def test_the_page_is_written_with_its_floors(scored):
     record, tmp = scored
     summary = study.tabulate(quick(tmp), {0: record})
-    page = study.markdown(quick(tmp), {"command": "c", "machine_line": "m", "summary": summary})
+    page = study.markdown(
+        quick(tmp), {"command": "c", "machine_line": "m", "summary": summary, "per_seed": {}}
+    )
     assert "**(chosen)**" in page and "## Floors" in page and "OOD MI ratio" in page
 
 
@@ -340,3 +342,48 @@ def test_the_page_keeps_every_trained_seed_when_one_seed_is_rerun(tmp_path):
     assert seeds.page_seeds(tmp_path, [1]) == [0, 1, 2]
     assert seeds.page_seeds(tmp_path / "none", [2, 0]) == [0, 2]
     assert seeds.page_seeds(tmp_path, [1], marker="teacher") == [1, 3]  # the CIFAR-10 study's
+
+
+def scores(teacher_cnll: float, **students: float) -> dict:
+    """One seed's scores as :func:`study.score_seed` gives them, the teacher named by its
+    cNLL and each student by its own."""
+    ensemble = {"acc": 0.9, "cnll": teacher_cnll, "ood_auroc": 0.9}
+    rows = {"ensemble": ensemble, "member": {"cnll": 0.3}}
+    rows |= {name: {"cnll": cnll} for name, cnll in students.items()}
+    return {"rows": rows, "curve": [teacher_cnll], "diversity": dict.fromkeys(students, 1.0)}
+
+
+def test_a_seed_rescored_with_its_teacher_replaces_the_recorded_rows_and_keeps_the_rest():
+    merged = study.merge_seed(scores(0.2, be=0.25, kd=0.3), scores(0.2, be=0.24, latentbe=0.22))
+    assert {k: v["cnll"] for k, v in merged["rows"].items() if k != "member"} == {
+        "ensemble": 0.2,
+        "be": 0.24,
+        "kd": 0.3,
+        "latentbe": 0.22,
+    }
+    assert merged["diversity"] == {"be": 1.0, "kd": 1.0, "latentbe": 1.0}
+    assert study.merge_seed(None, scores(0.2)) == scores(0.2)
+
+
+def test_a_student_of_another_teacher_never_joins_the_seeds_recorded_rows():
+    with pytest.raises(SystemExit, match="not the one its page recorded"):
+        study.merge_seed(scores(0.2, be=0.25), scores(0.21, latentbe=0.22))
+
+
+def test_the_page_keeps_recorded_seeds_whose_folders_are_gone(tmp_path, monkeypatch):
+    """``runs/`` is not kept: a page rewritten after it is lost keeps every recorded seed,
+    rescoring only the seeds trained since, and refuses a seed that is nowhere."""
+    doc = tmp_path / "page"
+    record = {"per_seed": {"0": scores(0.2, be=0.25), "1": scores(0.2, be=0.26)}}
+    record["summary"] = {"seeds": [0, 1], "ensemble_agreement": {"pairs": 1, "ood_rho": [0.5, 0]}}
+    doc.with_suffix(".json").write_text(__import__("json").dumps(record))
+    (tmp_path / "seed3").mkdir()
+    (tmp_path / "seed3" / "ensemble.safetensors").touch()
+    quick_study = dataclasses.replace(quick(tmp_path), doc=doc)
+    monkeypatch.setattr(study, "score_seed", lambda *_: scores(0.19, be=0.2))
+    per_seed = study.page_scores(quick_study, None, [3])
+    assert sorted(per_seed) == [0, 1, 3] and per_seed[3]["rows"]["be"]["cnll"] == 0.2
+    agreement = study.page_agreement(quick_study, sorted(per_seed))
+    assert agreement == {"seeds": [0, 1], "pairs": 1, "ood_rho": [0.5, 0]}  # as recorded
+    with pytest.raises(SystemExit, match=r"seeds \[4\]"):
+        study.page_scores(quick_study, None, [4])
