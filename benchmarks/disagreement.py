@@ -52,6 +52,7 @@ from seeds import (
     curve_over_seeds,
     dee_marks,
     mean_std,
+    page_scores,
     page_seeds,
     read_record,
     rows_over_seeds,
@@ -347,51 +348,6 @@ def ensemble_agreement(study: Study, seeds: list[int]) -> dict | None:
     }
 
 
-def same_teacher(a: dict, b: dict) -> bool:
-    """Whether two scorings of a seed read the same teacher: its ensemble's test and OOD scores
-    agree to rounding."""
-    ra, rb = a["rows"]["ensemble"], b["rows"]["ensemble"]
-    return all(math.isclose(ra[k], rb[k], rel_tol=1e-6) for k in ("acc", "cnll", "ood_auroc"))
-
-
-def merge_seed(recorded: dict | None, fresh: dict) -> dict:
-    """One seed's scores from its folder (``fresh``, :func:`score_seed`) and from the page's
-    record, which stands for students whose saved outputs are gone (``runs/`` is not kept): the
-    fresh rows replace the recorded ones and rows only recorded stay. Only with the page's
-    teacher: a student of another teacher would sit beside rows it was never compared with."""
-    if recorded is None:
-        return fresh
-    if not same_teacher(recorded, fresh):
-        raise SystemExit(
-            "this seed's teacher on disk is not the one its page recorded (its test scores "
-            "differ): rerun every student of the seed, or restore its recorded folder"
-        )
-    return {
-        **recorded,
-        **fresh,
-        "rows": recorded["rows"] | fresh["rows"],
-        "diversity": recorded["diversity"] | fresh["diversity"],
-    }
-
-
-def page_scores(study: Study, data_dir: str | None, asked: list[int]) -> dict[int, dict]:
-    """Every seed's scores for the page: each seed trained under ``study.out`` scored afresh
-    and merged with the page's record (:func:`merge_seed`), and the recorded seeds whose
-    folders are gone as recorded."""
-    doc = study.doc.with_suffix(".json")
-    recorded = read_record(study.doc)[1] if doc.is_file() else {}
-    on_disk = page_seeds(study.out, [])
-    if lost := sorted(set(asked) - set(on_disk) - set(recorded)):
-        raise SystemExit(
-            f"seeds {lost} are neither trained under {study.out} nor on the page {doc}: "
-            "train them first (drop --tabulate-only)"
-        )
-    fresh = {seed: score_seed(study, data_dir, seed) for seed in on_disk}
-    return dict(
-        sorted((recorded | {s: merge_seed(recorded.get(s), v) for s, v in fresh.items()}).items())
-    )
-
-
 def page_agreement(study: Study, seeds: list[int]) -> dict | None:
     """:func:`ensemble_agreement` over the page's teachers where each is on disk, else as the
     page recorded it (their saved outputs are gone)."""
@@ -455,9 +411,12 @@ def compact(row: dict) -> bool:
     return all(row[f"{key}_x"][0] <= bound for key, bound in COMPACT.items())
 
 
-def choose(rows: dict[str, dict], val_de2: tuple[float, float]) -> tuple[str, list[str], bool]:
-    """:data:`CHOICE_RULE`, from validation data only: the chosen student, the students it
-    ties with (ρ within the seeds' std of the best), and whether it is within the cNLL bound."""
+def choose(
+    rows: dict[str, dict], val_de2: tuple[float, float]
+) -> tuple[str | None, list[str], bool]:
+    """:data:`CHOICE_RULE`, from validation data only: the chosen student (None before a
+    compact student with an MI has its seeds), the students it ties with (ρ within the seeds'
+    std of the best), and whether it is within the cNLL bound."""
     students = {
         name: row
         for name, row in rows.items()
@@ -469,6 +428,8 @@ def choose(rows: dict[str, dict], val_de2: tuple[float, float]) -> tuple[str, li
         if row["val_cnll"][0] - row["val_cnll"][1] <= val_de2[0] + val_de2[1]
     }
     close = bound or students
+    if not close:
+        return None, [], False
     top = max(close, key=lambda name: close[name]["val_shift_rho"][0])
     tied = [top, *ties(close, top, list(close), "val_shift_rho")]
     chosen = min(tied, key=lambda name: close[name]["val_cnll"][0])
@@ -735,6 +696,24 @@ def agreement_lines(agreement: dict | None, c) -> list[str]:
     ]
 
 
+def chosen_floor_lines(summary: dict, rho_floor: float) -> list[str]:
+    if summary["chosen"] is None:
+        return []
+    chosen = floors(summary["rows"], summary["chosen"], summary["curve"], rho_floor)
+    return [floor_line(*floor) for floor in chosen]
+
+
+def choice_text(summary: dict) -> str:
+    if summary["chosen"] is None:
+        return "none yet: the page has no compact student with an MI on enough seeds."
+    tie = summary["tie"]
+    return (
+        f"`{summary['chosen']}`"
+        + ("" if summary["within_bound"] else " (no compact student is within the bound)")
+        + (f"; {tie_text(tie, 'the lower validation cNLL')}." if tie else ".")
+    )
+
+
 def markdown(study: Study, record: dict) -> str:
     summary = record["summary"]
     spread = len(summary["seeds"]) > 1
@@ -801,24 +780,16 @@ def markdown(study: Study, record: dict) -> str:
             + ", ".join(f"`{name}`" for name in [*summary["partial"], *summary["missing"]])
             + ".",
         ]
-    tie = summary["tie"]
     lines += [
         *curve_lines(summary["curve"]),
         f"Validation DE-2 cNLL: {c(summary['val_de2'])}.",
         "",
-        f"**Choice** (validation data only: {CHOICE_RULE}): `{summary['chosen']}`"
-        + ("" if summary["within_bound"] else " (no compact student is within the bound)")
-        + (f"; {tie_text(tie, 'the lower validation cNLL')}." if tie else "."),
+        f"**Choice** (validation data only: {CHOICE_RULE}): " + choice_text(summary),
         *default_lines(summary.get("default_hydra")),
         "",
         "## Floors (issue 28; test split and the OOD set, mean over the seeds)",
         "",
-        *(
-            floor_line(*floor)
-            for floor in floors(
-                summary["rows"], summary["chosen"], summary["curve"], RHO_FLOOR[study.title]
-            )
-        ),
+        *chosen_floor_lines(summary, RHO_FLOOR[study.title]),
         *floor_table(summary, RHO_FLOOR[study.title]),
         *agreement_lines(summary.get("ensemble_agreement"), c),
         "",
@@ -852,7 +823,8 @@ def main() -> None:
     if not args.tabulate_only:
         for seed in args.seeds:
             run_seed(study, args.data_dir, seed, args.only, inputs)
-    per_seed = page_scores(study, args.data_dir, args.seeds)
+    score = functools.partial(score_seed, study, args.data_dir)
+    per_seed = page_scores(study.doc, study.out, args.seeds, score)
     summary = tabulate(study, per_seed)
     summary["ensemble_agreement"] = page_agreement(study, summary["seeds"])
     # The default Hydra reads both studies' choices: the other's from its page's JSON.
@@ -861,7 +833,7 @@ def main() -> None:
         for other in STUDIES.values()
         if other is not study and other.doc.with_suffix(".json").is_file() and not args.quick
     }
-    if others:
+    if others and all(s["chosen"] for s in [summary, *others.values()]):
         summary["default_hydra"] = default_hydra({study.title: summary, **others})
     plot(summary, study.plot, RHO_FLOOR[study.title])
     shown = {"ensemble", summary["chosen"], "hydra default", "be"}

@@ -47,7 +47,7 @@ from seeds import (
     curve_lines,
     curve_over_seeds,
     dee_marks,
-    page_seeds,
+    page_scores,
     rows_over_seeds,
     study_command,
     study_parser,
@@ -281,14 +281,14 @@ def main() -> None:
         for seed in args.seeds:
             copy_reused(study, origin, seed)
             run_seed(study, args.data_dir, seed, args.only, inputs)
-    seeds = page_seeds(study.out, args.seeds)
-    per_seed = {seed: score_seed(study, args.data_dir, seed) for seed in seeds}
+    score = functools.partial(score_seed, study, args.data_dir)
+    per_seed = page_scores(study.doc, study.out, args.seeds, score)
     data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
     dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
     summary = tabulate(per_seed)
     prefix = f"python benchmarks/member_start.py{dataset}{data_dir}"
     record = {
-        "command": study_command(prefix, seeds, summary["rows"], study.students),
+        "command": study_command(prefix, summary["seeds"], summary["rows"], study.students),
         "machine": machine_info(),
         "machine_line": machine_line(machine_info()),
         "per_seed": per_seed,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import statistics
@@ -151,6 +152,51 @@ def read_record(doc: Path) -> tuple[dict, dict[int, dict]]:
     the measurements)."""
     record = json.loads(doc.with_suffix(".json").read_text())
     return record, {int(seed): scores for seed, scores in record.get("per_seed", {}).items()}
+
+
+def same_teacher(a: dict, b: dict) -> bool:
+    """Whether two scorings of a seed read the same teacher: its ensemble's test and OOD scores
+    agree to rounding."""
+    ra, rb = a["rows"]["ensemble"], b["rows"]["ensemble"]
+    return all(math.isclose(ra[k], rb[k], rel_tol=1e-6) for k in ("acc", "cnll", "ood_auroc"))
+
+
+def merge_seed(recorded: dict | None, fresh: dict) -> dict:
+    """One seed's scores from its folder (``fresh``) and from the page's record, which stands
+    for students whose saved outputs are gone (``runs/`` is not kept): the fresh rows (and
+    per-student ``diversity``) replace the recorded ones, and rows only recorded stay. Only
+    with the page's teacher: a student of another teacher would sit beside rows it was never
+    compared with."""
+    if recorded is None:
+        return fresh
+    if not same_teacher(recorded, fresh):
+        raise SystemExit(
+            "this seed's teacher on disk is not the one its page recorded (its test scores "
+            "differ): rerun every student of the seed, or restore its recorded folder"
+        )
+    merged = {**recorded, **fresh}
+    for key in ("rows", "diversity"):
+        if key in recorded:
+            merged[key] = recorded[key] | fresh.get(key, {})
+    return merged
+
+
+def page_scores(
+    doc: Path, out: Path, asked: Sequence[int], score: Callable[[int], dict]
+) -> dict[int, dict]:
+    """Every seed's scores for a page: each seed trained under ``out`` scored afresh
+    (``score(seed)``) and merged with the page's record (:func:`merge_seed`), and recorded
+    seeds whose folders are gone as recorded. So a study outlives its ``runs/`` folder: what a
+    session finished is on the committed page, and the next trains only what is missing."""
+    recorded = read_record(doc)[1] if doc.with_suffix(".json").is_file() else {}
+    on_disk = page_seeds(out, [])
+    if lost := sorted(set(asked) - set(on_disk) - set(recorded)):
+        raise SystemExit(
+            f"seeds {lost} are neither trained under {out} nor on the page "
+            f"{doc.with_suffix('.json')}: train them first (drop --tabulate-only)"
+        )
+    fresh = {seed: merge_seed(recorded.get(seed), score(seed)) for seed in on_disk}
+    return dict(sorted((recorded | fresh).items()))
 
 
 def write_page(doc: Path, record: dict, markdown: Callable[[dict], str]) -> None:

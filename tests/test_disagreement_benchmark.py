@@ -87,6 +87,11 @@ def test_the_choice_reads_validation_scores_only_and_names_ties():
     assert study.choose(rows, de2) == ("e", ["b"], True)
     # None within the bound: the most faithful compact student, the bound named as missed.
     assert study.choose(rows, (0.05, 0.0)) == ("d", [], False)
+    # No compact student with an MI yet (``--only kd be``): no choice, and the page says so.
+    summary = {"chosen": None, "tie": [], "within_bound": False}
+    assert study.choose({k: rows[k] for k in ("ensemble", "member", "c")}, de2) == (None, [], False)
+    assert study.choice_text(summary).startswith("none yet")
+    assert study.chosen_floor_lines(summary, 0.85) == []
 
 
 def test_the_page_is_written_with_its_floors(scored):
@@ -354,7 +359,7 @@ def scores(teacher_cnll: float, **students: float) -> dict:
 
 
 def test_a_seed_rescored_with_its_teacher_replaces_the_recorded_rows_and_keeps_the_rest():
-    merged = study.merge_seed(scores(0.2, be=0.25, kd=0.3), scores(0.2, be=0.24, latentbe=0.22))
+    merged = seeds.merge_seed(scores(0.2, be=0.25, kd=0.3), scores(0.2, be=0.24, latentbe=0.22))
     assert {k: v["cnll"] for k, v in merged["rows"].items() if k != "member"} == {
         "ensemble": 0.2,
         "be": 0.24,
@@ -362,15 +367,15 @@ def test_a_seed_rescored_with_its_teacher_replaces_the_recorded_rows_and_keeps_t
         "latentbe": 0.22,
     }
     assert merged["diversity"] == {"be": 1.0, "kd": 1.0, "latentbe": 1.0}
-    assert study.merge_seed(None, scores(0.2)) == scores(0.2)
+    assert seeds.merge_seed(None, scores(0.2)) == scores(0.2)
 
 
 def test_a_student_of_another_teacher_never_joins_the_seeds_recorded_rows():
     with pytest.raises(SystemExit, match="not the one its page recorded"):
-        study.merge_seed(scores(0.2, be=0.25), scores(0.21, latentbe=0.22))
+        seeds.merge_seed(scores(0.2, be=0.25), scores(0.21, latentbe=0.22))
 
 
-def test_the_page_keeps_recorded_seeds_whose_folders_are_gone(tmp_path, monkeypatch):
+def test_the_page_keeps_recorded_seeds_whose_folders_are_gone(tmp_path):
     """``runs/`` is not kept: a page rewritten after it is lost keeps every recorded seed,
     rescoring only the seeds trained since, and refuses a seed that is nowhere."""
     doc = tmp_path / "page"
@@ -379,11 +384,10 @@ def test_the_page_keeps_recorded_seeds_whose_folders_are_gone(tmp_path, monkeypa
     doc.with_suffix(".json").write_text(__import__("json").dumps(record))
     (tmp_path / "seed3").mkdir()
     (tmp_path / "seed3" / "ensemble.safetensors").touch()
-    quick_study = dataclasses.replace(quick(tmp_path), doc=doc)
-    monkeypatch.setattr(study, "score_seed", lambda *_: scores(0.19, be=0.2))
-    per_seed = study.page_scores(quick_study, None, [3])
-    assert sorted(per_seed) == [0, 1, 3] and per_seed[3]["rows"]["be"]["cnll"] == 0.2
-    agreement = study.page_agreement(quick_study, sorted(per_seed))
+    per_seed = seeds.page_scores(doc, tmp_path, [3], lambda seed: scores(0.19, be=0.2 + seed))
+    assert sorted(per_seed) == [0, 1, 3] and per_seed[3]["rows"]["be"]["cnll"] == 3.2
+    assert per_seed[0] == record["per_seed"]["0"]
+    agreement = study.page_agreement(dataclasses.replace(quick(tmp_path), doc=doc), [0, 1, 3])
     assert agreement == {"seeds": [0, 1], "pairs": 1, "ood_rho": [0.5, 0]}  # as recorded
     with pytest.raises(SystemExit, match=r"seeds \[4\]"):
-        study.page_scores(quick_study, None, [4])
+        seeds.page_scores(doc, tmp_path, [4], lambda seed: scores(0.2))
