@@ -12,9 +12,11 @@ student at 4x the teacher's epochs (the patient budget of docs/results/recipes.m
 outputs on the validation, test and OOD splits and on two perturbed copies of the validation
 split saved to runs/disagreement[_fashion]/seed<k>/<student>.safetensors. A finished student
 is kept: stop and rerun at will, one process per seed in parallel if you like. The page reads
-only those files. More seeds for the few rows a claim rests on (``--seeds 3 4 --only NAME ...``)
-join the page without dropping the others: a row is compared once it has 3 seeds, averaged
-over the seeds it has.
+those files, and keeps from its JSON the seeds and rows whose files are gone (runs/ is not
+committed): a new session trains only what the page lacks, the seed's teacher again first
+(it trains bit for bit the same; a different one is refused). More seeds for the few rows a
+claim rests on (``--seeds 3 4 --only NAME ...``) join the page without dropping the others: a
+row is compared once it has 3 seeds, averaged over the seeds it has.
 
 The validation split has no OOD set, so the choice reads validation inputs alone: the clean
 ones (cNLL) and two perturbed copies no student trains on (Gaussian noise of σ = 0.2 and

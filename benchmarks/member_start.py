@@ -12,7 +12,8 @@ teacher/teacher, or trained there when missing. Its random-start students at 4x 
 study's too (same config, ``student.init=random`` being the default): they are copied, not
 trained again. Every other student's outputs on the validation, test and OOD splits are saved
 to runs/member_start[_fashion]/seed<k>/<student>.safetensors; a finished student is kept, so
-stop and rerun at will (one process per seed in parallel if you like).
+stop and rerun at will (one process per seed in parallel if you like). The page keeps from its
+JSON the seeds and rows whose files are gone (runs/ is not committed).
 A student is compared once it has 3 seeds; where a gap is smaller than the std, seeds 3 and 4
 of the students it rests on join with ``--seeds 3 4 --only NAME ...``.
 
