@@ -58,8 +58,8 @@ from seeds import (
     page_seeds,
     read_record,
     rows_over_seeds,
-    study_command,
     study_parser,
+    study_record,
     tie_text,
     ties,
     write_page,
@@ -79,7 +79,6 @@ from ensemble_distill.methods.disagreement_fit import (
 )
 from ensemble_distill.methods.perturbations import PerturbationState, gaussian, patch_shuffle
 from ensemble_distill.models.disagreement import scale_disagreement
-from ensemble_distill.report.machine import machine_info, machine_line
 
 QUICK = ("dataset=digits", "members=3", "epochs=2", "model_args={widths: [32, 32]}")
 LINEAR = ["hydra.head_widths=[]", "hydra.head_init=independent"]  # the default heads
@@ -844,16 +843,7 @@ def main() -> None:
         "diversity": {k: v for k, v in summary["diversity"].items() if k in shown},
     }
     plot_diversity(chosen_only, diversity_plot_path(study.plot))
-    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
-    dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
-    prefix = f"python benchmarks/disagreement.py{dataset}{data_dir}"
-    record = {
-        "command": study_command(prefix, summary["seeds"], summary["rows"], study.students),
-        "machine": machine_info(),
-        "machine_line": machine_line(machine_info()),
-        "per_seed": per_seed,
-        "summary": summary,
-    }
+    record = study_record("disagreement.py", args, study.students, per_seed, summary)
     write_page(study.doc, record, functools.partial(markdown, study))
 
 

@@ -50,14 +50,13 @@ from seeds import (
     dee_marks,
     page_scores,
     rows_over_seeds,
-    study_command,
     study_parser,
+    study_record,
     write_page,
 )
 
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import classification_scores, predictive
-from ensemble_distill.report.machine import machine_info, machine_line
 
 METHODS = {"kd": ("kd", []), "hydra": ("hydra", LINEAR), "be": ("be", [])}
 BUDGETS = (1, 2, 4)
@@ -284,17 +283,8 @@ def main() -> None:
             run_seed(study, args.data_dir, seed, args.only, inputs)
     score = functools.partial(score_seed, study, args.data_dir)
     per_seed = page_scores(study.doc, study.out, args.seeds, score)
-    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
-    dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
     summary = tabulate(per_seed)
-    prefix = f"python benchmarks/member_start.py{dataset}{data_dir}"
-    record = {
-        "command": study_command(prefix, summary["seeds"], summary["rows"], study.students),
-        "machine": machine_info(),
-        "machine_line": machine_line(machine_info()),
-        "per_seed": per_seed,
-        "summary": summary,
-    }
+    record = study_record("member_start.py", args, study.students, per_seed, summary)
     write_page(study.doc, record, functools.partial(markdown, study))
 
 

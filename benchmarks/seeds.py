@@ -19,6 +19,7 @@ from safetensors import safe_open
 from ensemble_distill import metrics
 from ensemble_distill.evaluation import predictive
 from ensemble_distill.pipeline import run
+from ensemble_distill.report.machine import machine_info, machine_line
 
 # What every input did before Hydra's ``auto`` phases and adapters and ``perturbation.pool:
 # auto`` (issue 28): the studies written before pin it, so their rows keep their meaning.
@@ -197,6 +198,23 @@ def page_scores(
         )
     fresh = {seed: merge_seed(recorded.get(seed), score(seed)) for seed in on_disk}
     return dict(sorted((recorded | fresh).items()))
+
+
+def study_record(
+    script: str, args: argparse.Namespace, students, per_seed: dict, summary: dict
+) -> dict:
+    """A seed study's page record (:func:`study_parser`'s ``args``): the command that rebuilds
+    it, the machine, the per-seed scores and their summary."""
+    data_dir = f" --data-dir {args.data_dir}" if args.data_dir else ""
+    dataset = f" --dataset {args.dataset}" if args.dataset != "mnist" else ""
+    prefix = f"python benchmarks/{script}{dataset}{data_dir}"
+    return {
+        "command": study_command(prefix, summary["seeds"], summary["rows"], students),
+        "machine": machine_info(),
+        "machine_line": machine_line(machine_info()),
+        "per_seed": per_seed,
+        "summary": summary,
+    }
 
 
 def write_page(doc: Path, record: dict, markdown: Callable[[dict], str]) -> None:
