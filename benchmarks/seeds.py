@@ -171,10 +171,7 @@ def merge_seed(recorded: dict | None, fresh: dict) -> dict:
     if recorded is None:
         return fresh
     if not same_teacher(recorded, fresh):
-        raise SystemExit(
-            "this seed's teacher on disk is not the one its page recorded (its test scores "
-            "differ): rerun every student of the seed, or restore its recorded folder"
-        )
+        raise ValueError("a seed's scores merged under another teacher than its recorded one")
     merged = {**recorded, **fresh}
     for key in ("rows", "diversity"):
         if key in recorded:
@@ -196,7 +193,16 @@ def page_scores(
             f"seeds {lost} are neither trained under {out} nor on the page "
             f"{doc.with_suffix('.json')}: train them first (drop --tabulate-only)"
         )
-    fresh = {seed: merge_seed(recorded.get(seed), score(seed)) for seed in on_disk}
+    fresh = {}
+    for seed in on_disk:
+        scores = score(seed)
+        if seed in recorded and not same_teacher(recorded[seed], scores):
+            raise SystemExit(
+                f"seed {seed}: the teacher under {out / f'seed{seed}'} is not the one the page "
+                f"{doc.with_suffix('.json')} recorded (its test scores differ): train every "
+                "student of the seed again (move the page's JSON away), or restore the folder"
+            )
+        fresh[seed] = merge_seed(recorded.get(seed), scores)
     return dict(sorted((recorded | fresh).items()))
 
 

@@ -370,8 +370,16 @@ def test_a_seed_rescored_with_its_teacher_replaces_the_recorded_rows_and_keeps_t
     assert seeds.merge_seed(None, scores(0.2)) == scores(0.2)
 
 
-def test_a_student_of_another_teacher_never_joins_the_seeds_recorded_rows():
-    with pytest.raises(SystemExit, match="not the one its page recorded"):
+def test_a_student_of_another_teacher_never_joins_the_seeds_recorded_rows(tmp_path):
+    doc = tmp_path / "page"
+    doc.with_suffix(".json").write_text(
+        __import__("json").dumps({"per_seed": {"2": scores(0.2, be=0.25)}})
+    )
+    (tmp_path / "seed2").mkdir()
+    (tmp_path / "seed2" / "ensemble.safetensors").touch()
+    with pytest.raises(SystemExit, match=r"seed 2: the teacher under .*seed2 is not the one"):
+        seeds.page_scores(doc, tmp_path, [], lambda seed: scores(0.21, latentbe=0.22))
+    with pytest.raises(ValueError, match="another teacher"):
         seeds.merge_seed(scores(0.2, be=0.25), scores(0.21, latentbe=0.22))
 
 
