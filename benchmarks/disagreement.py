@@ -374,15 +374,29 @@ KEYS += ("ood_auroc_mi", "mi_spearman_test", "mi_spearman_ood", "ood_mi_ratio", 
 KEYS += ("val_cnll", "val_noise_rho", "val_tiles_rho", "val_shift_rho")
 
 
+def references(per_seed: dict[int, dict], seeds: list[int]) -> dict:
+    """What a row is held against, over the seeds the row has: DE-2's test and validation cNLL
+    and the ensemble's OOD AUROC by MI. A row of seeds 0-2 on a page whose ensemble has seeds
+    0-4 is compared with that ensemble's seeds 0-2, never with teachers it did not distil."""
+    return {
+        "de2": mean_std([per_seed[s]["curve"][1] for s in seeds]),
+        "val_de2": mean_std([per_seed[s]["val_curve"][1] for s in seeds]),
+        "ensemble_auroc_mi": mean_std(
+            [per_seed[s]["rows"]["ensemble"]["ood_auroc_mi"] for s in seeds]
+        ),
+    }
+
+
 def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
     seeds, rows, curve = (
         sorted(per_seed),
         rows_over_seeds(per_seed, KEYS),
         curve_over_seeds(per_seed),
     )
-    val_de2 = mean_std([per_seed[s]["val_curve"][1] for s in seeds])
+    for row in rows.values():
+        row |= references(per_seed, row["seeds"])
     complete = {name: row for name, row in rows.items() if comparable(row, seeds)}
-    chosen, tie, within = choose(complete, val_de2)
+    chosen, tie, within = choose(complete)
     return {
         "seeds": seeds,
         "rows": rows,
@@ -390,8 +404,9 @@ def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
         "diversity": mean_diversity([per_seed[s]["diversity"] for s in seeds]),
         "chosen": chosen,
         "tie": tie,
-        "val_de2": val_de2,
+        "val_de2": mean_std([per_seed[s]["val_curve"][1] for s in seeds]),
         "within_bound": within,
+        "dm": dm_over_common_seeds(per_seed, rows),
         "missing": [name for name in study.students if name not in rows],
         "partial": [name for name in rows if name not in complete],
     }
@@ -412,12 +427,11 @@ def compact(row: dict) -> bool:
     return all(row[f"{key}_x"][0] <= bound for key, bound in COMPACT.items())
 
 
-def choose(
-    rows: dict[str, dict], val_de2: tuple[float, float]
-) -> tuple[str | None, list[str], bool]:
+def choose(rows: dict[str, dict]) -> tuple[str | None, list[str], bool]:
     """:data:`CHOICE_RULE`, from validation data only: the chosen student (None before a
     compact student with an MI has its seeds), the students it ties with (ρ within the seeds'
-    std of the best), and whether it is within the cNLL bound."""
+    std of the best), and whether it is within the cNLL bound (each row's ``val_de2``, over
+    its own seeds: :func:`references`)."""
     students = {
         name: row
         for name, row in rows.items()
@@ -426,7 +440,7 @@ def choose(
     bound = {
         name: row
         for name, row in students.items()
-        if row["val_cnll"][0] - row["val_cnll"][1] <= val_de2[0] + val_de2[1]
+        if row["val_cnll"][0] - row["val_cnll"][1] <= row["val_de2"][0] + row["val_de2"][1]
     }
     close = bound or students
     if not close:
@@ -478,15 +492,13 @@ def default_lines(default: dict | None) -> list[str]:
     ]
 
 
-def floors(
-    rows: dict[str, dict], chosen: str, curve: list, rho_floor: float
-) -> list[tuple[str, float, float | None]]:
-    """The issue's floors for ``chosen`` as (what was measured, by how much it misses the floor
-    (≤ 0: met), the seeds' std the miss is read against; None where no spread applies)."""
-    row, ensemble = rows[chosen], rows["ensemble"]
+def floors(row: dict, rho_floor: float) -> list[tuple[str, float, float | None]]:
+    """The issue's floors for a student's ``row`` as (what was measured, by how much it misses
+    the floor (≤ 0: met), the seeds' std the miss is read against; None where no spread
+    applies); the ensemble's and DE-2's values over the row's own seeds (:func:`references`)."""
     (ratio, ratio_std), (rho, rho_std) = row["ood_mi_ratio"], row["mi_spearman_ood"]
-    (auroc, auroc_std), floor = row["ood_auroc_mi"], ensemble["ood_auroc_mi"][0] - 0.01
-    (cnll, cnll_std), (de2, de2_std) = row["cnll"], curve[1]
+    (auroc, auroc_std), floor = row["ood_auroc_mi"], row["ensemble_auroc_mi"][0] - 0.01
+    (cnll, cnll_std), (de2, de2_std) = row["cnll"], row["de2"]
     params, flops = row["params_x"][0], row["flops_x"][0]
     return [
         (
@@ -523,7 +535,7 @@ def floor_line(text: str, miss: float, std: float | None) -> str:
 def floor_table(summary: dict, rho_floor: float) -> list[str]:
     """Every compact student with an MI against the fidelity floors, not only the chosen one:
     what a user can have at a compact student's cost, and which floor each one misses."""
-    rows, curve = summary["rows"], summary["curve"]
+    rows = summary["rows"]
     names = [
         name
         for name, row in rows.items()
@@ -537,12 +549,12 @@ def floor_table(summary: dict, rho_floor: float) -> list[str]:
         "Every compact student with an MI against the same floors (*tie*: short by less than "
         "the seeds' std):",
         "",
-        f"| student | OOD MI ratio | MI ρ OOD | OOD AUROC by MI | cNLL (DE-2 {curve[1][0]:.4f}) "
-        "| floors met |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| student | seeds | OOD MI ratio | MI ρ OOD | OOD AUROC by MI (ensemble − 0.01) | "
+        "cNLL (DE-2) | floors met |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     marks = {
-        name: [reading(miss, std) for _, miss, std in floors(rows, name, curve, rho_floor)[1:]]
+        name: [reading(miss, std) for _, miss, std in floors(rows[name], rho_floor)[1:]]
         for name in names
     }
     # The students that meet the most floors first (then the most ties): the frontier on top.
@@ -551,13 +563,14 @@ def floor_table(summary: dict, rho_floor: float) -> list[str]:
         values = (
             f"{row['ood_mi_ratio'][0]:.3f}",
             f"{row['mi_spearman_ood'][0]:.3f}",
-            f"{row['ood_auroc_mi'][0]:.4f}",
-            f"{row['cnll'][0]:.4f}",
+            f"{row['ood_auroc_mi'][0]:.4f} ({row['ensemble_auroc_mi'][0] - 0.01:.4f})",
+            f"{row['cnll'][0]:.4f} ({row['de2'][0]:.4f})",
         )
         cells = [f"{value} {mark}" for value, mark in zip(values, marks[name], strict=True)]
         met, tied = marks[name].count("met"), marks[name].count("tie")
         ties = f" + {tied} tie" if tied else ""
-        lines.append(f"| {name} | {' | '.join(cells)} | {met}{ties} of 4 |")
+        seeds = ", ".join(map(str, row["seeds"]))
+        lines.append(f"| {name} | {seeds} | {' | '.join(cells)} | {met}{ties} of 4 |")
     return lines
 
 
@@ -644,6 +657,18 @@ def dm_verdict(rows: dict[str, dict], seeds: list[int]) -> dict | None:
     return {"gaps": gaps, "verdict": verdict}
 
 
+def dm_over_common_seeds(per_seed: dict[int, dict], rows: dict[str, dict]) -> dict | None:
+    """:func:`dm_verdict` over the seeds all three students have (a gap between means of
+    different seeds would mix the seeds' spread into it), with those seeds."""
+    names = (DM_STUDENT, *DM_BASELINES)
+    if any(name not in rows for name in names):
+        return None
+    common = sorted(set.intersection(*(set(rows[name]["seeds"]) for name in names)))
+    paired = rows_over_seeds({seed: per_seed[seed] for seed in common}, tuple(DM_METRICS))
+    verdict = dm_verdict(paired, common) if len(common) >= MIN_SEEDS else None
+    return verdict and {"seeds": common, **verdict}
+
+
 def dm_mark(gap: dict) -> str:
     """A gap's mark on the page: a win, a loss, or none (within the seeds' std: a tie)."""
     return " **win**" if gap["win"] else " **loss**" if gap["loss"] else ""
@@ -657,7 +682,8 @@ def dm_lines(verdict: dict | None) -> list[str]:
         "",
         "## Diversity Matters re-measured",
         "",
-        f"`{DM_STUDENT}` − each baseline, mean over the seeds (the larger seeds' std in "
+        f"`{DM_STUDENT}` − each baseline, mean over the seeds all three have "
+        f"({', '.join(map(str, verdict['seeds']))}; the larger seeds' std in "
         "brackets; **win**: better by more than it: a lower cNLL, an MI ratio closer to 1, a "
         "higher ρ; **loss**: worse by more than it). Reproduced: ConfODS wins against both in "
         "every metric; not reproduced: it wins nowhere; partly: in between.",
@@ -700,7 +726,7 @@ def agreement_lines(agreement: dict | None, c) -> list[str]:
 def chosen_floor_lines(summary: dict, rho_floor: float) -> list[str]:
     if summary["chosen"] is None:
         return []
-    chosen = floors(summary["rows"], summary["chosen"], summary["curve"], rho_floor)
+    chosen = floors(summary["rows"][summary["chosen"]], rho_floor)
     return [floor_line(*floor) for floor in chosen]
 
 
@@ -799,7 +825,7 @@ def markdown(study: Study, record: dict) -> str:
         "FLOPs; dash-dotted: another ensemble's ρ. Hollow: with the disagreement temperature.",
         "",
         f"![fidelity against inference cost](../img/{study.plot.name})",
-        *dm_lines(dm_verdict(summary["rows"], summary["seeds"])),
+        *dm_lines(summary["dm"]),
         "",
         "## Diversity per confidence bin",
         "",

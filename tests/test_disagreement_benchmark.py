@@ -64,13 +64,14 @@ def test_the_perturbed_validation_copies_are_fixed_per_seed_and_stay_in_range():
 
 
 def test_the_choice_reads_validation_scores_only_and_names_ties():
-    def row(val_cnll, rho, flops=1.1, params=1.1, cnll=0.05, std=0.01):
+    def row(val_cnll, rho, flops=1.1, params=1.1, cnll=0.05, std=0.01, de2=0.106):
         return {
             "val_cnll": (val_cnll, std),
             "val_shift_rho": (rho, std),
             "flops_x": (flops, 0.0),
             "params_x": (params, 0.0),
             "cnll": (cnll, 0.0),
+            "val_de2": (de2, 0.0),  # the validation cNLL bound, over the row's seeds
         }
 
     rows = {
@@ -81,15 +82,18 @@ def test_the_choice_reads_validation_scores_only_and_names_ties():
         "c": row(0.099, 0.99, flops=2.5),  # best everywhere, but not compact
         "d": row(0.300, 0.99, cnll=0.001),  # best test cNLL, beyond the validation bound
     }
-    de2 = (0.106, 0.0)  # the validation cNLL bound
-    assert study.choose(rows, de2) == ("b", [], True)
+    assert study.choose(rows) == ("b", [], True)
     rows["e"] = row(0.102, 0.845)  # ρ within b's std: a tie, broken by validation cNLL
-    assert study.choose(rows, de2) == ("e", ["b"], True)
+    assert study.choose(rows) == ("e", ["b"], True)
+    # Each row against DE-2 over its own seeds: e's seeds' teachers bound it lower.
+    rows["e"] = row(0.102, 0.845, de2=0.09)
+    assert study.choose(rows) == ("b", [], True)
     # None within the bound: the most faithful compact student, the bound named as missed.
-    assert study.choose(rows, (0.05, 0.0)) == ("d", [], False)
+    low = {name: r | {"val_de2": (0.05, 0.0)} for name, r in rows.items()}
+    assert study.choose(low) == ("d", [], False)
     # No compact student with an MI yet (``--only kd be``): no choice, and the page says so.
     summary = {"chosen": None, "tie": [], "within_bound": False}
-    assert study.choose({k: rows[k] for k in ("ensemble", "member", "c")}, de2) == (None, [], False)
+    assert study.choose({k: rows[k] for k in ("ensemble", "member", "c")}) == (None, [], False)
     assert study.choice_text(summary).startswith("none yet")
     assert study.chosen_floor_lines(summary, 0.85) == []
 
@@ -183,7 +187,7 @@ def test_a_worse_value_beyond_the_std_is_marked_a_loss():
     assert gaps["cnll vs be"]["loss"] and not gaps["cnll vs be"]["win"]
     assert gaps["ood_mi_ratio vs be"]["win"] and not gaps["ood_mi_ratio vs be"]["loss"]
     assert not gaps["mi_spearman_ood vs be"]["win"] and not gaps["mi_spearman_ood vs be"]["loss"]
-    lines = study.dm_lines({"gaps": gaps, "verdict": "partly"})
+    lines = study.dm_lines({"gaps": gaps, "verdict": "partly", "seeds": [0, 1, 2]})
     assert "| cNLL | +0.0500 (0.0100) **loss** |" in "\n".join(lines)
 
 
@@ -267,17 +271,16 @@ def test_the_floors_measure_each_miss_against_its_floor():
         base = {"params_x": (1.3, 0.0), "flops_x": (1.3, 0.0)}
         return base | {k: (v, 0.01) for k, v in values.items()}
 
-    rows = {
-        "ensemble": row(ood_auroc_mi=0.95),
-        "s": row(ood_mi_ratio=0.4, mi_spearman_ood=0.84, ood_auroc_mi=0.96, cnll=0.049),
-    }
-    misses = [miss for _, miss, _ in study.floors(rows, "s", [(0.05, 0.0), (0.0486, 0.0)], 0.85)]
+    student = row(ood_mi_ratio=0.4, mi_spearman_ood=0.84, ood_auroc_mi=0.96, cnll=0.049)
+    student |= {"ensemble_auroc_mi": (0.95, 0.01), "de2": (0.0486, 0.0)}
+    misses = [miss for _, miss, _ in study.floors(student, 0.85)]
     assert misses == pytest.approx([0.0, 0.1, 0.01, -0.02, 0.0004])
 
 
 def test_the_floor_table_reads_every_compact_student_with_an_mi():
     def row(seeds=(0, 1, 2), flops=1.3, **values):
         base = {"params_x": (1.3, 0.0), "flops_x": (flops, 0.0), "seeds": list(seeds)}
+        base |= {"ensemble_auroc_mi": (0.95, 0.0), "de2": (0.0486, 0.0)}
         return base | {k: (v, 0.01) for k, v in values.items()}
 
     fidelity = {"ood_mi_ratio": 0.6, "ood_auroc_mi": 0.96, "cnll": 0.0490}
@@ -292,9 +295,12 @@ def test_the_floor_table_reads_every_compact_student_with_an_mi():
     summary = {"rows": rows, "curve": [(0.05, 0.0), (0.0486, 0.0)], "seeds": [0, 1, 2, 3]}
     table = [line for line in study.floor_table(summary, 0.85) if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in table[1:]] == ["| top", "| bottom"]  # most met first
-    assert table[1].endswith("0.600 met | 0.845 tie | 0.9600 met | 0.0490 tie | 2 + 2 tie of 4 |")
+    assert table[1].endswith(
+        "| 0, 1, 2 | 0.600 met | 0.845 tie | 0.9600 (0.9400) met | 0.0490 (0.0486) tie | "
+        "2 + 2 tie of 4 |"
+    )
     assert table[2].endswith(
-        "0.100 missed | 0.700 missed | 0.9600 met | 0.0490 tie | 1 + 1 tie of 4 |"
+        "0.100 missed | 0.700 missed | 0.9600 (0.9400) met | 0.0490 (0.0486) tie | 1 + 1 tie of 4 |"
     )
 
 
@@ -399,3 +405,35 @@ def test_the_page_keeps_recorded_seeds_whose_folders_are_gone(tmp_path):
     assert agreement == {"seeds": [0, 1], "pairs": 1, "ood_rho": [0.5, 0]}  # as recorded
     with pytest.raises(SystemExit, match=r"seeds \[4\]"):
         seeds.page_scores(doc, tmp_path, [4], lambda seed: scores(0.2))
+
+
+def test_references_and_the_verdict_read_the_seeds_the_rows_share():
+    """A row of seeds 0-2 beside an ensemble of seeds 0-3 is held against DE-2 and the
+    ensemble over seeds 0-2; ConfODS on seeds 0-2 is compared with BE's seeds 0-2 only."""
+    per_seed = {
+        s: {
+            "curve": [0.3, 0.20 + 0.01 * s],
+            "val_curve": [0.3, 0.10 + 0.01 * s],
+            "rows": {"ensemble": {"ood_auroc_mi": 0.90 + 0.01 * s}},
+        }
+        for s in range(4)
+    }
+    refs = study.references(per_seed, [0, 1, 2])
+    assert refs["de2"] == pytest.approx((0.21, 0.01))
+    assert refs["val_de2"] == pytest.approx((0.11, 0.01))
+    assert refs["ensemble_auroc_mi"] == pytest.approx((0.91, 0.01))
+    cnll = {"be": [0.30, 0.31, 0.29, 0.10], "be + gaussian": [0.30, 0.31, 0.29, 0.30]}
+    cnll["be + confods"] = [0.25, 0.26, 0.24]  # better on each shared seed; no seed 3
+    for s in range(4):
+        for name, values in cnll.items():
+            if s < len(values):
+                per_seed[s]["rows"][name] = {"cnll": values[s]} | dict.fromkeys(
+                    ("ood_mi_ratio", "mi_spearman_ood"), 0.5 + 0.01 * s
+                )
+    rows = seeds.rows_over_seeds(per_seed, ("cnll",))
+    dm = study.dm_over_common_seeds(per_seed, rows)
+    assert dm["seeds"] == [0, 1, 2]
+    assert dm["gaps"]["cnll vs be"]["gap"] == pytest.approx(-0.05)  # not 0.25 - 0.2475
+    assert dm["gaps"]["cnll vs be"]["win"]
+    del per_seed[2]["rows"]["be + confods"]
+    assert study.dm_over_common_seeds(per_seed, seeds.rows_over_seeds(per_seed, ("cnll",))) is None
