@@ -619,6 +619,15 @@ def plot(summary: dict, path: Path, rho_floor: float) -> None:
 # over plain BE and over Gaussian noise of the same norm. What the verdict compares, and how.
 DM_STUDENT, DM_BASELINES = "be + confods", ("be", "be + gaussian")
 DM_METRICS = {"cnll": "cNLL", "ood_mi_ratio": "OOD MI ratio", "mi_spearman_ood": "MI ρ OOD"}
+# The page's table of the three students over the seeds they share: column, format.
+DM_COLUMNS = {
+    "cnll": ".4f",
+    "dee": ".2f",
+    "ood_mi_ratio": ".3f",
+    "mi_spearman_ood": ".3f",
+    "ood_auroc_mi": ".4f",
+}
+DM_KEYS = tuple(DM_COLUMNS)
 
 
 def dm_better(key: str, mean: float, base: float) -> bool:
@@ -659,14 +668,16 @@ def dm_verdict(rows: dict[str, dict], seeds: list[int]) -> dict | None:
 
 def dm_over_common_seeds(per_seed: dict[int, dict], rows: dict[str, dict]) -> dict | None:
     """:func:`dm_verdict` over the seeds all three students have (a gap between means of
-    different seeds would mix the seeds' spread into it), with those seeds."""
+    different seeds would mix the seeds' spread into it), with those seeds and the three
+    students' means ± std over them (``means``)."""
     names = (DM_STUDENT, *DM_BASELINES)
     if any(name not in rows for name in names):
         return None
     common = sorted(set.intersection(*(set(rows[name]["seeds"]) for name in names)))
-    paired = rows_over_seeds({seed: per_seed[seed] for seed in common}, tuple(DM_METRICS))
+    paired = rows_over_seeds({seed: per_seed[seed] for seed in common}, DM_KEYS)
     verdict = dm_verdict(paired, common) if len(common) >= MIN_SEEDS else None
-    return verdict and {"seeds": common, **verdict}
+    means = {name: {key: paired[name][key] for key in DM_KEYS} for name in names}
+    return verdict and {"seeds": common, "means": means, **verdict}
 
 
 def dm_mark(gap: dict) -> str:
@@ -698,6 +709,18 @@ def dm_lines(verdict: dict | None) -> list[str]:
             + " | ".join(f"{g['gap']:+.4f} ({g['std']:.4f}){dm_mark(g)}" for g in cells)
             + " |"
         )
+    lines += [
+        "",
+        "The three students over those seeds (mean ± std):",
+        "",
+        "| student | cNLL | DEE | OOD MI ratio | MI ρ OOD | OOD AUROC by MI |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, means in verdict["means"].items():
+        cells = [
+            f"{means[key][0]:{fmt}} ± {means[key][1]:{fmt}}" for key, fmt in DM_COLUMNS.items()
+        ]
+        lines.append(f"| `{name}` | {' | '.join(cells)} |")
     return [*lines, "", f"**Verdict: {verdict['verdict']}.**"]
 
 

@@ -187,7 +187,9 @@ def test_a_worse_value_beyond_the_std_is_marked_a_loss():
     assert gaps["cnll vs be"]["loss"] and not gaps["cnll vs be"]["win"]
     assert gaps["ood_mi_ratio vs be"]["win"] and not gaps["ood_mi_ratio vs be"]["loss"]
     assert not gaps["mi_spearman_ood vs be"]["win"] and not gaps["mi_spearman_ood vs be"]["loss"]
-    lines = study.dm_lines({"gaps": gaps, "verdict": "partly", "seeds": [0, 1, 2]})
+    means = {"be + confods": dict.fromkeys(study.DM_KEYS, (0.35, 0.01))}
+    lines = study.dm_lines({"gaps": gaps, "verdict": "partly", "seeds": [0, 1, 2], "means": means})
+    assert "| `be + confods` | 0.3500 ± 0.0100 | 0.35 ± 0.01 | 0.350 ± 0.010 |" in "\n".join(lines)
     assert "| cNLL | +0.0500 (0.0100) **loss** |" in "\n".join(lines)
 
 
@@ -428,12 +430,13 @@ def test_references_and_the_verdict_read_the_seeds_the_rows_share():
         for name, values in cnll.items():
             if s < len(values):
                 per_seed[s]["rows"][name] = {"cnll": values[s]} | dict.fromkeys(
-                    ("ood_mi_ratio", "mi_spearman_ood"), 0.5 + 0.01 * s
+                    ("ood_mi_ratio", "mi_spearman_ood", "dee", "ood_auroc_mi"), 0.5 + 0.01 * s
                 )
     rows = seeds.rows_over_seeds(per_seed, ("cnll",))
     dm = study.dm_over_common_seeds(per_seed, rows)
     assert dm["seeds"] == [0, 1, 2]
     assert dm["gaps"]["cnll vs be"]["gap"] == pytest.approx(-0.05)  # not 0.25 - 0.2475
     assert dm["gaps"]["cnll vs be"]["win"]
+    assert dm["means"]["be"]["cnll"] == pytest.approx((0.30, 0.01))  # BE over seeds 0-2
     del per_seed[2]["rows"]["be + confods"]
     assert study.dm_over_common_seeds(per_seed, seeds.rows_over_seeds(per_seed, ("cnll",))) is None
