@@ -328,13 +328,14 @@ def tabulate(study: Study, per_seed: dict[int, dict]) -> dict:
 
 def mean_diversity(per_seed: list[dict[str, dict]]) -> dict[str, dict]:
     """Per model and split, the bins' edges and the mean over seeds of each bin's diversity (the
-    seeds where the bin is not empty); models scored on every seed only."""
-    names = [name for name in per_seed[0] if all(name in seed for seed in per_seed)]
+    seeds where the model was scored and the bin is not empty)."""
+    names = list(dict.fromkeys(name for seed in per_seed for name in seed))
     summary = {}
     for name in names:
+        scored = [seed[name] for seed in per_seed if name in seed]
         summary[name] = {}
-        for split, first in per_seed[0][name].items():
-            bins = zip(*(seed[name][split]["diversity"] for seed in per_seed), strict=True)
+        for split, first in scored[0].items():
+            bins = zip(*(seed[split]["diversity"] for seed in scored), strict=True)
             summary[name][split] = {
                 "edges": first["edges"],
                 "diversity": [(mean_std(values) or (None,))[0] for values in bins],

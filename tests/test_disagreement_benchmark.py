@@ -440,3 +440,19 @@ def test_references_and_the_verdict_read_the_seeds_the_rows_share():
     assert dm["means"]["be"]["cnll"] == pytest.approx((0.30, 0.01))  # BE over seeds 0-2
     del per_seed[2]["rows"]["be + confods"]
     assert study.dm_over_common_seeds(per_seed, seeds.rows_over_seeds(per_seed, ("cnll",))) is None
+
+
+def test_the_diversity_figure_averages_each_model_over_the_seeds_that_have_it():
+    """Seeds 3 and 4 trained for a few rows only: the chosen student (seeds 0-2) stays in the
+    figure, averaged over its own seeds; an empty bin (None) is skipped."""
+
+    def seed(**models):
+        return {
+            name: {"test": {"edges": [0.0, 0.5, 1.0], "diversity": values}}
+            for name, values in models.items()
+        }
+
+    per_seed = [seed(be=[0.1, 0.3], hydra=[0.2, None]), seed(be=[0.3, 0.5])]
+    got = study.mean_diversity(per_seed)
+    assert got["be"]["test"]["diversity"] == pytest.approx([0.2, 0.4])
+    assert got["hydra"]["test"] == {"edges": [0.0, 0.5, 1.0], "diversity": [0.2, None]}
