@@ -57,7 +57,7 @@ def summary_with(cnll_gap: float, rho_gap: float) -> dict:
         cnll = 0.05 + (cnll_gap if member else 0.0)
         rho = 0.8 + (rho_gap if member else 0.0)
         rows[name] = {"val_cnll": (cnll, 0.001), "val_noise_rho": (rho, 0.01)}
-    return {"rows": rows, "verdicts": study.verdicts(rows_of(rows), [0, 1, 2])}
+    return {"rows": rows, "verdicts": study.verdicts(rows_of(rows))}
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,15 @@ def test_the_vote_needs_a_win_beyond_the_std_that_costs_no_disagreement(cnll_gap
 def test_no_vote_while_a_student_lacks_a_seed():
     summary = summary_with(-0.005, 0.0)
     rows = rows_of({"kd random 4x": {"val_cnll": (0.05, 0.0)}}, seeds=(0,))
-    summary["verdicts"] = study.verdicts(rows, [0, 1, 2])
+    summary["verdicts"] = study.verdicts(rows)
+    assert study.default_verdict(summary).startswith("none yet")
+
+
+def test_a_page_of_one_seed_has_no_gaps_and_no_vote():
+    """A study's first seed alone: a std of one seed is 0, so every gap would read as a win."""
+    summary = summary_with(-0.005, 0.0)
+    summary["verdicts"] = study.verdicts(rows_of(summary["rows"], seeds=(0,)))
+    assert all(v is None for entry in summary["verdicts"].values() for v in entry.values())
     assert study.default_verdict(summary).startswith("none yet")
 
 
@@ -86,10 +94,10 @@ def test_extra_seeds_for_a_few_students_keep_the_others_in_the_vote():
     summary = summary_with(-0.005, 0.0)
     rows = {name: {**entry, "seeds": [0, 1, 2]} for name, entry in summary["rows"].items()}
     rows["kd member 4x"]["seeds"] = [0, 1, 2, 3, 4]
-    summary["verdicts"] = study.verdicts(rows, [0, 1, 2, 3, 4])
+    summary["verdicts"] = study.verdicts(rows)
     assert study.default_verdict(summary) == "yes"
     rows["kd random 4x"]["seeds"] = [3, 4]
-    summary["verdicts"] = study.verdicts(rows, [0, 1, 2, 3, 4])
+    summary["verdicts"] = study.verdicts(rows)
     assert study.default_verdict(summary).startswith("none yet")
 
 
