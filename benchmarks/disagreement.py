@@ -49,6 +49,7 @@ from hydra_tradeoff import (
 )
 from seeds import (
     MIN_SEEDS,
+    cell,
     comparable,
     curve_lines,
     curve_over_seeds,
@@ -619,13 +620,13 @@ def plot(summary: dict, path: Path, rho_floor: float) -> None:
 # over plain BE and over Gaussian noise of the same norm. What the verdict compares, and how.
 DM_STUDENT, DM_BASELINES = "be + confods", ("be", "be + gaussian")
 DM_METRICS = {"cnll": "cNLL", "ood_mi_ratio": "OOD MI ratio", "mi_spearman_ood": "MI ρ OOD"}
-# The page's table of the three students over the seeds they share: column, format.
+# The page's table of the three students over the seeds they share: column -> (label, format).
 DM_COLUMNS = {
-    "cnll": ".4f",
-    "dee": ".2f",
-    "ood_mi_ratio": ".3f",
-    "mi_spearman_ood": ".3f",
-    "ood_auroc_mi": ".4f",
+    "cnll": ("cNLL", ".4f"),
+    "dee": ("DEE", ".2f"),
+    "ood_mi_ratio": ("OOD MI ratio", ".3f"),
+    "mi_spearman_ood": ("MI ρ OOD", ".3f"),
+    "ood_auroc_mi": ("OOD AUROC by MI", ".4f"),
 }
 DM_KEYS = tuple(DM_COLUMNS)
 
@@ -713,13 +714,11 @@ def dm_lines(verdict: dict | None) -> list[str]:
         "",
         "The three students over those seeds (mean ± std):",
         "",
-        "| student | cNLL | DEE | OOD MI ratio | MI ρ OOD | OOD AUROC by MI |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| student | " + " | ".join(label for label, _ in DM_COLUMNS.values()) + " |",
+        "|---|" + "---:|" * len(DM_COLUMNS),
     ]
     for name, means in verdict["means"].items():
-        cells = [
-            f"{means[key][0]:{fmt}} ± {means[key][1]:{fmt}}" for key, fmt in DM_COLUMNS.items()
-        ]
+        cells = [cell(means[key], fmt) for key, (_, fmt) in DM_COLUMNS.items()]
         lines.append(f"| `{name}` | {' | '.join(cells)} |")
     return [*lines, "", f"**Verdict: {verdict['verdict']}.**"]
 
