@@ -115,8 +115,24 @@ def copy_reused(study: Study, origin: Path, seed: int) -> None:
                 shutil.copyfile(source, target)
 
 
+def start_rank(ensemble: dict, data) -> dict[str, int]:
+    """Member 0's rank (1: the best) by cNLL among the teacher's members, on validation
+    (temperature fitted and scored there, as a student's validation cNLL) and on test. Every
+    member-start student begins as member 0, so where member 0 ranks better on validation than
+    on test, the validation gaps lean towards the member start by member 0's luck there."""
+    val, test = ensemble["val"].probs, ensemble["test"].probs  # (batch, members, classes)
+    y_val, y_test = data.val.y, data.test.y
+    cnll = {"val": [], "test": []}
+    for m in range(val.shape[1]):
+        fit_on_val = functools.partial(metrics.calibrated_metrics, val[:, m], y_val)
+        cnll["val"].append(fit_on_val(val[:, m], y_val)["cnll"])
+        cnll["test"].append(fit_on_val(test[:, m], y_test)["cnll"])
+    return {split: 1 + sum(c < values[0] for c in values[1:]) for split, values in cnll.items()}
+
+
 def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
-    """Every saved student's test scores, validation scores and training cost on one seed."""
+    """Every saved student's test scores, validation scores and training cost on one seed, and
+    member 0's :func:`start_rank`."""
     setup, outputs, kinds, infos = read_seed(study, data_dir, seed)
     rows, curve = classification_scores(outputs, kinds, setup.data)
     ensemble = {k: predictive(v, kinds["ensemble"]) for k, v in outputs["ensemble"].items()}
@@ -134,7 +150,7 @@ def score_seed(study: Study, data_dir: str | None, seed: int) -> dict:
         row["val_noise_rho"] = metrics.rank_correlation(
             pred["val_noise"].mi, ensemble["val_noise"].mi
         )
-    return {"rows": rows, "curve": curve}
+    return {"rows": rows, "curve": curve, "start_rank": start_rank(ensemble, setup.data)}
 
 
 KEYS = ("acc", "cnll", "dee", "ood_auroc_mi", "mi_spearman_ood", "ood_mi_ratio")
@@ -203,6 +219,24 @@ def signed(entry: dict | None, fmt: str, lower: bool) -> str:
     return f"{entry['gap']:+{fmt}} (std {entry['std']:{fmt}}) {word}"
 
 
+def start_lines(per_seed: dict) -> list[str]:
+    """Member 0's :func:`start_rank` per seed (seeds recorded before it was kept have none)."""
+    ranked = {
+        seed: scores["start_rank"] for seed, scores in per_seed.items() if "start_rank" in scores
+    }
+    if not ranked:
+        return []
+    seeds = ", ".join(map(str, ranked))
+    val, test = (", ".join(str(r[split]) for r in ranked.values()) for split in ("val", "test"))
+    return [
+        f"Member 0, where every member-start student begins, ranks among the teacher's members "
+        f"by cNLL (1: the best) {val} on validation and {test} on test (seeds {seeds}). Where "
+        "it ranks better on validation than on test, the validation gaps below lean towards "
+        "the member start: member 0's luck on the validation set comes with it.",
+        "",
+    ]
+
+
 def markdown(study: Study, record: dict) -> str:
     summary = record["summary"]
     seeds = ", ".join(map(str, summary["seeds"]))
@@ -241,6 +275,7 @@ def markdown(study: Study, record: dict) -> str:
     if missing:
         lines += ["", "Not trained yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
     lines += curve_lines(summary["curve"])
+    lines += start_lines(record["per_seed"])
     lines += [
         "## Member start against random start (validation only)",
         "",

@@ -4,6 +4,7 @@ validation only, and a run on digits whose rows and training FLOPs it derives.""
 import dataclasses
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import scipy.stats
@@ -111,7 +112,13 @@ def test_a_run_on_digits_scores_every_student_and_its_training_flops(tmp_path):
         out=tmp_path,
     )
     study.run_seed(quick, None, 0, inputs=study.inputs)
-    rows = study.score_seed(quick, None, 0)["rows"]
+    scores = study.score_seed(quick, None, 0)
+    rows = scores["rows"]
+    assert set(scores["start_rank"]) == {"val", "test"}
+    assert all(
+        1 <= rank <= quick.config_for(None, 0, "kd", []).members
+        for rank in scores["start_rank"].values()
+    )
     assert set(rows) == {"ensemble", "member", *names}
     setup = prepare(quick.config_for(None, 0, "kd", []))
     _, _, info = read_outputs(tmp_path / "seed0" / "kd member 1x.safetensors")
@@ -123,3 +130,45 @@ def test_a_run_on_digits_scores_every_student_and_its_training_flops(tmp_path):
     mi = [mutual_information(torch.softmax(o["val_noise"].double(), -1)) for o in (hydra, ensemble)]
     expected = scipy.stats.spearmanr(mi[0].numpy(), mi[1].numpy()).statistic
     assert rows["hydra random 1x"]["val_noise_rho"] == pytest.approx(expected, abs=1e-6)
+
+
+def members_right(right: list[float], labels: torch.Tensor, classes: int = 4) -> torch.Tensor:
+    """(batch, members, classes) probabilities: member m puts 0.7 on the label for the first
+    ``right[m]`` of the examples and on the next class for the rest."""
+    batch, columns = len(labels), []
+    for fraction in right:
+        predicted = labels.clone()
+        predicted[int(fraction * batch) :] = (labels[int(fraction * batch) :] + 1) % classes
+        probs = torch.full((batch, classes), 0.1)
+        probs[torch.arange(batch), predicted] = 0.7
+        columns.append(probs)
+    return torch.stack(columns, dim=1)
+
+
+def test_member_0s_rank_by_cnll_on_validation_and_on_test():
+    """Member 0 right most often on validation and least often on test: ranked 1 and M."""
+    labels = torch.arange(400) % 4
+    ensemble = {
+        "val": SimpleNamespace(probs=members_right([0.9, 0.7, 0.8], labels)),
+        "test": SimpleNamespace(probs=members_right([0.5, 0.7, 0.8], labels)),
+    }
+    data = SimpleNamespace(val=SimpleNamespace(y=labels), test=SimpleNamespace(y=labels))
+    assert study.start_rank(ensemble, data) == {"val": 1, "test": 3}
+
+
+def test_the_page_names_member_0s_rank_for_the_seeds_that_recorded_it():
+    per_seed = {
+        0: {"start_rank": {"val": 1, "test": 3}},
+        1: {},
+        2: {"start_rank": {"val": 2, "test": 2}},
+    }
+    (line, _) = study.start_lines(per_seed)
+    assert "1, 2 on validation and 3, 2 on test (seeds 0, 2)" in line
+    assert study.start_lines({1: {}}) == []
+
+
+def test_a_misspelt_only_name_is_refused_before_the_teacher_trains(tmp_path):
+    quick = dataclasses.replace(study.STUDIES["mnist"], runs=tmp_path, out=tmp_path)
+    with pytest.raises(SystemExit, match=r"no student named \['kd member 3x'\].*'kd random 1x'"):
+        study.run_seed(quick, None, 0, only=["kd member 1x", "kd member 3x"])
+    assert not any(tmp_path.iterdir())  # no teacher, no folder
