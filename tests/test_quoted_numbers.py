@@ -2,11 +2,11 @@
 
 Where a figure is checked:
 
-- a sentence or table row that references a results page ``docs/results/NAME.md`` (a markdown
-  link, or the page's file name written out): each of its figures against
-  ``docs/results/NAME.json`` (the union of the JSONs where it references several pages);
-- a *results bullet*, a list item (sub-items included) that references a results page
-  anywhere: every figure in it against the union of the pages it references.
+- a sentence that references a results page ``docs/results/NAME.md`` (a markdown link, or the
+  page's file name written out): each of its figures against ``docs/results/NAME.json`` (the
+  union of the JSONs where it references several pages);
+- a *results bullet*, a list item (sub-items included), or a table row that references a
+  results page anywhere: every figure in it against the union of the pages it references.
 
 Documents: ``README.md``, ``docs/results/README.md``, ``docs/methods.md`` and every other
 ``docs/**/*.md`` page that references a results page (found by glob; not the generated
@@ -304,18 +304,27 @@ def figures(doc: str, line: int, sentence: str, pages: tuple[str, ...]) -> list[
     return out
 
 
+def document_figures(doc: str, text: str, base: Path) -> list[Figure]:
+    """The figures of one document (``text``, its links resolved against ``base``): every
+    sentence of a bullet or a table row that references a page anywhere, and every other
+    sentence that references one itself."""
+    out: list[Figure] = []
+    for block in blocks(text):
+        block_pages = ()
+        if block.kind in ("bullet", "row"):
+            block_pages = references(" ".join(t for _, t in block.lines), base)
+        for line, sentence in sentences(block):
+            pages = block_pages or references(sentence, base)
+            if pages:
+                out.extend(figures(doc, line, sentence, pages))
+    return out
+
+
 def quoted_figures() -> list[Figure]:
     out: list[Figure] = []
     for path in documents():
-        doc = str(path.relative_to(ROOT))
-        for block in blocks(path.read_text(encoding="utf-8")):
-            block_pages = ()
-            if block.kind == "bullet":
-                block_pages = references(" ".join(t for _, t in block.lines), path.parent)
-            for line, sentence in sentences(block):
-                pages = block_pages or references(sentence, path.parent)
-                if pages:
-                    out.extend(figures(doc, line, sentence, pages))
+        text = path.read_text(encoding="utf-8")
+        out.extend(document_figures(str(path.relative_to(ROOT)), text, path.parent))
     return out
 
 
@@ -557,6 +566,18 @@ def test_stale_figures_fail(tmp_path, monkeypatch):
         assert _check(held, "benchmarks") == []
     finally:
         json_values.cache_clear()  # the other tests read the real pages
+
+
+def test_every_sentence_of_a_table_row_that_references_a_page_is_checked():
+    """A row links its page once, in its first sentence; the later sentences' figures are
+    checked against it too (they were not: methods.md's ``student.init`` row had gone
+    unchecked)."""
+    row = (
+        "| `student.init` | Measured ([results/member_start.md](results/member_start.md)): one. "
+        "Another sentence quotes 0.2999. |"
+    )
+    found = document_figures("docs/methods.md", f"| key | text |\n|---|---|\n{row}\n", DOCS)
+    assert [(f.text, f.pages) for f in found] == [("0.2999", ("member_start",))]
 
 
 def test_per_seed_values_count_only_in_a_sentence_about_single_seeds(tmp_path, monkeypatch):
