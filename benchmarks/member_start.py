@@ -20,7 +20,9 @@ of the students it rests on join with ``--seeds 3 4 --only NAME ...``.
 The verdict reads validation data only: ``member`` becomes the default only if, on both data
 sets, it lowers every student's validation cNLL at the default budget (4x) by more than the
 seeds' std and costs no more than the seeds' std of its validation MI rank agreement (a
-perturbed copy of the validation inputs, Gaussian σ = 0.2, where the members disagree).
+perturbed copy of the validation inputs, Gaussian σ = 0.2, where the members disagree). Every
+member start begins as member 0, so the page ranks member 0 among the members on validation and
+on test: a start luckier on validation than on test leans the validation gaps its way.
 """
 
 from __future__ import annotations

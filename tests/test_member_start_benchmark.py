@@ -1,5 +1,6 @@
 """benchmarks/member_start.py: its students, the member − random gaps and the vote read on
-validation only, and a run on digits whose rows and training FLOPs it derives."""
+validation only, member 0's rank among the members, a misspelt ``--only``, and a run on digits
+whose rows and training FLOPs it derives."""
 
 import dataclasses
 import sys
