@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 from cifar10_sizing import ARCHIVE, extract_subset
 from seeds import (
     cell,
+    check_only,
     curve_lines,
     curve_over_seeds,
     dee_marks,
@@ -111,6 +112,7 @@ def run_seed(
 ) -> None:
     """The teacher once, then every student not finished yet from a copy of it (resumable),
     on ``device`` (``cpu``, or ``cuda`` on a GPU)."""
+    check_only(only, STUDENTS)
     folder = runs / f"seed{seed}"
     teacher_run = folder / "teacher"
     if not (teacher_run / "teacher" / "manifest.json").is_file():

@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from seeds import (
     BEFORE_AUTO,
+    check_only,
     curve_lines,
     dee_marks,
     mean_std,
@@ -206,10 +207,7 @@ def run_seed(
 ) -> None:
     """The teacher, then every student not finished yet (each written when done; ``only``:
     those of these names), their outputs on every split of ``inputs(setup)``."""
-    if only and (unknown := [name for name in only if name not in study.students]):
-        # Before the teacher's minutes: a misspelt name would otherwise train nothing, silently.
-        names = ", ".join(f"'{name}'" for name in study.students)
-        raise SystemExit(f"--only: no student named {unknown}; the study's students: {names}")
+    check_only(only, study.students)
     folder = study.out / f"seed{seed}"
     setup = prepare(study.config_for(data_dir, seed, "kd", []))
     teacher = teacher_for(setup, study.runs / f"seed{seed}" / "teacher" / "teacher")

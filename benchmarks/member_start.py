@@ -126,9 +126,10 @@ def start_rank(ensemble: dict, data) -> dict[str, int]:
     y_val, y_test = data.val.y, data.test.y
     cnll = {"val": [], "test": []}
     for m in range(val.shape[1]):
-        fit_on_val = functools.partial(metrics.calibrated_metrics, val[:, m], y_val)
-        cnll["val"].append(fit_on_val(val[:, m], y_val)["cnll"])
-        cnll["test"].append(fit_on_val(test[:, m], y_test)["cnll"])
+        temperature = metrics.fit_temperature(val[:, m], y_val)
+        for split, probs, labels in (("val", val, y_val), ("test", test, y_test)):
+            scaled = metrics.temperature_scale(probs[:, m], temperature)
+            cnll[split].append(metrics.nll(scaled, labels))
     return {split: 1 + sum(c < values[0] for c in values[1:]) for split, values in cnll.items()}
 
 

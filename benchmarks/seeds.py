@@ -11,7 +11,7 @@ import shlex
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from safetensors import safe_open
@@ -38,6 +38,15 @@ def study_parser(description: str, datasets: Sequence[str]) -> argparse.Argument
     parser.add_argument("--tabulate-only", action="store_true")
     parser.add_argument("--quick", action="store_true", help="the study on digits: a test")
     return parser
+
+
+def check_only(only: Sequence[str] | None, students: Iterable[str]) -> None:
+    """Refuse an ``--only`` name the study has no student of, before the teacher's minutes: a
+    misspelt name would otherwise train nothing, silently."""
+    names = list(students)
+    if only and (unknown := [name for name in only if name not in names]):
+        listed = ", ".join(f"'{name}'" for name in names)
+        raise SystemExit(f"--only: no student named {unknown}; the study's students: {listed}")
 
 
 def page_seeds(out: Path, asked: Sequence[int], marker: str = "ensemble.safetensors") -> list[int]:

@@ -54,3 +54,9 @@ def test_the_device_reaches_every_config(tmp_path):
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             study.config_for(tmp_path, 0, "kd", [], quick=True, device="cuda")
     assert study.config_for(tmp_path, 0, "kd", [], quick=True).device == "cpu"
+
+
+def test_a_misspelt_only_name_is_refused_before_the_teacher_trains(tmp_path):
+    with pytest.raises(SystemExit, match=r"no student named \['kd typo'\]"):
+        study.run_seed(tmp_path / "images", tmp_path / "runs", 0, ["kd typo"], quick=True)
+    assert not any(tmp_path.iterdir())  # no teacher, no folder
